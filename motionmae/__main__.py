@@ -1,0 +1,3 @@
+from motionmae.cli import main
+
+raise SystemExit(main())
