@@ -164,6 +164,9 @@ def probe(path) -> VideoInfo:
         if count == 0:
             raise EmptyVideoError(path, "contains no decodable frames")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if rate and container.duration:  # a header promising more than decodes: truncated
+            promised = container.duration / av.time_base * float(rate)
+            truncated = truncated or count < promised - 2
         return VideoInfo(
             path=str(path),
             num_frames=count,
@@ -259,8 +262,10 @@ class VideoReader:
         self.container = _open(path)
         self.stream = self.container.streams.video[0]
         self.index = _build_index(self.container)
+        self.index_of_pts = None if self.index.pts is None else {int(p): i for i, p in enumerate(self.index.pts)}
         self.short_side = short_side
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
+        self.frames_decoded = 0  # frames the decoder produced so far (seeking keeps this small)
 
     def __enter__(self):
         return self
@@ -289,7 +294,10 @@ class VideoReader:
         else:
             runs = _segments(wanted, self.index.keyframe_of)
         for run in runs:
-            decoded.update(self._decode_run(run, motion))
+            found = self._decode_run(run, motion, from_start=False)
+            if len(found) < len(run):  # the container seeked past the keyframe: decode from the start
+                found = self._decode_run(run, motion, from_start=True)
+            decoded.update(found)
         missing = [int(i) for i in wanted if int(i) not in decoded]
         if missing:
             raise FrameIndexError(self.path, f"frame {missing[0]} could not be decoded (damaged file?)")
@@ -300,32 +308,32 @@ class VideoReader:
         flags = np.array([decoded[int(i)][2] for i in indices], dtype=bool)
         return Clip(frames, fields, flags, indices)
 
-    def _frames_from(self, first: int):
+    def _frames_from(self, first: int, from_start: bool):
         """Yield (index, av.VideoFrame) in display order, from the keyframe before `first`."""
         ctx = self.stream.codec_context
-        if self.index.pts is None:
+        if self.index.pts is None or from_start:
             self.container.seek(0)
             start = 0
         else:
             start = int(self.index.keyframe_of[first])
             self.container.seek(int(self.index.pts[start]), stream=self.stream, backward=True)
-        position = {int(p): i for i, p in enumerate(self.index.pts)} if self.index.pts is not None else None
         ctx.flush_buffers()
         count = start
         try:
             for frame in self.container.decode(self.stream):
-                if position is not None:
-                    index = position.get(frame.pts)
+                if self.index_of_pts is not None:
+                    index = self.index_of_pts.get(frame.pts)
                     if index is None:
                         continue
                 else:
                     index = count
                     count += 1
+                self.frames_decoded += 1
                 yield index, frame
         except av.FFmpegError:
             return  # damage: frames before it were yielded
 
-    def _decode_run(self, run: np.ndarray, motion: bool) -> dict[int, tuple]:
+    def _decode_run(self, run: np.ndarray, motion: bool, from_start: bool) -> dict[int, tuple]:
         """Decode frames `run` (sorted); values are (rgb, field, has_vectors)."""
         ctx = self.stream.codec_context
         ctx.options = {"flags2": "+export_mvs"} if motion else {}
@@ -334,7 +342,7 @@ class VideoReader:
         out: dict[int, tuple] = {}
         pending = []  # B-frames waiting for the next anchor to know their future gap
         previous_anchor = None
-        for index, frame in self._frames_from(int(run[0])):
+        for index, frame in self._frames_from(int(run[0]), from_start):
             if not motion:
                 if index in want:
                     out[index] = (self._rgb(frame), None, False)
@@ -425,11 +433,14 @@ def write_video(path, frames: np.ndarray, fps: int = 25, codec: str = "libx264",
                 options: dict | None = None, pix_fmt: str = "yuv420p") -> None:
     """Encode RGB uint8 (T, H, W, 3) frames; written to a temp file, then renamed.
 
-    Defaults give H.264 with B-frames (bf=2, GOP 12) so P- and B-frame vectors exist.
+    Defaults give H.264 with B-frames (bf=2, GOP 12) so P- and B-frame vectors exist,
+    with one reference frame and no B-pyramid, so every vector refers to the nearest
+    anchor frame and reads back as an exact per-frame displacement.
     """
     path = Path(path)
     if codec == "libx264":
-        options = {"bf": "2", "g": "12", "crf": "18", "preset": "fast", **(options or {})}
+        options = {"bf": "2", "g": "12", "crf": "18", "preset": "fast",
+                   "x264-params": "ref=1:b-pyramid=none", **(options or {})}
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     container = av.open(str(tmp), "w")
     try:

@@ -1,0 +1,174 @@
+"""motionmae.video on real files: shipped H.264 videos and videos we encode ourselves."""
+
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+from conftest import translating_square
+
+from motionmae.video import (
+    EmptyVideoError,
+    FrameIndexError,
+    NotAVideoError,
+    NoVideoStreamError,
+    VideoError,
+    VideoNotFoundError,
+    VideoReader,
+    output_size,
+    probe,
+    read_frames,
+    write_video,
+)
+
+
+def sequential_frames(path) -> np.ndarray:
+    """Reference decode: every frame in display order, straight from PyAV."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def square_mpeg4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mpeg4") / "square.avi"
+    write_video(path, translating_square(), codec="mpeg4", options={"bf": "0", "g": "12", "qscale": "3"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def square_mjpeg(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mjpeg") / "square.avi"
+    write_video(path, translating_square(), codec="mjpeg", pix_fmt="yuvj420p")
+    return path
+
+
+def test_probe_shipped_videos(bikes, bigbuckbunny):
+    info = probe(bikes)
+    assert (info.num_frames, info.width, info.height, info.codec) == (250, 640, 272, "h264")
+    assert info.fps == pytest.approx(25.0) and info.has_motion_vectors and not info.truncated
+    info = probe(bigbuckbunny)
+    assert (info.num_frames, info.width, info.height) == (132, 1280, 720)
+
+
+@pytest.mark.parametrize("name", ["bikes", "square_h264", "square_mpeg4", "square_mjpeg"])
+def test_random_access_equals_sequential_decode(name, request):
+    path = request.getfixturevalue(name)
+    reference = sequential_frames(path)
+    n = len(reference)
+    indices = [n - 1, 5, 5, 0, n // 2, 7, n - 2, 1]  # unsorted, repeated, both ends
+    clip = read_frames(path, indices)
+    assert clip.frames.dtype == np.uint8 and clip.frames.shape == (len(indices), *reference.shape[1:])
+    assert np.array_equal(clip.frames, reference[indices])
+
+
+def test_short_span_does_not_decode_the_whole_file(bikes):
+    reference = sequential_frames(bikes)
+    with VideoReader(bikes) as reader:
+        clip = reader.read(np.arange(200, 264, 4)[:16] - 40)  # 16 frames at stride 4 near the end
+        assert np.array_equal(clip.frames, reference[np.arange(160, 224, 4)])
+        assert reader.frames_decoded < 250 // 2
+
+
+def object_cells(field: np.ndarray, x0: int, y0: int, size: int = 16) -> np.ndarray:
+    """Vectors of the 8x8 cells that lie fully inside a size x size object at (x0, y0)."""
+    c0, c1 = -(-x0 // 8), (x0 + size) // 8
+    r0, r1 = -(-y0 // 8), (y0 + size) // 8
+    return field[r0:r1, c0:c1].reshape(-1, 2)
+
+
+@pytest.mark.parametrize("name", ["square_h264", "square_mpeg4"])
+def test_vectors_follow_translating_square(name, request):
+    path = request.getfixturevalue(name)
+    with av.open(str(path)) as container:
+        kinds = [int(f.pict_type) for f in container.decode(video=0)]  # 1 = I, 2 = P, 3 = B
+    clip = read_frames(path, np.arange(len(kinds)), motion=True)
+    assert clip.motion.shape == (len(kinds), 8, 12, 2) and clip.motion.dtype == np.float32
+    assert clip.has_motion.tolist() == [k != 1 for k in kinds]
+    assert not clip.motion[~clip.has_motion].any()
+    p_frames = [t for t, k in enumerate(kinds) if k == 2]
+    assert p_frames
+    for t in p_frames:  # the square moves +2 px/frame in x, 0 in y
+        dx, dy = np.median(object_cells(clip.motion[t], 10 + 2 * t, 20), axis=0)
+        assert abs(dx - 2) <= 1 and abs(dy) <= 1, (t, dx, dy)
+
+
+def test_resize_scales_frames_and_vectors(square_h264):
+    full = read_frames(square_h264, np.arange(36), motion=True)
+    small = read_frames(square_h264, np.arange(36), short_side=32, motion=True)
+    assert output_size(96, 64, 32) == (48, 32)
+    assert small.frames.shape == (36, 32, 48, 3) and small.motion.shape == (36, 4, 6, 2)
+    assert np.array_equal(small.has_motion, full.has_motion)
+    def moving_dx(clip):  # median x-displacement of the cells that move
+        vectors = clip.motion[clip.has_motion].reshape(-1, 2)
+        return np.median(vectors[np.linalg.norm(vectors, axis=1) > 0.1, 0])
+
+    assert moving_dx(full) == pytest.approx(2.0, abs=0.25)
+    assert moving_dx(small) == pytest.approx(1.0, abs=0.25)
+
+
+def test_mjpeg_has_no_vectors(square_mjpeg):
+    info = probe(square_mjpeg)
+    assert info.codec == "mjpeg" and not info.has_motion_vectors
+    clip = read_frames(square_mjpeg, [0, 10, 20], motion=True)
+    assert not clip.has_motion.any()
+
+
+def test_errors_name_the_file(tmp_path, square_h264):
+    cases = []
+    cases.append((tmp_path / "missing.mp4", VideoNotFoundError))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cases.append((empty, EmptyVideoError))
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 100)
+    cases.append((text, NotAVideoError))
+    audio = tmp_path / "tone.wav"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    cases.append((audio, NoVideoStreamError))
+    for path, error in cases:
+        with pytest.raises(error) as caught:
+            probe(path)
+        assert isinstance(caught.value, VideoError) and str(path) in str(caught.value)
+    with pytest.raises(FrameIndexError, match="out of range"):
+        read_frames(square_h264, [0, 36])
+    with pytest.raises(FrameIndexError):
+        read_frames(square_h264, [-1])
+
+
+def test_truncated_file_yields_frames_before_damage(tmp_path):
+    whole = tmp_path / "whole.mkv"
+    frames = translating_square()
+    write_video(whole, frames)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    info = probe(cut)
+    assert info.truncated and 0 < info.num_frames < 36
+    clip = read_frames(cut, np.arange(info.num_frames), motion=True)
+    assert np.array_equal(clip.frames, sequential_frames(whole)[: info.num_frames])
+    with pytest.raises(FrameIndexError):
+        read_frames(cut, [35])
+
+
+def test_info_command_reports_bad_files_and_continues(tmp_path, bikes, square_mjpeg):
+    bad = tmp_path / "broken.mp4"
+    bad.write_text("garbage")
+    result = subprocess.run(
+        [sys.executable, "-m", "motionmae", "info", str(bikes), str(bad), str(square_mjpeg)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    with av.open(str(bikes)) as container:
+        kinds = [int(f.pict_type) for f in container.decode(video=0)]
+    coverage = sum(k != 1 for k in kinds) / len(kinds)  # every frame but the I-frames
+    assert "250 frames" in lines[0] and f"frames with vectors {coverage:.1%}" in lines[0]
+    assert lines[1].startswith("ERROR") and str(bad) in lines[1]
+    assert "motion vectors no" in lines[2] and "frames with vectors 0.0%" in lines[2]
+    assert "Traceback" not in result.stderr
