@@ -76,6 +76,54 @@ def cmd_demo(args) -> int:
     return cmd_info(argparse.Namespace(videos=[str(v) for v in videos], motion=True, short_side=None))
 
 
+# ---------------------------------------------------------------- visualize-masks
+
+
+def _crop_to_patches(clip, patch: int):
+    """Centre-crop a clip's frames and motion field to whole patches, cut on the 8-px vector grid."""
+    import dataclasses
+
+    h, w = clip.frames.shape[1:3]
+    ch, cw = h // patch * patch, w // patch * patch
+    if not ch or not cw:
+        raise UserError(f"frames of {w}x{h} px hold no {patch}x{patch} patch")
+    top, left = (h - ch) // 2 // 8 * 8, (w - cw) // 2 // 8 * 8
+    motion = clip.motion[:, top // 8:-(-(top + ch) // 8), left // 8:-(-(left + cw) // 8)]
+    return dataclasses.replace(clip, frames=clip.frames[:, top:top + ch, left:left + cw], motion=motion)
+
+
+def cmd_visualize_masks(args) -> int:
+    """Draw one clip's mask over its frames beside the motion magnitude (MGM's Figure 5)."""
+    import numpy as np
+
+    from motionmae.masking import MaskGenerator, guidance
+    from motionmae.video import VideoReader
+    from motionmae.visualize import mask_figure, save_png
+
+    if args.frames % args.tubelet:
+        raise UserError(f"--frames {args.frames} is not a multiple of --tubelet {args.tubelet}")
+    if args.sparse and args.mask not in ("smm", "mgm"):
+        raise UserError(f"--sparse applies to smm and mgm masks, not {args.mask}")
+    with VideoReader(args.video, short_side=args.short_side) as reader:
+        indices = args.start + args.stride * np.arange(args.frames)
+        if indices[-1] >= len(reader):
+            raise UserError(f"{args.video}: has {len(reader)} frames, the clip needs frame {indices[-1]} "
+                            f"(--start {args.start}, --frames {args.frames}, --stride {args.stride})")
+        clip = _crop_to_patches(reader.read(indices, motion=True), args.patch)
+    grid = (args.frames // args.tubelet, clip.frames.shape[1] // args.patch, clip.frames.shape[2] // args.patch)
+    generator = MaskGenerator(args.mask, args.ratio, grid, prefer=args.guidance,
+                              options={"sparse": True} if args.sparse else {})
+    magnitude, source = guidance(clip, grid, prefer=args.guidance)
+    mask = generator(np.random.default_rng(args.seed), magnitude).reshape(grid)
+    name = f"{args.mask}{' sparse' if args.sparse else ''}"
+    title = (f"{args.video.split('/')[-1]}  {name} ratio {generator.ratio:g}: {int(mask.sum())}/{mask.size} "
+             f"tokens masked, motion from {source}")
+    save_png(args.out, mask_figure(clip.frames, mask, magnitude, title, (args.patch, args.patch)))
+    print(f"wrote {args.out}: {name} ratio {generator.ratio:g}, grid {grid}, {int(mask.sum())}/{mask.size} masked; "
+          f"motion from {source} ({int(clip.has_motion.sum())}/{len(indices)} frames carry codec vectors)")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -101,6 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae demo
         """)
     p.set_defaults(func=cmd_demo)
+
+    p = _command(sub, "visualize-masks", "Draw a mask strategy over a clip beside its motion magnitude.", """
+        motionmae visualize-masks clip.mp4 --mask mgm --out masks.png
+        motionmae visualize-masks clip.mp4 --mask smm --sparse --ratio 0.9 --start 40
+        motionmae visualize-masks clip.mp4 --mask tube --guidance diff   # frame difference beside
+        """)
+    p.add_argument("video", metavar="VIDEO")
+    p.add_argument("--mask", choices=["tube", "random", "cube", "smm", "mgm"], default="mgm",
+                   help="masking strategy (default: mgm)")
+    p.add_argument("--sparse", action="store_true", help="sparse variant of smm / mgm")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="mask ratio (default: 0.9 tube/random, 0.4 cube, 0.75 smm/mgm)")
+    p.add_argument("--guidance", choices=["mv", "diff"], default="mv",
+                   help="motion source tried first: codec vectors, or frame difference (default: mv)")
+    p.add_argument("--start", type=int, default=0, help="first frame index (default: 0)")
+    p.add_argument("--frames", type=int, default=16, help="frames in the clip (default: 16)")
+    p.add_argument("--stride", type=int, default=2, help="frame sampling stride (default: 2)")
+    p.add_argument("--short-side", type=int, default=224, help="resize the short side to this (default: 224)")
+    p.add_argument("--tubelet", type=int, default=2, help="frames per token (default: 2)")
+    p.add_argument("--patch", type=int, default=16, help="token size in pixels (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", default="masks.png", help="output PNG (default: masks.png)")
+    p.set_defaults(func=cmd_visualize_masks)
 
     return parser
 

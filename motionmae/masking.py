@@ -192,20 +192,27 @@ def _take(order_keys: list[np.ndarray], counts: np.ndarray) -> np.ndarray:
     return (rank < counts[:, None]).reshape(-1)
 
 
-def rectangle_mask(boxes: np.ndarray, priority: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def rectangle_mask(boxes: np.ndarray, grid, counts: np.ndarray, rng: np.random.Generator,
+                   priority: np.ndarray | None = None) -> np.ndarray:
     """Mask each slice's rectangle, then shrink or grow its border to counts[j] tokens.
 
-    boxes: int (T', 4) (x0, y0, x1, y1); priority: float (T', Hp, Wp), higher
-    is kept first on the border ring being shrunk or added first on the ring
-    being grown; counts: int (T',). Returns bool (N,).
+    boxes: int (T', 4) (x0, y0, x1, y1); counts: int (T',); priority: float
+    (T', Hp, Wp) or None. On the border ring being shrunk, tokens of low
+    priority go first; on the ring being grown, tokens of high priority come
+    first; ties go by distance to the rectangle's centre, then at random.
+    Returns bool (N,).
     """
-    t, h, w = priority.shape
+    t, h, w = grid
     ys = np.arange(h)[None, :, None]
     xs = np.arange(w)[None, None, :]
     x0, y0, x1, y1 = (boxes[:, i, None, None] for i in range(4))
     # Chebyshev ring: -depth inside (0 on the border), distance outside.
     ring = np.maximum(np.maximum(x0 - xs, xs - x1), np.maximum(y0 - ys, ys - y1))
-    keys = [rng.random((t, h * w)), -priority.reshape(t, -1), ring.reshape(t, -1)]
+    distance = np.hypot(2 * xs - x0 - x1, 2 * ys - y0 - y1)
+    keys = [rng.random((t, h * w)), distance.reshape(t, -1)]
+    if priority is not None:
+        keys.append(-priority.reshape(t, -1))
+    keys.append(ring.reshape(t, -1))
     return _take(keys, counts)
 
 
@@ -216,21 +223,21 @@ def smm_mask(grid, ratio, rng: np.random.Generator, sparse: bool = False,
              max_speed: float = 1.0, max_jitter: int = 1) -> np.ndarray:
     """Simulated-motion masking (MGM paper, Sec. 3.2).
 
-    Dense: the rectangle of `smm_track`, exact count by the border rule with
-    tokens nearer the centre first. Sparse: tokens drawn without replacement
+    Dense: the rectangle of `smm_track`, exact count by the border rule
+    (tokens nearer the centre first). Sparse: tokens drawn without replacement
     with probability falling off as exp(-distance / rectangle half-size) from
     the moving centre.
     """
     t, h, w = _check(grid, ratio)
     centres, sizes = smm_track(grid, ratio, rng, max_speed, max_jitter)
     counts = _slice_counts(num_masked("smm", grid, ratio), t, rng)
+    if not sparse:
+        return rectangle_mask(_boxes(centres, sizes, grid), grid, counts, rng)
     ys, xs = np.mgrid[0:h, 0:w] + 0.5
     distance = np.hypot(xs[None] - centres[:, 0, None, None], ys[None] - centres[:, 1, None, None])
-    if sparse:
-        scale = max(base_size(grid, ratio)) / 2
-        gumbel = -np.log(-np.log(rng.random((t, h, w))))
-        return _take([-(gumbel - distance / scale).reshape(t, -1)], counts)
-    return rectangle_mask(_boxes(centres, sizes, grid), -distance, counts, rng)
+    scale = max(base_size(grid, ratio)) / 2
+    gumbel = -np.log(-np.log(rng.random((t, h, w))))
+    return _take([(distance / scale - gumbel).reshape(t, -1)], counts)
 
 
 def mgm_mask(grid, ratio, rng: np.random.Generator, magnitude: np.ndarray, sparse: bool = False,
@@ -254,7 +261,7 @@ def mgm_mask(grid, ratio, rng: np.random.Generator, magnitude: np.ndarray, spars
     peak = np.argmax(ties * rng.random(flat.shape), axis=1)
     centres = np.stack([peak % w + 0.5, peak // w + 0.5], axis=1)
     sizes = jittered_sizes(grid, ratio, rng, max_jitter)
-    return rectangle_mask(_boxes(centres, sizes, grid), magnitude, counts, rng)
+    return rectangle_mask(_boxes(centres, sizes, grid), grid, counts, rng, priority=magnitude)
 
 
 MASKS = {"tube": tube_mask, "random": random_mask, "cube": cube_mask, "smm": smm_mask, "mgm": mgm_mask}
