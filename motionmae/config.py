@@ -1,0 +1,170 @@
+"""Run configuration: dataclasses, YAML presets and dotted `key=value` overrides.
+
+A config file is YAML with the sections below; anything it leaves out keeps
+its default. `load_config("mme", ["optim.epochs=10"])` reads the preset
+`configs/mme.yaml` (or any path) and applies overrides, whose values are
+parsed as YAML (`8`, `0.5`, `true`, `[1, 0.875]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/synthetic/train.csv"  # list file (`path label` lines) or folder of videos
+    val: str = "data/synthetic/val.csv"  # used by evaluation
+    cache: str = "cache/motion"  # motion cache root (see `motionmae prepare`)
+    short_side: int = 256  # decode and cache resolution (pixels)
+    frames: int = 16  # input frames per clip
+    stride: int = 4  # raw frames between input frames
+    size: int = 224  # crop side fed to the model (pixels)
+    scales: list = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])  # MultiScaleCrop scales
+    flip: bool = True  # random horizontal flip
+    flow_on_the_fly: bool = False  # compute flow when a video has no cache entry
+    workers: int = 2  # DataLoader worker processes
+    shuffle_frames: bool = False  # temporal-shuffle ablation: permute the input frames
+
+
+@dataclass
+class ModelConfig:
+    size: str = "base"  # tiny | small | base | large
+    tubelet: int = 2
+    patch: int = 16
+    decoder_depth: int = 1
+    decoder_dim: int | None = None  # None: VideoMAE's width for the encoder size
+    decoder_heads: int | None = None
+    drop_path: float = 0.0
+
+
+@dataclass
+class TargetConfig:
+    name: str = "traj"  # traj | pixel | hog | flow | hof | mbh
+    options: dict = field(default_factory=dict)  # keyword options of the target builder
+
+
+@dataclass
+class MaskConfig:
+    kind: str = "tube"  # tube | random | cube | smm | mgm
+    ratio: float = 0.7
+    options: dict = field(default_factory=dict)  # keyword options of the mask generator
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 800
+    warmup_epochs: int = 40
+    batch_size: int = 32  # clips per process per step
+    accum_steps: int = 1  # gradient accumulation
+    base_lr: float = 1.5e-4  # lr = base_lr * global_batch / 256
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    clip_grad: float | None = None
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/pretrain"  # checkpoints, metrics.jsonl, config.yaml
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    checkpoint_every: int = 500  # steps
+    log_every: int = 10  # steps
+    max_steps: int | None = None  # stop early (for tries and tests)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _merge(section, values: dict, where: str):
+    """Set fields of a dataclass instance from a dict, rejecting unknown keys."""
+    names = {f.name for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(names))})")
+        current = getattr(section, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
+            _merge(current, value, f"{where}.{key}")
+        else:
+            setattr(section, key, _coerce(value, current, f"{where}.{key}"))
+
+
+def _coerce(value, current, where: str):
+    """Numbers written as strings by YAML 1.1 (`3e-4`) become floats where a float is expected."""
+    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    return value
+
+
+def preset_path(name_or_path: str) -> Path:
+    """`mme` -> configs/mme.yaml; an existing path is returned as it is."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"no config file or preset named '{name_or_path}' (presets: {known})")
+
+
+def parse_override(text: str) -> dict:
+    """'optim.epochs=10' -> {'optim': {'epochs': 10}}."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file (with optional `base: other-preset`) <- overrides."""
+    config = Config()
+    if name_or_path:
+        path = preset_path(name_or_path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        base = values.pop("base", None)
+        if base:
+            config = load_config(base)
+        _merge(config, values, str(path))
+    for text in overrides:
+        _merge(config, parse_override(text), "--set")
+    return config
+
+
+def save_config(config: Config, path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

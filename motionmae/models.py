@@ -1,0 +1,234 @@
+"""Video ViT: encoder on visible tokens, light decoder with mask tokens, classifier.
+
+Parameter names follow the official VideoMAE layout so its checkpoints load
+as they are: `patch_embed.proj` (Conv3d tubelet embedding), `blocks.i.attn.qkv`
+without bias plus separate `q_bias` / `v_bias`, `encoder_to_decoder`,
+`mask_token`, `decoder.head`; the classifier has `fc_norm` and `head`.
+
+Shapes: video `(B, 3, T, H, W)` float, normalized; tokens `(B, N, D)` with
+N = T/t · H/p · W/p in VideoMAE order (time-major, then rows, then columns);
+mask bool `(B, N)`, True = masked, the same count in every sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ViTSize:
+    dim: int
+    depth: int
+    heads: int
+    decoder_dim: int  # VideoMAE's decoder width for this encoder
+    decoder_heads: int
+
+
+SIZES = {
+    "tiny": ViTSize(192, 12, 3, 96, 3),
+    "small": ViTSize(384, 12, 6, 192, 3),
+    "base": ViTSize(768, 12, 12, 384, 6),
+    "large": ViTSize(1024, 24, 16, 512, 8),
+}
+
+
+def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
+    """VideoMAE's fixed 1-D sinusoid table over token index: float32 (1, num_positions, dim)."""
+    position = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    exponent = 2 * (torch.arange(dim) // 2).to(torch.float64) / dim
+    angles = position / torch.pow(10000.0, exponent)[None]
+    table = torch.where(torch.arange(dim) % 2 == 0, torch.sin(angles), torch.cos(angles))
+    return table.float()[None]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample with probability p."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, D = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.heads, D // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, D/heads)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, D))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Tubelet embedding: (B, 3, T, H, W) -> (B, N, D) with a Conv3d of kernel = stride = (t, p, p)."""
+
+    def __init__(self, dim: int, tubelet: int, patch: int, channels: int = 3):
+        super().__init__()
+        self.proj = nn.Conv3d(channels, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def token_grid(frames: int, size: int, tubelet: int = 2, patch: int = 16) -> tuple[int, int, int]:
+    """(T', Hp, Wp) token grid of a square clip."""
+    for value, unit, name in ((frames, tubelet, "frames"), (size, patch, "size")):
+        if value % unit:
+            raise ValueError(f"{name}={value} is not a multiple of {unit}")
+    return frames // tubelet, size // patch, size // patch
+
+
+def init_weights(module: nn.Module):
+    """Xavier-uniform linears, zero biases, unit LayerNorms (VideoMAE's init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class VisionTransformer(nn.Module):
+    """Video ViT backbone. `forward(video, mask)` encodes the visible tokens only.
+
+    Returns (B, N_visible, D), or (B, N, D) without a mask.
+    """
+
+    def __init__(self, size: str = "base", frames: int = 16, img_size: int = 224, tubelet: int = 2,
+                 patch: int = 16, drop_path: float = 0.0, final_norm: bool = True):
+        super().__init__()
+        spec = SIZES[size]
+        self.size, self.dim, self.tubelet, self.patch = size, spec.dim, tubelet, patch
+        self.grid = token_grid(frames, img_size, tubelet, patch)
+        self.num_tokens = math.prod(self.grid)
+        self.patch_embed = PatchEmbed(spec.dim, tubelet, patch)
+        self.register_buffer("pos_embed", sincos_table(self.num_tokens, spec.dim), persistent=False)
+        rates = torch.linspace(0, drop_path, spec.depth).tolist()
+        self.blocks = nn.ModuleList(Block(spec.dim, spec.heads, drop_path=r) for r in rates)
+        self.norm = nn.LayerNorm(spec.dim, eps=1e-6) if final_norm else nn.Identity()
+        init_weights(self)
+
+    def forward(self, video, mask=None):
+        x = self.patch_embed(video) + self.pos_embed.to(video.dtype)
+        if mask is not None:
+            x = x[~mask].reshape(x.shape[0], -1, x.shape[-1])
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+class Decoder(nn.Module):
+    """Light transformer over visible tokens + mask tokens; predicts targets of masked tokens."""
+
+    def __init__(self, dim: int, depth: int, heads: int, out_dim: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, out_dim)
+
+    def forward(self, x, num_masked: int):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, -num_masked:]))
+
+
+class PretrainModel(nn.Module):
+    """Masked video autoencoder: `forward(video, mask) -> (B, N_masked, target_dim)`.
+
+    Predictions are in the order of the masked tokens, i.e. `target[mask]`.
+    """
+
+    def __init__(self, target_dim: int, size: str = "base", frames: int = 16, img_size: int = 224,
+                 tubelet: int = 2, patch: int = 16, decoder_depth: int = 4, decoder_dim: int | None = None,
+                 decoder_heads: int | None = None, drop_path: float = 0.0):
+        super().__init__()
+        spec = SIZES[size]
+        decoder_dim = decoder_dim or spec.decoder_dim
+        decoder_heads = decoder_heads or spec.decoder_heads
+        self.encoder = VisionTransformer(size, frames, img_size, tubelet, patch, drop_path)
+        self.encoder_to_decoder = nn.Linear(spec.dim, decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer("decoder_pos_embed", sincos_table(self.encoder.num_tokens, decoder_dim),
+                             persistent=False)
+        self.decoder = Decoder(decoder_dim, decoder_depth, decoder_heads, target_dim)
+        init_weights(self.encoder_to_decoder)
+        init_weights(self.decoder)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, video, mask):
+        B = video.shape[0]
+        visible = self.encoder_to_decoder(self.encoder(video, mask))
+        pos = self.decoder_pos_embed.to(visible.dtype).expand(B, -1, -1)
+        pos_visible = pos[~mask].reshape(B, -1, pos.shape[-1])
+        pos_masked = pos[mask].reshape(B, -1, pos.shape[-1])
+        x = torch.cat([visible + pos_visible, self.mask_token.to(visible.dtype) + pos_masked], dim=1)
+        return self.decoder(x, pos_masked.shape[1])
+
+
+class VideoClassifier(nn.Module):
+    """Encoder + mean pool + fc_norm + linear head (VideoMAE's fine-tuning model): logits (B, classes)."""
+
+    def __init__(self, num_classes: int, size: str = "base", frames: int = 16, img_size: int = 224,
+                 tubelet: int = 2, patch: int = 16, drop_path: float = 0.0, head_dropout: float = 0.0):
+        super().__init__()
+        self.encoder = VisionTransformer(size, frames, img_size, tubelet, patch, drop_path, final_norm=False)
+        self.fc_norm = nn.LayerNorm(self.encoder.dim, eps=1e-6)
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(self.encoder.dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def features(self, video):
+        """Mean-pooled, normalized clip features: (B, D)."""
+        return self.fc_norm(self.encoder(video).mean(dim=1))
+
+    def forward(self, video):
+        return self.head(self.head_dropout(self.features(video)))
