@@ -280,21 +280,22 @@ def _object_to_image(pose: np.ndarray, camera: np.ndarray) -> np.ndarray:
     return camera.astype(np.float64) @ _affine(cos, -sin, sin, cos, cx, cy)
 
 
-def render(scene: Scene, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Frames uint8 (T, S, S, 3) RGB and object-id mask uint8 (T, S, S).
+def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 (T', S, S, 3) RGB and object-id mask uint8 (T', S, S) at frames `times` (default all).
 
     Mask value k + 1 marks pixels where object k is visible, 0 the background.
     Distractors are drawn first, so the actors are never hidden by them.
     `noise=False` leaves out the pixel noise (for exact checks against the truth).
     """
-    frames, size = len(scene.pose), scene.size
+    times = range(len(scene.pose)) if times is None else list(times)
+    size = scene.size
     patch = scene.sprites[0].shape[0]
     local = _affine(2 / patch, 0, 0, 2 / patch, 1 / patch - 1, 1 / patch - 1)  # sprite px -> local
     canvas = _affine(tx=-scene.margin, ty=-scene.margin)  # canvas px -> scene
     order = list(range(scene.actors, len(scene.sprites))) + list(range(scene.actors))
-    video = np.empty((frames, size, size, 3), np.float32)
-    mask = np.zeros((frames, size, size), np.uint8)
-    for t in range(frames):
+    video = np.empty((len(times), size, size, 3), np.float32)
+    mask = np.zeros((len(times), size, size), np.uint8)
+    for i, t in enumerate(times):
         warp = (scene.camera[t].astype(np.float64) @ canvas)[:2]
         image = cv2.warpAffine(scene.background, warp, (size, size), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT)
@@ -303,10 +304,10 @@ def render(scene: Scene, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
             layer = cv2.warpAffine(scene.sprites[k], warp, (size, size), flags=cv2.INTER_LINEAR)
             alpha = layer[..., 3:]
             image = image * (1 - alpha) + layer[..., :3]
-            mask[t][alpha[..., 0] > 0.5] = k + 1
-        video[t] = image
-    if noise:
-        video += np.random.default_rng(scene.noise_seed).standard_normal(video.shape, np.float32) * scene.noise
+            mask[i][alpha[..., 0] > 0.5] = k + 1
+        if noise:
+            image += np.random.default_rng([scene.noise_seed, t]).standard_normal(image.shape, np.float32) * scene.noise
+        video[i] = image
     return np.clip(np.rint(video), 0, 255).astype(np.uint8), mask
 
 
