@@ -1,0 +1,84 @@
+"""Histograms of oriented gradients (and of flow) in torch, on CPU or GPU.
+
+Recipe (Dalal & Triggs; MaskFeat; MME Appendix C without the L2 block norm):
+Sobel gradients by convolution, orientation bins over 0-180 deg (unsigned; bin i
+centred at (i + 0.5) * 180/bins deg), each pixel's magnitude split linearly between
+its two nearest bins (scatter), then averaged over 8x8 cells. Angles are measured
+in image axes (x right, y down). Images are float `(M, C, H, W)` in [0, 1]; a
+histogram value is a mean gradient magnitude per pixel of the cell (intensity/px).
+
+`cell_map` gives the histogram of the cell around *every* position (a box filter),
+so trajectory-aligned HOG is a bilinear read of that map at the tracked point; at
+cell centres it equals the ordinary cell grid of `cell_grid`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+
+
+def gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel derivatives `(d/dx, d/dy)` of `(M, C, H, W)` images, each `(M, C, H, W)`, per px."""
+    m, c, h, w = images.shape
+    kernel = torch.stack((_SOBEL_X, _SOBEL_X.T))[:, None].to(images)
+    padded = F.pad(images.reshape(m * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    grad = F.conv2d(padded, kernel).view(m, c, 2, h, w)
+    return grad[:, :, 0], grad[:, :, 1]
+
+
+def orientation_histograms(dx: torch.Tensor, dy: torch.Tensor, bins: int = 9, signed: bool = False) -> torch.Tensor:
+    """Per-pixel histograms of vectors `(dx, dy)`, each `(M, C, H, W)` -> `(M, C, bins, H, W)`.
+
+    Bins cover 0-180 deg (`signed=False`, gradients) or 0-360 deg (`signed=True`, flow
+    vectors for HOF); the vector length is split linearly between the two nearest bins.
+    """
+    period = 2 * math.pi if signed else math.pi
+    magnitude = torch.hypot(dx, dy)
+    position = torch.remainder(torch.atan2(dy, dx), period) * (bins / period) - 0.5
+    low = torch.floor(position)
+    frac = position - low
+    low = torch.remainder(low, bins).long()
+    hist = torch.zeros(dx.shape[:2] + (bins,) + dx.shape[2:], dtype=dx.dtype, device=dx.device)
+    hist.scatter_add_(2, low[:, :, None], ((1 - frac) * magnitude)[:, :, None])
+    hist.scatter_add_(2, torch.remainder(low + 1, bins)[:, :, None], (frac * magnitude)[:, :, None])
+    return hist
+
+
+def pixel_hog(images: torch.Tensor, bins: int = 9, channels: str = "max") -> torch.Tensor:
+    """Per-pixel gradient histograms of `(M, 3, H, W)` images -> `(M, C*bins, H, W)`.
+
+    `channels="max"`: one histogram from the colour channel with the strongest gradient
+    at each pixel (Dalal & Triggs), C = 1. `channels="each"`: one per channel (MaskFeat,
+    the official MME release), C = 3, channel-major.
+    """
+    dx, dy = gradients(images)
+    if channels == "max":
+        strongest = (dx * dx + dy * dy).argmax(dim=1, keepdim=True)
+        dx, dy = dx.gather(1, strongest), dy.gather(1, strongest)
+    elif channels != "each":
+        raise ValueError(f"channels must be 'max' or 'each', got {channels!r}")
+    return orientation_histograms(dx, dy, bins).flatten(1, 2)
+
+
+def cell_grid(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
+    """Mean of `(M, F, H, W)` per-pixel histograms over non-overlapping cells -> `(M, F, H/cell, W/cell)`."""
+    return F.avg_pool2d(hist, cell)
+
+
+def cell_map(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
+    """Mean over the cell at every offset -> `(M, F, H - cell + 1, W - cell + 1)`.
+
+    Entry `[i, j]` is the cell with top-left pixel `(j, i)`, centred at position
+    `(j + (cell-1)/2, i + (cell-1)/2)`: read it with `trajectory.sample(..., offset=(cell-1)/2)`.
+    """
+    return F.avg_pool2d(F.avg_pool2d(hist, (cell, 1), stride=1), (1, cell), stride=1)
+
+
+def hog(images: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max") -> torch.Tensor:
+    """HOG of `(M, 3, H, W)` images in [0, 1] -> `(M, C*bins, H/cell, W/cell)`."""
+    return cell_grid(pixel_hog(images, bins, channels), cell)

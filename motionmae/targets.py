@@ -1,0 +1,434 @@
+"""Reconstruction targets, built on device at every step, and the masked loss.
+
+Every builder reads the clip's dense raw span and returns one vector per token:
+
+    frames (B, T_raw, H, W, 3) RGB, uint8 or float on the 0-255 scale
+    flow   (B, T_raw - 1, H, W, 2) float32 (dx, dy) px; flow[:, t] carries raw frame t to t + 1
+      ->   target (B, N, D) float32, valid (B, N, D) bool (False: leave out of the loss)
+
+T input frames are sampled at stride s from the span: input frame i is raw frame
+i*s, and token slice j (tubelet t = 2) starts at raw frame r_j = t*j*s. Tokens are in
+VideoMAE order (time, rows, columns), N = T/t * H/16 * W/16. `builder.raw_span(T, s)`
+is the T_raw a builder needs (the dataset reads that many frames and T_raw - 1 flow
+fields), and `input_frames` picks the encoder's T frames out of the span.
+
+`builder.parts` names slices of D; `target_loss` averages each over the valid
+elements of masked tokens and sums them with `builder.loss_weights`.
+
+    target = build_target("traj")                     # or "pixel", "hog", "hog+mbh", ...
+    y, valid = target(frames, flow, num_frames=16, stride=2)
+    loss, parts = target.loss(pred, y, valid, mask)
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from motionmae import hog as H
+from motionmae import trajectory as TR
+
+
+def input_frames(frames: torch.Tensor, num_frames: int, stride: int) -> torch.Tensor:
+    """The T input frames `(B, T, H, W, C)` (raw frames 0, s, 2s, ...) of a raw span `(B, T_raw, H, W, C)`."""
+    return frames[:, 0:(num_frames - 1) * stride + 1:stride]
+
+
+def to_tokens(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """`(B, T, H, W, C)` -> `(B, N, tubelet*patch*patch, C)` in VideoMAE token and pixel order."""
+    b, t, h, w, c = x.shape
+    x = x.reshape(b, t // tubelet, tubelet, h // patch, patch, w // patch, patch, c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, tubelet * patch * patch, c)
+
+
+def standardize(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Zero mean, unit (population) variance over `dims`, counting only where `weight` (0/1, broadcastable) is 1."""
+    if weight is None:
+        weight = torch.ones_like(x)
+    weight = weight.expand_as(x)
+    count = weight.sum(dims, keepdim=True).clamp(min=1)
+    mean = (x * weight).sum(dims, keepdim=True) / count
+    var = ((x - mean) ** 2 * weight).sum(dims, keepdim=True) / count
+    return (x - mean) / (var + eps).sqrt() * weight
+
+
+def _all_valid(target: torch.Tensor) -> torch.Tensor:
+    return torch.ones((1, 1, 1), dtype=torch.bool, device=target.device).expand(target.shape)
+
+
+def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Baseline norms of `(B, N, ..., F)` token features: "token" (standardize per token), "l2" (per last axis), "none"."""
+    if norm == "token":
+        return standardize(x, tuple(range(2, x.dim())))
+    if norm == "l2":
+        return x / (x.norm(dim=-1, keepdim=True) + 1e-6)
+    if norm == "none":
+        return x
+    raise ValueError(f"norm must be 'token', 'l2' or 'none', got {norm!r}")
+
+
+def _check_span(builder, frames, flow, num_frames, stride):
+    b, t_raw, h, w, _ = frames.shape
+    need = builder.raw_span(num_frames, stride)
+    if num_frames % builder.tubelet or h % builder.patch or w % builder.patch:
+        raise ValueError(f"{num_frames} frames of {h}x{w} do not split into {builder.tubelet}x{builder.patch}x{builder.patch} tubelets")
+    if t_raw < need:
+        raise ValueError(f"{builder.name} target needs {need} raw frames for T={num_frames}, s={stride}; got {t_raw}")
+    if builder.needs_flow and (flow is None or flow.shape[1] < need - 1 or tuple(flow.shape[2:4]) != (h, w)):
+        got = None if flow is None else tuple(flow.shape)
+        raise ValueError(f"{builder.name} target needs flow (B, {need - 1}, {h}, {w}, 2) for T={num_frames}, s={stride}; got {got}")
+
+
+class Target:
+    """Base of the builders: geometry, part layout and the loss. Subclasses set `dim` and `parts`."""
+
+    name = ""
+    needs_flow = False
+
+    def __init__(self, tubelet: int = 2, patch: int = 16):
+        self.tubelet, self.patch = tubelet, patch
+        self.dim = 0
+        self.parts: dict[str, slice] = {}
+        self.loss_weights: dict[str, float] = {}
+        self.element_weight: torch.Tensor | None = None  # (D,) or None
+
+    def raw_span(self, num_frames: int, stride: int) -> int:
+        """Raw frames this target needs; the inputs alone need `(T-1)*s + 1`."""
+        return (num_frames - 1) * stride + 1
+
+    def loss(self, pred, target, valid, mask):
+        """`target_loss` with this builder's parts and weights."""
+        return target_loss(pred, target, valid, mask, self.parts, self.loss_weights, self.element_weight)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(dim={self.dim}, parts={ {k: (s.start, s.stop) for k, s in self.parts.items()} })"
+
+
+class TrajectoryTarget(Target):
+    """The MME motion trajectory (DESIGN.md, "MME target"): per token, K trajectories of L steps.
+
+    Layout of D = K*L*(2 + C*bins): position part `(K, L, 2)` (displacements px), then
+    shape part `(K, L, C*bins)` (HOG at p_0 .. p_{L-1} on its raw frame), k-major.
+
+    Options (paper behaviour by default; release = official XinyuSun/MME script):
+      traj_len       L steps (paper 6, release 4)
+      interpolate    True: steps of 1 raw frame; False: steps of s raw frames (flow at the
+                     input stride, chained from the dense flow)
+      shape          False: position part only ("w/o shape")
+      merge          None | "mean" | "max": merge the K trajectories into one (mean, or the
+                     valid one with the longest path)
+      traj_norm      "token" (one mean/var over the token's position part) | "across_k"
+                     (release PatchStd: each value across the K trajectories) | "none"
+      shape_norm     the same choices for the shape part (release: "none")
+      hog_channels   "max" (9 bins) | "each" (9 per RGB channel, release)
+      shape_step_weight  loss weight of shape steps after the first (release 0.1)
+      validity       "trajectory" (each leaves the loss on its own) | "token" (release: all
+                     K count when any stays in frame)
+      lookup         "bilinear" | "nearest" (release) flow and HOG reads
+      median         3x3 median filter on the flow; max_flow clamps it (px)
+      position_weight, shape_weight  part weights of the loss (default 1 : 1)
+    """
+
+    name = "traj"
+    needs_flow = True
+
+    def __init__(self, traj_len=6, interpolate=True, shape=True, merge=None, traj_norm="token", shape_norm="token",
+                 hog_channels="max", shape_step_weight=1.0, validity="trajectory", lookup="bilinear", median=True,
+                 max_flow=20.0, position_weight=1.0, shape_weight=1.0, bins=9, cell=8, tubelet=2, patch=16):
+        super().__init__(tubelet, patch)
+        for option, value, choices in (("merge", merge, (None, "mean", "max")), ("traj_norm", traj_norm, ("token", "across_k", "none")),
+                                       ("shape_norm", shape_norm, ("token", "across_k", "none")),
+                                       ("validity", validity, ("trajectory", "token")), ("lookup", lookup, ("bilinear", "nearest")),
+                                       ("hog_channels", hog_channels, ("max", "each"))):
+            if value not in choices:
+                raise ValueError(f"{option} must be one of {choices}, got {value!r}")
+        self.traj_len, self.interpolate, self.shape, self.merge = traj_len, interpolate, shape, merge
+        self.traj_norm, self.shape_norm, self.hog_channels = traj_norm, shape_norm, hog_channels
+        self.validity, self.lookup, self.median, self.max_flow = validity, lookup, median, max_flow
+        self.bins, self.cell = bins, cell
+        self.num_points = 1 if merge else (patch // cell) ** 2
+        self.shape_dim = bins * (3 if hog_channels == "each" else 1) if shape else 0
+        position_dim = self.num_points * traj_len * 2
+        self.dim = position_dim + self.num_points * traj_len * self.shape_dim
+        self.parts = {"position": slice(0, position_dim)}
+        self.loss_weights = {"position": position_weight}
+        if shape:
+            self.parts["shape"] = slice(position_dim, self.dim)
+            self.loss_weights["shape"] = shape_weight
+        if shape and shape_step_weight != 1.0:
+            step = torch.full((self.num_points, traj_len, self.shape_dim), shape_step_weight)
+            step[:, 0] = 1.0
+            self.element_weight = torch.cat((torch.ones(position_dim), step.flatten()))
+
+    def raw_span(self, num_frames: int, stride: int) -> int:
+        return TR.raw_span(num_frames, stride, self.traj_len, self.tubelet, self.interpolate)
+
+    @torch.no_grad()
+    def __call__(self, frames, flow, num_frames, stride):
+        _check_span(self, frames, flow, num_frames, stride)
+        b, _, h, w, _ = frames.shape
+        slices, steps = num_frames // self.tubelet, self.traj_len
+        step = 1 if self.interpolate else stride
+        starts = torch.arange(slices, device=frames.device) * self.tubelet * stride  # r_j
+
+        # Tracking: all K points of all tokens of slice j start on raw frame r_j.
+        flow = flow.permute(0, 1, 4, 2, 3).float()  # (B, F, 2, H, W)
+        if self.median:
+            flow = TR.median3x3(flow.flatten(0, 1)).view(flow.shape)
+        flow = flow.clamp(-self.max_flow, self.max_flow)
+        points = TR.start_points(h, w, self.patch, self.cell, frames.device).expand(b * slices, -1, -1)
+        fields = (flow[:, starts + i].flatten(0, 1) for i in range(steps * step))
+        dense = TR.track(fields, points, self.lookup)  # (B*S, L*step + 1, P, 2)
+        valid = TR.inside(dense, h, w)  # (B*S, P)
+        positions = dense[:, ::step]  # (B*S, L + 1, P, 2)
+        features = [positions[:, 1:] - positions[:, :-1]]  # z^p: (B*S, L, P, 2)
+
+        # Shape: HOG of the cell around p_l on raw frame r_j + l*step.
+        if self.shape:
+            hogs = []
+            for i in range(steps):
+                images = frames[:, starts + i * step].permute(0, 1, 4, 2, 3).flatten(0, 1).float() / 255
+                cells = H.cell_map(H.pixel_hog(images, self.bins, self.hog_channels), self.cell)
+                hogs.append(TR.sample(cells, positions[:, i], self.lookup, offset=(self.cell - 1) / 2))
+            features.append(torch.stack(hogs, dim=1))  # z^s: (B*S, L, P, C*bins)
+
+        # To tokens: (B, N, K, L, c) per part, valid (B, N, K).
+        k = (self.patch // self.cell) ** 2
+        features = [f.transpose(1, 2).reshape(b, -1, k, steps, f.shape[-1]) for f in features]
+        valid = valid.reshape(b, -1, k)
+        if self.merge:
+            features, valid = self._merged(features, valid)
+        if self.validity == "token":
+            valid = valid.any(dim=2, keepdim=True).expand_as(valid)
+        weight = valid[..., None, None].float()
+        norms = (self.traj_norm, self.shape_norm)
+        features = [self._normalized(f, weight, norm) for f, norm in zip(features, norms)]
+        target = torch.cat([f.flatten(2) for f in features], dim=-1)
+        mask = torch.cat([valid[..., None].expand(-1, -1, -1, steps * f.shape[-1]).flatten(2) for f in features], dim=-1)
+        return target, mask
+
+    def _merged(self, features, valid):
+        """One trajectory per token: the mean of the valid ones, or the valid one with the longest path."""
+        weight = valid[..., None, None].float()
+        if self.merge == "mean":
+            count = weight.sum(2, keepdim=True).clamp(min=1)
+            features = [(f * weight).sum(2, keepdim=True) / count for f in features]
+        else:
+            length = features[0].norm(dim=-1).sum(-1).masked_fill(~valid, -1.0)  # (B, N, K)
+            best = length.argmax(dim=2)[:, :, None, None, None]
+            features = [f.gather(2, best.expand(-1, -1, 1, *f.shape[3:])) for f in features]
+        return features, valid.any(dim=2, keepdim=True)
+
+    @staticmethod
+    def _normalized(f, weight, norm):
+        if norm == "token":
+            return standardize(f, (2, 3, 4), weight)
+        if norm == "across_k":
+            return standardize(f, (2,), weight)
+        return f * weight
+
+
+
+class PixelTarget(Target):
+    """VideoMAE: the tubelet's pixels `(t, 16, 16, 3)` in [0, 1], each channel standardized per token (`norm=True`).
+
+    D = t*16*16*3 = 1536; the unbiased std plus 1e-6 as VideoMAE computes it.
+    """
+
+    name = "pixel"
+
+    def __init__(self, norm=True, tubelet=2, patch=16):
+        super().__init__(tubelet, patch)
+        self.norm = norm
+        self.dim = tubelet * patch * patch * 3
+        self.parts, self.loss_weights = {"pixel": slice(0, self.dim)}, {"pixel": 1.0}
+
+    @torch.no_grad()
+    def __call__(self, frames, flow, num_frames, stride):
+        _check_span(self, frames, flow, num_frames, stride)
+        x = to_tokens(input_frames(frames, num_frames, stride).float() / 255, self.tubelet, self.patch)
+        if self.norm:
+            x = (x - x.mean(dim=2, keepdim=True)) / (x.var(dim=2, keepdim=True).sqrt() + 1e-6)
+        x = x.flatten(2)
+        return x, _all_valid(x)
+
+
+class HOGTarget(Target):
+    """MaskFeat: HOG of the tubelet's middle input frame (raw r_j + (t//2)*s), 9 bins per RGB channel.
+
+    Layout `(cells, 3*bins)`, cells row-major: D = 4*27 = 108. `norm`: "none" (MME's
+    recipe: no L2), "l2" (per cell and channel, MaskFeat) or "token".
+    """
+
+    name = "hog"
+
+    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
+        super().__init__(tubelet, patch)
+        self.norm, self.bins, self.cell = norm, bins, cell
+        self.dim = (patch // cell) ** 2 * 3 * bins
+        self.parts, self.loss_weights = {"hog": slice(0, self.dim)}, {"hog": 1.0}
+
+    @torch.no_grad()
+    def __call__(self, frames, flow, num_frames, stride):
+        _check_span(self, frames, flow, num_frames, stride)
+        b = frames.shape[0]
+        middle = frames[:, (self.tubelet // 2) * stride:(num_frames - 1) * stride + 1:self.tubelet * stride]
+        images = middle.permute(0, 1, 4, 2, 3).flatten(0, 1).float() / 255
+        cells = H.hog(images, self.cell, self.bins, channels="each")  # (B*S, 3*bins, Hc, Wc)
+        cells = cells.view(b, -1, *cells.shape[1:]).permute(0, 1, 3, 4, 2)
+        x = to_tokens(cells, 1, self.patch // self.cell)  # (B, N, K, 3*bins)
+        x = _normalize(x.unflatten(-1, (3, self.bins)), self.norm).flatten(2)
+        return x, _all_valid(x)
+
+
+class _FlowTarget(Target):
+    """Shared by flow, HOF and MBH: features of the flow leaving each of the tubelet's input frames."""
+
+    needs_flow = True
+
+    def raw_span(self, num_frames: int, stride: int) -> int:
+        return (num_frames - 1) * stride + 2
+
+    def _input_flow(self, flow, num_frames, stride):
+        """`(B, T, H, W, 2)`: flow[:, i*s], carrying input frame i to the next raw frame."""
+        return input_frames(flow, num_frames, stride).float()
+
+
+class FlowTarget(_FlowTarget):
+    """The tubelet's flow `(t, 16, 16, 2)` px, standardized per token (`norm="token"`) or raw ("none"). D = 1024."""
+
+    name = "flow"
+
+    def __init__(self, norm="token", tubelet=2, patch=16):
+        super().__init__(tubelet, patch)
+        self.norm = norm
+        self.dim = tubelet * patch * patch * 2
+        self.parts, self.loss_weights = {"flow": slice(0, self.dim)}, {"flow": 1.0}
+
+    @torch.no_grad()
+    def __call__(self, frames, flow, num_frames, stride):
+        _check_span(self, frames, flow, num_frames, stride)
+        x = _normalize(to_tokens(self._input_flow(flow, num_frames, stride), self.tubelet, self.patch), self.norm).flatten(2)
+        return x, _all_valid(x)
+
+
+class HOFTarget(_FlowTarget):
+    """Histograms of optical flow: per 8x8 cell of each input frame, flow directions over 0-360 deg
+    in `bins` bins weighted by length (px). Layout `(t, cells, bins)`, D = 2*4*9 = 72."""
+
+    name = "hof"
+
+    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
+        super().__init__(tubelet, patch)
+        self.norm, self.bins, self.cell = norm, bins, cell
+        self.dim = tubelet * (patch // cell) ** 2 * bins
+        self.parts, self.loss_weights = {"hof": slice(0, self.dim)}, {"hof": 1.0}
+
+    def _histograms(self, vectors):
+        """`(M, 2, H, W)` flow -> per-pixel `(M, bins, H, W)`."""
+        return H.orientation_histograms(vectors[:, :1], vectors[:, 1:], self.bins, signed=True).flatten(1, 2)
+
+    @torch.no_grad()
+    def __call__(self, frames, flow, num_frames, stride):
+        _check_span(self, frames, flow, num_frames, stride)
+        b = flow.shape[0]
+        vectors = self._input_flow(flow, num_frames, stride).permute(0, 1, 4, 2, 3).flatten(0, 1)
+        cells = H.cell_grid(self._histograms(vectors), self.cell)
+        cells = cells.view(b, num_frames, *cells.shape[1:]).permute(0, 1, 3, 4, 2)
+        x = to_tokens(cells, self.tubelet, self.patch // self.cell)  # (B, N, t*K, F)
+        x = _normalize(x.unflatten(-1, (-1, self.bins)), self.norm).flatten(2)
+        return x, _all_valid(x)
+
+
+class MBHTarget(HOFTarget):
+    """Motion boundary histograms: HOG (0-180 deg) of the flow's x and y components, per 8x8 cell
+    of each input frame. Layout `(t, cells, [x, y], bins)`, D = 2*4*2*9 = 144."""
+
+    name = "mbh"
+
+    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
+        super().__init__(norm, bins, cell, tubelet, patch)
+        self.dim *= 2
+        self.parts, self.loss_weights = {"mbh": slice(0, self.dim)}, {"mbh": 1.0}
+
+    def _histograms(self, vectors):
+        dx, dy = H.gradients(vectors)
+        return H.orientation_histograms(dx, dy, self.bins).flatten(1, 2)
+
+
+class CombinedTarget(Target):
+    """Concatenation of targets, e.g. "hog+mbh" (the paper's Table 5); each keeps its own loss parts."""
+
+    def __init__(self, targets: list[Target]):
+        super().__init__(targets[0].tubelet, targets[0].patch)
+        self.targets = targets
+        self.name = "+".join(t.name for t in targets)
+        self.needs_flow = any(t.needs_flow for t in targets)
+        weights = []
+        for t in targets:
+            for part, s in t.parts.items():
+                key = part if part not in self.parts else f"{t.name}.{part}"
+                self.parts[key] = slice(self.dim + s.start, self.dim + s.stop)
+                self.loss_weights[key] = t.loss_weights[part]
+            weights.append(t.element_weight if t.element_weight is not None else torch.ones(t.dim))
+            self.dim += t.dim
+        if any(t.element_weight is not None for t in targets):
+            self.element_weight = torch.cat(weights)
+
+    def raw_span(self, num_frames: int, stride: int) -> int:
+        return max(t.raw_span(num_frames, stride) for t in self.targets)
+
+    def __call__(self, frames, flow, num_frames, stride):
+        outputs = [t(frames, flow, num_frames, stride) for t in self.targets]
+        return torch.cat([y for y, _ in outputs], dim=-1), torch.cat([v for _, v in outputs], dim=-1)
+
+
+TARGETS = {"traj": TrajectoryTarget, "pixel": PixelTarget, "hog": HOGTarget,
+           "flow": FlowTarget, "hof": HOFTarget, "mbh": MBHTarget}
+
+# The official MME release's switches (XinyuSun/MME pretraining script for Kinetics).
+RELEASE_TRAJ = dict(traj_len=4, traj_norm="across_k", shape_norm="none", hog_channels="each",
+                    shape_step_weight=0.1, validity="token", lookup="nearest")
+
+
+def build_target(name: str, **options) -> Target:
+    """Target builder by name: "traj", "pixel", "hog", "flow", "hof", "mbh", or several joined by "+".
+
+    For a combination each part receives the options its constructor accepts; an option
+    no part accepts is an error.
+    """
+    names = name.split("+")
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise ValueError(f"unknown target {'+'.join(unknown)!r}; choose from {', '.join(TARGETS)} (or join them with '+')")
+    accepted = [set(inspect.signature(TARGETS[n]).parameters) for n in names]
+    stray = set(options) - set().union(*accepted)
+    if stray:
+        raise ValueError(f"target {name!r} takes no option(s) {', '.join(sorted(stray))}")
+    targets = [TARGETS[n](**{k: v for k, v in options.items() if k in a}) for n, a in zip(names, accepted)]
+    return targets[0] if len(targets) == 1 else CombinedTarget(targets)
+
+
+def target_loss(pred, target, valid, mask, parts, weights=None, element_weight=None):
+    """Masked MSE, each part averaged over its valid elements of masked tokens, then summed with `weights`.
+
+    pred:   (B, N, D) for all tokens, or (B, M, D) for the M masked tokens in token order
+    target, valid: (B, N, D) from a builder; mask: (B, N) bool, True = masked
+    parts:  name -> slice of D; weights: name -> float (default 1 each)
+    element_weight: optional (D,) weight of each element within its part's mean
+    Returns (loss, {part: detached part loss}).
+    """
+    b, n, d = target.shape
+    valid = valid & mask[..., None]
+    if pred.shape[1] != n:
+        target, valid = target[mask].view(b, -1, d), valid[mask].view(b, -1, d)
+    weight = valid.to(pred.dtype)
+    if element_weight is not None:
+        weight = weight * element_weight.to(weight)
+    error = (pred - target.to(pred.dtype)) ** 2 * weight
+    total, losses = 0.0, {}
+    for name, part in parts.items():
+        losses[name] = error[..., part].sum() / weight[..., part].sum().clamp(min=1e-12)
+        total = total + (1.0 if weights is None else weights[name]) * losses[name]
+    return total, {name: value.detach() for name, value in losses.items()}

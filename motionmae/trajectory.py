@@ -1,0 +1,94 @@
+"""Point tracking on dense optical flow: the trajectories behind the MME target.
+
+Coordinates are pixel positions `(x, y)` with pixel centres at integers, so
+pixel `(x, y)` is `image[y, x]` (OpenCV's convention, the one flow fields use).
+The 8x8 cell whose top-left pixel is `(8i, 8j)` is centred at `(8i + 3.5, 8j + 3.5)`,
+and a frame covers `[-0.5, W - 0.5] x [-0.5, H - 0.5]`.
+
+Tracking follows the paper (Appendix B, Eq. 6): `p_{t+1} = p_t + (M * w_t)(p_t)`,
+with `w_t` the flow carrying raw frame t to t + 1, `M` a 3x3 median filter, and the
+filtered field read at the sub-pixel position (bilinear, or nearest pixel as in the
+official release).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+# Compare-exchange network whose middle element is the median of 9 values
+# (Paeth, Graphics Gems; the one OpenCV uses): 19 min/max pairs, no sort.
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def raw_span(num_frames: int, stride: int, traj_len: int, tubelet: int = 2, interpolate: bool = True) -> int:
+    """Raw frames a clip of `num_frames` input frames at `stride` needs for trajectory targets.
+
+    Token slice j starts at raw frame `r = tubelet*j*stride`. Its trajectories take
+    `traj_len` steps of `step` raw frames (1 with interpolation, `stride` without): HOG
+    is read on frames `r + l*step` (l < L) and flow `r .. r + L*step - 1` is used, whose
+    last field carries to frame `r + L*step`. So the span is `(T - t)*s + L*step + 1`
+    frames (`T_raw - 1` flow fields), and never less than the inputs' `(T - 1)*s + 1`.
+    """
+    step = 1 if interpolate else stride
+    last_start = (num_frames - tubelet) * stride
+    return max(last_start + traj_len * step + 1, (num_frames - 1) * stride + 1)
+
+
+def median3x3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 median filter of `(M, C, H, W)` maps, replicated border; same shape out."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    v = [padded[..., i:i + height, j:j + width] for i in range(3) for j in range(3)]
+    for a, b in _MEDIAN9:
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
+    return v[4]
+
+
+def start_points(height: int, width: int, patch: int = 16, cell: int = 8, device=None) -> torch.Tensor:
+    """Cell centres of every token, `(Hp*Wp*K, 2)` float32 `(x, y)` px.
+
+    Order: token rows, token columns, then the K = (patch/cell)^2 cells of the token
+    row-major, so `.view(Hp*Wp, K, 2)` groups the points of each token.
+    """
+    k = patch // cell
+    ys = torch.arange(height // cell, device=device, dtype=torch.float32) * cell + (cell - 1) / 2
+    xs = torch.arange(width // cell, device=device, dtype=torch.float32) * cell + (cell - 1) / 2
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (Hc, Wc, 2)
+    grid = grid.view(height // patch, k, width // patch, k, 2).permute(0, 2, 1, 3, 4)
+    return grid.reshape(-1, 2)
+
+
+def sample(field: torch.Tensor, points: torch.Tensor, mode: str = "bilinear", offset: float = 0.0) -> torch.Tensor:
+    """Read `(M, C, H, W)` maps at `(M, P, 2)` positions `(x, y)` px -> `(M, P, C)`.
+
+    Map entry `[i, j]` sits at position `(j + offset, i + offset)`; positions outside
+    read the nearest border value. `mode`: "bilinear" or "nearest".
+    """
+    height, width = field.shape[-2:]
+    u = points - offset
+    grid = torch.stack((2 * u[..., 0] / max(width - 1, 1) - 1, 2 * u[..., 1] / max(height - 1, 1) - 1), dim=-1)
+    values = F.grid_sample(field, grid[:, :, None].to(field.dtype), mode=mode, padding_mode="border", align_corners=True)
+    return values[..., 0].transpose(1, 2)
+
+
+def track(fields: Iterable[torch.Tensor], points: torch.Tensor, lookup: str = "bilinear") -> torch.Tensor:
+    """Follow `(M, P, 2)` start points through successive flow fields, each `(M, 2, H, W)`.
+
+    Returns the positions `(M, S + 1, P, 2)` px, start included, for S fields. Fields
+    may be a generator, so only one step's flow needs to be materialised at a time.
+    """
+    positions = [points]
+    for field in fields:
+        positions.append(positions[-1] + sample(field, positions[-1], lookup))
+    return torch.stack(positions, dim=1)
+
+
+def inside(positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """True where a trajectory `(..., S, P, 2)` stays in the frame at every step -> `(..., P)`."""
+    x, y = positions[..., 0], positions[..., 1]
+    ok = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    return ok.all(dim=-2)
