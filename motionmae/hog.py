@@ -3,9 +3,10 @@
 Recipe (Dalal & Triggs; MaskFeat; MME Appendix C without the L2 block norm):
 Sobel gradients by convolution, orientation bins over 0-180 deg (unsigned; bin i
 centred at (i + 0.5) * 180/bins deg), each pixel's magnitude split linearly between
-its two nearest bins (scatter), then averaged over 8x8 cells. Angles are measured
+its two nearest bins (scatter), then summed over 8x8 cells. Angles are measured
 in image axes (x right, y down). Images are float `(M, C, H, W)` in [0, 1]; a
-histogram value is a mean gradient magnitude per pixel of the cell (intensity/px).
+histogram value is the sum of the gradient magnitudes (intensity/px) the cell's
+pixels vote into that bin, so a cell on a strong edge reaches a few units.
 
 `cell_map` gives the histogram of the cell around *every* position (a box filter),
 so trajectory-aligned HOG is a bilinear read of that map at the tracked point; at
@@ -66,17 +67,18 @@ def pixel_hog(images: torch.Tensor, bins: int = 9, channels: str = "max") -> tor
 
 
 def cell_grid(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
-    """Mean of `(M, F, H, W)` per-pixel histograms over non-overlapping cells -> `(M, F, H/cell, W/cell)`."""
-    return F.avg_pool2d(hist, cell)
+    """Sum of `(M, F, H, W)` per-pixel histograms over non-overlapping cells -> `(M, F, H/cell, W/cell)`."""
+    return F.avg_pool2d(hist, cell, divisor_override=1)
 
 
 def cell_map(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
-    """Mean over the cell at every offset -> `(M, F, H - cell + 1, W - cell + 1)`.
+    """Sum over the cell at every offset -> `(M, F, H - cell + 1, W - cell + 1)`.
 
     Entry `[i, j]` is the cell with top-left pixel `(j, i)`, centred at position
     `(j + (cell-1)/2, i + (cell-1)/2)`: read it with `trajectory.sample(..., offset=(cell-1)/2)`.
     """
-    return F.avg_pool2d(F.avg_pool2d(hist, (cell, 1), stride=1), (1, cell), stride=1)
+    rows = F.avg_pool2d(hist, (cell, 1), stride=1, divisor_override=1)
+    return F.avg_pool2d(rows, (1, cell), stride=1, divisor_override=1)
 
 
 def hog(images: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max") -> torch.Tensor:

@@ -315,7 +315,8 @@ class FlowTarget(_FlowTarget):
 
 class HOFTarget(_FlowTarget):
     """Histograms of optical flow: per 8x8 cell of each input frame, flow directions over 0-360 deg
-    in `bins` bins weighted by length (px). Layout `(t, cells, bins)`, D = 2*4*9 = 72."""
+    in `bins` bins weighted by length, averaged over the cell's pixels (px). Layout `(t, cells, bins)`,
+    D = 2*4*9 = 72."""
 
     name = "hof"
 
@@ -334,7 +335,7 @@ class HOFTarget(_FlowTarget):
         _check_span(self, frames, flow, num_frames, stride)
         b = flow.shape[0]
         vectors = self._input_flow(flow, num_frames, stride).permute(0, 1, 4, 2, 3).flatten(0, 1)
-        cells = H.cell_grid(self._histograms(vectors), self.cell)
+        cells = H.cell_grid(self._histograms(vectors), self.cell) / self.cell ** 2  # per-pixel mean
         cells = cells.view(b, num_frames, *cells.shape[1:]).permute(0, 1, 3, 4, 2)
         x = to_tokens(cells, self.tubelet, self.patch // self.cell)  # (B, N, t*K, F)
         x = _normalize(x.unflatten(-1, (-1, self.bins)), self.norm).flatten(2)

@@ -1,0 +1,229 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from motionmae import hog as H
+from motionmae.targets import RELEASE_TRAJ, build_target, target_loss
+
+
+def random_clip(span, height, width, batch=1, flow_scale=2.0, seed=0):
+    """Random frames uint8 (B, span, H, W, 3) and smooth random flow (B, span-1, H, W, 2) plus pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch, span, height, width, 3), generator=g, dtype=torch.uint8)
+    coarse = torch.randn(batch * (span - 1), 2, height // 16, width // 16, generator=g) * flow_scale
+    smooth = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    flow = smooth + 0.25 * flow_scale * torch.randn(smooth.shape, generator=g)
+    return frames, flow.view(batch, span - 1, 2, height, width).permute(0, 1, 3, 4, 2).contiguous()
+
+
+def test_traj_target_of_a_224px_clip_has_paper_shape_and_patch_norm():
+    target = build_target("traj")
+    assert target.dim == 4 * 6 * (2 + 9) == 264
+    frames, flow = random_clip(target.raw_span(16, 2), 224, 224)
+    y, valid = target(frames, flow, num_frames=16, stride=2)
+    assert y.shape == valid.shape == (1, 1568, 264)
+    full = valid[0].all(dim=1)
+    assert full.float().mean() > 0.9  # the small motion keeps most trajectories in frame
+    for part in target.parts.values():
+        values = y[0, full][:, part]
+        assert values.mean(1).abs().max() < 1e-4
+        assert (values.var(1, unbiased=False) - 1).abs().max() < 1e-2
+
+
+def test_across_k_norm_standardizes_each_value_over_the_k_trajectories():
+    target = build_target("traj", traj_norm="across_k", shape_norm="across_k", traj_len=4)
+    frames, flow = random_clip(target.raw_span(4, 2), 64, 64)
+    y, valid = target(frames, flow, num_frames=4, stride=2)
+    full = valid[0].all(dim=1)
+    position = y[0, full][:, target.parts["position"]].view(-1, 4, 4 * 2)  # (tokens, K, L*2)
+    assert position.mean(1).abs().max() < 1e-4
+    assert (position.var(1, unbiased=False) - 1).abs().max() < 0.05
+
+
+def test_flipping_frames_and_flow_negates_x_motion_and_mirrors_hog():
+    target = build_target("traj", traj_norm="none", shape_norm="none")
+    frames, flow = random_clip(target.raw_span(4, 2), 64, 96, batch=2, flow_scale=3.0)
+    frames = frames + torch.rand(frames.shape, generator=torch.Generator().manual_seed(1))  # no ties between channels
+    flipped_flow = flow.flip(3) * torch.tensor([-1.0, 1.0])
+    y, valid = target(frames, flow, num_frames=4, stride=2)
+    yf, validf = target(frames.flip(3), flipped_flow, num_frames=4, stride=2)
+
+    def mirrored(x, part):  # (B, N, K, ...) of one part with tokens and the cells inside them right to left
+        return x[..., part].reshape(2, 2, 4, 6, 2, 2, 6, -1).flip(3).flip(5).reshape(2, -1, 6, x[..., part].shape[-1] // 24)
+
+    position, shape = target.parts["position"], target.parts["shape"]
+    assert torch.equal(mirrored(validf, position), valid[..., position].reshape(2, -1, 6, 2))
+    assert torch.equal(mirrored(validf, shape), valid[..., shape].reshape(2, -1, 6, 9))
+    assert valid.float().mean() > 0.5
+    x_negated = y[..., position].reshape(2, -1, 6, 2) * torch.tensor([-1.0, 1.0])
+    assert torch.allclose(mirrored(yf, position), x_negated, atol=1e-4)
+    bins_mirrored = y[..., shape].reshape(2, -1, 6, 9).flip(-1)  # bin i -> 8 - i: theta -> 180 - theta
+    assert torch.allclose(mirrored(yf, shape), bins_mirrored, atol=1e-5)
+
+
+def test_no_interpolation_equals_full_target_at_stride_one():
+    frames, flow = random_clip(build_target("traj").raw_span(8, 1), 32, 48)
+    full = build_target("traj")(frames, flow, num_frames=8, stride=1)
+    sparse = build_target("traj", interpolate=False)(frames, flow, num_frames=8, stride=1)
+    assert torch.equal(full[0], sparse[0]) and torch.equal(full[1], sparse[1])
+
+
+def test_no_interpolation_steps_over_the_input_stride():
+    # Without interpolation one step spans s raw frames: the sum of s dense steps.
+    dense = build_target("traj", traj_len=6, shape=False, traj_norm="none")
+    sparse = build_target("traj", traj_len=3, interpolate=False, shape=False, traj_norm="none")
+    assert sparse.raw_span(4, 2) == dense.raw_span(4, 2) == 2 * 2 + 6 + 1
+    frames, flow = random_clip(dense.raw_span(4, 2), 32, 48)
+    y_dense, _ = dense(frames, flow, num_frames=4, stride=2)
+    y_sparse, _ = sparse(frames, flow, num_frames=4, stride=2)
+    assert torch.allclose(y_sparse.view(1, -1, 4, 3, 2), y_dense.view(1, -1, 4, 3, 2, 2).sum(-2), atol=1e-5)
+
+
+def rightward_clip(span, height=32, width=64, speed=3.0):
+    frames = torch.randint(0, 256, (1, span, height, width, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    flow = torch.zeros(1, span - 1, height, width, 2)
+    flow[..., 0] = speed
+    return frames, flow
+
+
+def test_trajectory_leaving_the_frame_is_left_out_of_the_loss():
+    target = build_target("traj")
+    frames, flow = rightward_clip(target.raw_span(2, 1))
+    y, valid = target(frames, flow, num_frames=2, stride=1)  # tokens: 2 rows x 4 columns
+    per_trajectory = valid[0, :, target.parts["position"]].view(8, 4, -1).all(-1)
+    # 6 steps of 3 px: cells starting at x 51.5 and 59.5 end at 69.5 / 77.5 > 63.5, the others stay.
+    assert per_trajectory.tolist() == ([[True] * 4] * 3 + [[False] * 4]) * 2
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    noisy = y + torch.where(valid, 0.0, 100.0)
+    loss, parts = target.loss(noisy, y, valid, mask)
+    assert loss.item() == 0.0
+    loss, _ = target.loss(y + 1.0, y, valid, mask)
+    assert loss.item() == pytest.approx(2.0)  # 1 per part, parts summed 1 : 1
+
+
+def test_token_validity_keeps_all_k_when_one_stays():
+    target = build_target("traj", validity="token")
+    frames, flow = rightward_clip(target.raw_span(2, 1), speed=1.8)  # 6 * 1.8 = 10.8: only the cell at 59.5 leaves
+    _, valid = target(frames, flow, num_frames=2, stride=1)
+    per_trajectory = build_target("traj")(frames, flow, num_frames=2, stride=1)[1]
+    assert not per_trajectory[0, 3].all() and per_trajectory[0, 3].any()
+    assert valid.all()
+
+
+def test_loss_averages_parts_separately_over_masked_tokens():
+    target = build_target("traj", position_weight=2.0)
+    b, n, d = 2, 8, target.dim
+    y = torch.randn(b, n, d)
+    valid = torch.ones(b, n, d, dtype=torch.bool)
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    mask[:, :6] = True
+    pred = y.clone()
+    pred[..., target.parts["position"]] += 1.0
+    pred[:, 6:] += 50.0  # visible tokens do not count
+    loss, parts = target.loss(pred, y, valid, mask)
+    assert parts["position"].item() == pytest.approx(1.0) and parts["shape"].item() == pytest.approx(0.0)
+    assert loss.item() == pytest.approx(2.0)
+    masked_only, _ = target.loss(pred[:, :6], y, valid, mask)  # the decoder's (B, M, D) output
+    assert masked_only.item() == pytest.approx(2.0)
+
+
+def test_release_switches():
+    target = build_target("traj", **RELEASE_TRAJ)
+    assert target.dim == 4 * 4 * (2 + 27)
+    assert target.raw_span(16, 4) == 14 * 4 + 4 + 1
+    weight = target.element_weight[target.parts["shape"]].view(4, 4, 27)
+    assert weight[:, 0].eq(1).all() and weight[:, 1:].eq(0.1).all()
+    y = torch.zeros(1, 1, target.dim)
+    pred = y.clone()
+    pred[..., target.parts["shape"]] = 1.0
+    pred.view(1, 1, -1)[..., target.parts["shape"]].view(4, 4, 27)[:, 0] = 3.0
+    _, parts = target.loss(pred, y, torch.ones_like(y, dtype=torch.bool), torch.ones(1, 1, dtype=torch.bool))
+    assert parts["shape"].item() == pytest.approx((9 * 1 + 1 * 0.1 * 3) / (1 + 0.1 * 3))  # weighted mean
+
+
+def test_merged_trajectories():
+    frames, flow = random_clip(build_target("traj").raw_span(2, 1), 32, 32, flow_scale=0.3)
+    raw = build_target("traj", traj_norm="none", shape_norm="none")
+    y, valid = raw(frames, flow, num_frames=2, stride=1)
+    assert valid.all()
+    position = y[0, :, raw.parts["position"]].view(4, 4, 6, 2)
+    mean = build_target("traj", merge="mean", traj_norm="none", shape_norm="none")
+    y_mean, _ = mean(frames, flow, num_frames=2, stride=1)
+    assert mean.dim == 6 * 11
+    assert torch.allclose(y_mean[0, :, mean.parts["position"]].view(4, 6, 2), position.mean(1), atol=1e-5)
+    most = build_target("traj", merge="max", traj_norm="none", shape_norm="none", shape=False)
+    y_max, _ = most(frames, flow, num_frames=2, stride=1)
+    longest = position.norm(dim=-1).sum(-1).argmax(1)
+    assert torch.equal(y_max[0].view(4, 6, 2), position[torch.arange(4), longest])
+
+
+def test_pixel_target_is_videomae_per_patch_normalized_pixels():
+    target = build_target("pixel")
+    frames, _ = random_clip(target.raw_span(4, 3), 32, 48)
+    assert target.raw_span(4, 3) == 10
+    y, valid = target(frames, None, num_frames=4, stride=3)
+    assert y.shape == (1, 2 * 2 * 3, 1536) and valid.all()
+    patch = frames[0, [3 * 2, 3 * 3], 16:32, 16:32].float() / 255  # slice 1, row 1, column 1: input frames 2, 3
+    patch = patch.reshape(-1, 3)
+    expected = (patch - patch.mean(0)) / (patch.var(0).sqrt() + 1e-6)
+    assert torch.allclose(y[0, 6 + 3 + 1].view(-1, 3), expected, atol=1e-5)
+
+
+def test_hog_target_is_maskfeat_hog_of_the_middle_frame():
+    target = build_target("hog")
+    frames, _ = random_clip(8, 32, 32)
+    y, _ = target(frames, None, num_frames=4, stride=2)
+    assert y.shape == (1, 2 * 4, 108)
+    middle = frames[0, 2 * 3].permute(2, 0, 1)[None].float() / 255  # slice 1 = input frames 2, 3 -> raw 6
+    cells = H.hog(middle, channels="each")[0]  # (27, 4, 4)
+    token = 4 + 1 * 2 + 1  # slice 1, row 1, column 1: cells (2..3, 2..3)
+    assert torch.allclose(y[0, token].view(4, 27), cells[:, 2:4, 2:4].reshape(27, 4).T, atol=1e-6)
+
+
+def test_flow_baselines():
+    frames, flow = rightward_clip(build_target("hof").raw_span(4, 2), speed=2.0)
+    assert build_target("flow").raw_span(4, 2) == 3 * 2 + 2
+    y, _ = build_target("flow", norm="none")(frames, flow, num_frames=4, stride=2)
+    assert y.shape == (1, 16, 1024) and torch.equal(y.view(1, 16, -1, 2)[..., 0], torch.full((1, 16, 512), 2.0))
+    y, _ = build_target("hof")(frames, flow, num_frames=4, stride=2)
+    assert y.shape == (1, 16, 72)
+    hist = y.view(1, 16, 8, 9)  # 0 deg lies halfway between bins 8 and 0
+    assert torch.allclose(hist[..., 0], torch.ones(1, 16, 8)) and torch.allclose(hist[..., 8], torch.ones(1, 16, 8))
+    y, _ = build_target("mbh")(frames, flow, num_frames=4, stride=2)
+    assert y.shape == (1, 16, 144) and y.abs().max() == 0  # uniform motion has no motion boundaries
+    flow[:, :, :, 32:, 0] = -2.0  # a vertical boundary between x = 31 and 32
+    y, _ = build_target("mbh")(frames, flow, num_frames=4, stride=2)
+    boundary = y.view(1, 2, 2, 4, 2, 2, 2, 2, 9)[0, 0, 0, 1, 0, 0, 1]  # slice 0, row 0, token col 1, frame 0, cell (0, 1)
+    assert boundary[0].argmax() in (0, 8) and boundary[1].abs().max() == 0  # dx changes along x; dy is flat
+
+
+def test_registry():
+    assert build_target("hog+mbh").dim == 108 + 144
+    combined = build_target("hog+traj", shape=False)
+    assert combined.dim == 108 + 48 and list(combined.parts) == ["hog", "position"]
+    assert combined.raw_span(16, 2) == build_target("traj").raw_span(16, 2)
+    with pytest.raises(ValueError, match="unknown target 'optical'"):
+        build_target("optical")
+    with pytest.raises(ValueError, match="no option"):
+        build_target("pixel", traj_len=4)
+    with pytest.raises(ValueError, match="traj_norm"):
+        build_target("traj", traj_norm="patch")
+    target = build_target("traj")
+    frames, flow = random_clip(target.raw_span(4, 2) - 1, 32, 32)
+    with pytest.raises(ValueError, match="needs 11 raw frames"):
+        target(frames, flow, num_frames=4, stride=2)
+    with pytest.raises(ValueError, match="needs flow"):
+        build_target("traj")(frames, None, num_frames=2, stride=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["traj", "pixel", "hog", "flow", "hof", "mbh"])
+def test_cpu_and_cuda_agree(name):
+    target = build_target(name)
+    frames, flow = random_clip(target.raw_span(4, 2), 64, 64, batch=2)
+    y, valid = target(frames, flow, num_frames=4, stride=2)
+    y_cuda, valid_cuda = target(frames.cuda(), flow.cuda(), num_frames=4, stride=2)
+    agree = valid == valid_cuda.cpu()
+    assert agree.float().mean() > 0.99  # a point exactly on the frame border may tip either way
+    both = valid & valid_cuda.cpu()
+    assert torch.allclose(y[both], y_cuda.cpu()[both], atol=1e-3, rtol=1e-3)
