@@ -59,7 +59,7 @@ CAMERA_MOTIONS = ["none", "pan", "zoom", "mixed"]
 
 MIN_SIZE = 32  # below this the smallest objects (radius 0.08 * size) lose their shape
 MIN_FRAMES = 8
-VAL_EVERY = 5  # video i of a class is in val when i % VAL_EVERY == VAL_EVERY - 1
+VAL_FRACTION = 0.2  # the last round(0.2 N) videos of each class (at least one when N >= 2) are val
 
 # Motion ranges, as fractions of the frame size per clip (so they do not depend on
 # the number of frames) or as totals over the clip.
@@ -76,6 +76,12 @@ PAN = (0.10, 0.20)  # camera translation over the clip
 ZOOM = (1.2, 1.4)  # camera scale factor over the clip (in or out)
 CANVAS_MARGIN = 0.25  # background canvas extends this far beyond the frame
 NOISE = (1.5, 4.0)  # std of the additive pixel noise (of 255)
+
+# x264 on top of write_video's defaults (B-frames, GOP 12, crf 18). Macroblock-tree
+# rate control makes this x264 build non-deterministic (about 1 encode in 30 differs
+# under load, most with several threads); without it the same frames always give
+# the same bytes. veryfast keeps 1,200 videos well under a minute on two cores.
+X264_OPTIONS = {"preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
 
 
 class SyntheticError(ValueError):
@@ -220,7 +226,7 @@ def _pattern(rng, kind: str, grid: np.ndarray, patch: int) -> np.ndarray:
         heading, cycles = rng.uniform(0, np.pi), rng.uniform(1.5, 3.0)
         return 0.5 + 0.5 * np.sin(np.pi * cycles * (x * np.cos(heading) + y * np.sin(heading)) + rng.uniform(0, 6.3))
     if kind == "checker":
-        cells = rng.integers(2, 5)
+        cells = rng.uniform(1.0, 2.0)
         return ((np.floor((x + 1) * cells) + np.floor((y + 1) * cells)) % 2).astype(np.float64)
     if kind == "rings":
         origin, cycles = rng.uniform(-0.6, 0.6, 2), rng.uniform(1.5, 3.0)
@@ -230,19 +236,21 @@ def _pattern(rng, kind: str, grid: np.ndarray, patch: int) -> np.ndarray:
 
 
 def _sprite(rng, shape: str, patch: int) -> np.ndarray:
-    """(P, P, 4) float32 premultiplied RGB + alpha of a textured shape over local [-1, 1]^2."""
-    supersample = 4
-    big = np.zeros((patch * supersample, patch * supersample), np.uint8)
-    points = (_outline(shape) + 1) / 2 * patch * supersample
-    cv2.fillPoly(big, [np.round(points).astype(np.int32)], 255)
-    alpha = cv2.resize(big, (patch, patch), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-    axis = (np.arange(patch) + 0.5) * 2 / patch - 1
+    """(P, P, 4) float32 premultiplied RGB + alpha of a textured shape over local [-1, 1]^2.
+
+    Drawn 4x larger and area-averaged down, so texture and edges are anti-aliased;
+    P is the object's largest size on screen, so rendering never magnifies nor aliases much.
+    """
+    big = patch * 4
+    alpha = np.zeros((big, big), np.uint8)
+    cv2.fillPoly(alpha, [np.round((_outline(shape) + 1) / 2 * big).astype(np.int32)], 255)
+    axis = (np.arange(big) + 0.5) * 2 / big - 1
     grid = np.stack(np.meshgrid(axis, axis), -1)
-    pattern = _pattern(rng, TEXTURES[rng.integers(len(TEXTURES))], grid, patch)[..., None]
+    pattern = _pattern(rng, TEXTURES[rng.integers(len(TEXTURES))], grid, big)[..., None]
     light = _colour(rng, (0.4, 1.0), (0.7, 1.0))
     dark = light * rng.uniform(0.25, 0.55)
-    rgb = dark + (light - dark) * pattern
-    return np.concatenate([rgb * alpha[..., None], alpha[..., None]], -1).astype(np.float32)
+    rgba = np.concatenate([(dark + (light - dark) * pattern) * (alpha[..., None] / 255), alpha[..., None] / 255], -1)
+    return cv2.resize(rgba.astype(np.float32), (patch, patch), interpolation=cv2.INTER_AREA)
 
 
 def _background(rng, side: int) -> np.ndarray:
@@ -251,7 +259,7 @@ def _background(rng, side: int) -> np.ndarray:
     mix = cv2.resize(rng.uniform(0, 1, (5, 5)), (side, side), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     axis = np.arange(side) / side * 2 - 1
     grid = np.stack(np.meshgrid(axis, axis), -1)
-    fine = _pattern(rng, TEXTURES[rng.integers(len(TEXTURES))], grid * rng.uniform(4, 8), side)
+    fine = _pattern(rng, TEXTURES[rng.integers(len(TEXTURES))], grid * rng.uniform(3, 6), side)
     image = a + (b - a) * mix[..., None] + rng.uniform(10, 25) * (fine[..., None] - 0.5)
     return image.astype(np.float32)
 
@@ -262,8 +270,8 @@ def sample_scene(label: int, index: int, size: int = 64, frames: int = 48, seed:
     rng = np.random.default_rng([seed, label, index, size, frames, CAMERA_MOTIONS.index(camera_motion)])
     pose, camera, actors = _sample_motion(rng, label, size, frames, camera_motion)
     shapes = rng.integers(len(SHAPES), size=pose.shape[1]).tolist()
-    patch = max(32, 1 << int(np.ceil(np.log2(size / 2))))
-    sprites = [_sprite(rng, SHAPES[k], patch) for k in shapes]
+    largest = 2 * pose[..., 3].max(0) * camera[:, 0, 0].max()  # (N,) on-screen diameter, px
+    sprites = [_sprite(rng, SHAPES[k], max(8, int(np.ceil(d)))) for k, d in zip(shapes, largest)]
     margin = round(CANVAS_MARGIN * size)
     return Scene(label, actors, pose.astype(np.float32), camera.astype(np.float32), shapes, sprites,
                  _background(rng, size + 2 * margin), margin, float(rng.uniform(*NOISE)),
@@ -289,8 +297,6 @@ def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np
     """
     times = range(len(scene.pose)) if times is None else list(times)
     size = scene.size
-    patch = scene.sprites[0].shape[0]
-    local = _affine(2 / patch, 0, 0, 2 / patch, 1 / patch - 1, 1 / patch - 1)  # sprite px -> local
     canvas = _affine(tx=-scene.margin, ty=-scene.margin)  # canvas px -> scene
     order = list(range(scene.actors, len(scene.sprites))) + list(range(scene.actors))
     video = np.empty((len(times), size, size, 3), np.float32)
@@ -300,6 +306,8 @@ def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np
         image = cv2.warpAffine(scene.background, warp, (size, size), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT)
         for k in order:
+            patch = scene.sprites[k].shape[0]
+            local = _affine(2 / patch, 0, 0, 2 / patch, 1 / patch - 1, 1 / patch - 1)  # sprite px -> local
             warp = (_object_to_image(scene.pose[t, k], scene.camera[t]) @ local)[:2]
             layer = cv2.warpAffine(scene.sprites[k], warp, (size, size), flags=cv2.INTER_LINEAR)
             alpha = layer[..., 3:]
@@ -418,6 +426,11 @@ def video_name(label: int, index: int) -> str:
     return f"videos/{CLASSES[label]}/{CLASSES[label]}_{index:05d}.mp4"
 
 
+def val_count(videos_per_class: int) -> int:
+    """Videos per class in val: the last ones of each class."""
+    return max(round(VAL_FRACTION * videos_per_class), 1 if videos_per_class >= 2 else 0)
+
+
 def _arguments(videos_per_class, size, frames, fps, seed, camera_motion) -> dict:
     """Check arguments; the dict that identifies a data set in meta.json."""
     if videos_per_class < 1:
@@ -484,7 +497,7 @@ def write_one(out, label: int, index: int, size: int, frames: int, fps: int, see
 
     video, truth = render_video(label, index, size, frames, seed, camera_motion)
     path = Path(out) / video_name(label, index)
-    write_video(path, video, fps=fps, options={"preset": "veryfast", "threads": "1"})
+    write_video(path, video, fps=fps, options=X264_OPTIONS)
     _write_atomic(path.with_suffix(".npz"), lambda p: np.savez_compressed(p, **truth))
 
 
@@ -506,7 +519,7 @@ def make_dataset(out, videos_per_class: int = 100, size: int = 64, frames: int =
         raise SyntheticError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     meta = {"generator": "motionmae.synthetic", "version": GENERATOR_VERSION, "arguments": arguments,
-            "seed": int(seed), "classes": CLASSES, "val_rule": f"index % {VAL_EVERY} == {VAL_EVERY - 1}"}
+            "seed": int(seed), "classes": CLASSES, "val_per_class": val_count(videos_per_class)}
     _prepare_out(out, meta)
     for leftover in (out / "videos").glob("*/.*.tmp.*"):  # temp files of an interrupted run
         leftover.unlink()
@@ -527,8 +540,8 @@ def make_dataset(out, videos_per_class: int = 100, size: int = 64, frames: int =
                     bar.update()
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-    for split, keep in [("train", lambda i: i % VAL_EVERY != VAL_EVERY - 1),
-                        ("val", lambda i: i % VAL_EVERY == VAL_EVERY - 1)]:
+    first_val = videos_per_class - val_count(videos_per_class)
+    for split, keep in [("train", lambda i: i < first_val), ("val", lambda i: i >= first_val)]:
         lines = "".join(f"{video_name(label, i)} {label}\n" for label, i in everything if keep(i))
         _write_atomic(out / f"{split}.csv", lambda p: p.write_text(lines))
     _write_atomic(out / "classes.txt", lambda p: p.write_text("".join(c + "\n" for c in CLASSES)))
