@@ -11,8 +11,8 @@ A scene is a few textured objects on a textured background seen by a camera. In
 scene coordinates (pixels of the unmoved camera, y down) object k at frame t has a
 pose `(cx, cy, angle, radius)`; angle in radians, positive = clockwise on screen.
 The camera maps scene to image points with a 2x3 affine per frame; it is the
-identity at the middle frame, so the middle frame's appearance never depends on
-the camera either. Object 0 is the primary object that performs the action;
+identity at the middle frame (index (T-1)//2), where every object is also at
+its sampled pose, so the middle frame's appearance depends on neither camera nor class. Object 0 is the primary object that performs the action;
 in `approach` / `separate` object 1 is its partner, otherwise a distractor.
 
 On disk (`make_dataset`):
@@ -106,14 +106,15 @@ class Scene:
     noise: float  # pixel noise std
     noise_seed: int
     size: int  # S
+    camera_motion: str  # none, pan or zoom (what "mixed" drew)
 
 
 def _affine(a=1.0, b=0.0, c=0.0, d=1.0, tx=0.0, ty=0.0) -> np.ndarray:
     return np.array([[a, b, tx], [c, d, ty], [0, 0, 1]], np.float64)
 
 
-def _camera(rng, mode: str, size: int, tau: np.ndarray) -> np.ndarray:
-    """(T, 3, 3) scene -> image transforms, identity at the middle frame."""
+def _camera(rng, mode: str, size: int, tau: np.ndarray) -> tuple[np.ndarray, str]:
+    """(T, 3, 3) scene -> image transforms, identity at the middle frame, and the mode used."""
     if mode == "mixed":
         mode = ["none", "pan", "zoom"][rng.integers(3)]
     cams = np.repeat(np.eye(3)[None], len(tau), axis=0)
@@ -127,7 +128,7 @@ def _camera(rng, mode: str, size: int, tau: np.ndarray) -> np.ndarray:
         scale = factor ** tau
         cams[:, 0, 0] = cams[:, 1, 1] = scale
         cams[:, :2, 2] = centre * (1 - scale[:, None])
-    return cams
+    return cams, mode
 
 
 HEADINGS = {"move_left": np.pi, "move_right": 0.0, "move_up": -np.pi / 2, "move_down": np.pi / 2}  # y down
@@ -172,10 +173,10 @@ def _in_frame(pose: np.ndarray, camera: np.ndarray, size: int) -> bool:
 
 
 def _sample_motion(rng, label: int, size: int, frames: int, camera_motion: str):
-    """Poses (T, N, 4), camera (T, 3, 3), actors; resampled until everything stays in frame."""
+    """Poses (T, N, 4), camera (T, 3, 3), actors, camera mode; resampled until all stays in frame."""
     name = CLASSES[label]
     actors = 2 if name in ("approach", "separate") else 1
-    tau = (np.arange(frames) - (frames - 1) / 2) / (frames - 1)  # -0.5 .. 0.5, 0 at the middle frame
+    tau = (np.arange(frames) - (frames - 1) // 2) / (frames - 1)  # about -0.5 .. 0.5, 0 at the middle frame
     for _ in range(1000):
         count = 2 + rng.integers(2)  # objects 0 and 1 always exist, so the count is class-free
         radius = rng.uniform(*RADIUS, count) * size
@@ -190,9 +191,9 @@ def _sample_motion(rng, label: int, size: int, frames: int, camera_motion: str):
             pose[:, k, :2] += tau[:, None] * drift
             pose[:, k, 2] += tau * rng.uniform(-DRIFT_SPIN, DRIFT_SPIN)
         _object_motion(rng, name, pose, tau, size)
-        camera = _camera(rng, camera_motion, size, tau)
+        camera, mode = _camera(rng, camera_motion, size, tau)
         if _in_frame(pose, camera, size):
-            return pose, camera, actors
+            return pose, camera, actors, mode
     raise RuntimeError(f"no scene of class {name} fits a {size} px frame")
 
 
@@ -268,14 +269,14 @@ def sample_scene(label: int, index: int, size: int = 64, frames: int = 48, seed:
                  camera_motion: str = "none") -> Scene:
     """The scene of video `index` of class `label`; a pure function of its arguments."""
     rng = np.random.default_rng([seed, label, index, size, frames, CAMERA_MOTIONS.index(camera_motion)])
-    pose, camera, actors = _sample_motion(rng, label, size, frames, camera_motion)
+    pose, camera, actors, mode = _sample_motion(rng, label, size, frames, camera_motion)
     shapes = rng.integers(len(SHAPES), size=pose.shape[1]).tolist()
     largest = 2 * pose[..., 3].max(0) * camera[:, 0, 0].max()  # (N,) on-screen diameter, px
     sprites = [_sprite(rng, SHAPES[k], max(8, int(np.ceil(d)))) for k, d in zip(shapes, largest)]
     margin = round(CANVAS_MARGIN * size)
     return Scene(label, actors, pose.astype(np.float32), camera.astype(np.float32), shapes, sprites,
                  _background(rng, size + 2 * margin), margin, float(rng.uniform(*NOISE)),
-                 int(rng.integers(2**63)), size)
+                 int(rng.integers(2**63)), size, mode)
 
 
 # ---------------------------------------------------------------- rendering
@@ -319,7 +320,7 @@ def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np
     return np.clip(np.rint(video), 0, 255).astype(np.uint8), mask
 
 
-def _ground_truth(scene: Scene, mask: np.ndarray, camera_motion: str, index: int) -> dict:
+def _ground_truth(scene: Scene, mask: np.ndarray, index: int) -> dict:
     centre = np.einsum("tij,tj->ti", scene.camera[:, :2, :2], scene.pose[:, 0, :2]) + scene.camera[:, :2, 2]
     box = np.full((len(mask), 4), np.nan, np.float32)
     for t, ids in enumerate(mask):
@@ -337,7 +338,7 @@ def _ground_truth(scene: Scene, mask: np.ndarray, camera_motion: str, index: int
         "camera": scene.camera[:, :2, :].copy(),
         "pose": scene.pose,
         "shapes": np.array(scene.shapes, np.int64),
-        "camera_motion": np.str_(camera_motion),
+        "camera_motion": np.str_(scene.camera_motion),
     }
 
 
@@ -346,7 +347,7 @@ def render_video(label: int | str, index: int, size: int = 64, frames: int = 48,
     """One video in memory: frames uint8 (T, S, S, 3) RGB and its ground truth.
 
     Ground truth (what the .npz beside each written video holds):
-      label, class_name, index, actors (1 or 2), camera_motion
+      label, class_name, index, actors (1 or 2), camera_motion (none, pan or zoom)
       center  float32 (T, 2)      primary object's centre, image px
       box     float32 (T, 4)      x0, y0, x1, y1 of its visible pixels (NaN if none)
       mask    uint8 (T, S, S)     object id + 1 per pixel, 0 = background; 1 = primary
@@ -357,7 +358,7 @@ def render_video(label: int | str, index: int, size: int = 64, frames: int = 48,
     label = CLASSES.index(label) if isinstance(label, str) else int(label)
     scene = sample_scene(label, index, size, frames, seed, camera_motion)
     video, mask = render(scene)
-    return video, _ground_truth(scene, mask, camera_motion, index)
+    return video, _ground_truth(scene, mask, index)
 
 
 # ---------------------------------------------------------------- truth checks
