@@ -59,11 +59,22 @@ def pixel_hog(images: torch.Tensor, bins: int = 9, channels: str = "max") -> tor
     """
     dx, dy = gradients(images)
     if channels == "max":
-        strongest = (dx * dx + dy * dy).argmax(dim=1, keepdim=True)
-        dx, dy = dx.gather(1, strongest), dy.gather(1, strongest)
+        dx, dy = _strongest_channel(dx, dy)
     elif channels != "each":
         raise ValueError(f"channels must be 'max' or 'each', got {channels!r}")
     return orientation_histograms(dx, dy, bins).flatten(1, 2)
+
+
+def _strongest_channel(dx: torch.Tensor, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel, the `(dx, dy)` of the channel with the largest magnitude (first on ties) -> `(M, 1, H, W)` each."""
+    energy = dx * dx + dy * dy
+    best_x, best_y, best = dx[:, :1], dy[:, :1], energy[:, :1]
+    for c in range(1, dx.shape[1]):
+        better = energy[:, c:c + 1] > best
+        best_x = torch.where(better, dx[:, c:c + 1], best_x)
+        best_y = torch.where(better, dy[:, c:c + 1], best_y)
+        best = torch.where(better, energy[:, c:c + 1], best)
+    return best_x, best_y
 
 
 def cell_grid(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
@@ -77,8 +88,10 @@ def cell_map(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
     Entry `[i, j]` is the cell with top-left pixel `(j, i)`, centred at position
     `(j + (cell-1)/2, i + (cell-1)/2)`: read it with `trajectory.sample(..., offset=(cell-1)/2)`.
     """
-    rows = F.avg_pool2d(hist, (cell, 1), stride=1, divisor_override=1)
-    return F.avg_pool2d(rows, (1, cell), stride=1, divisor_override=1)
+    across = F.pad(hist, (1, 0)).cumsum(-1)  # running sums: a window is the difference of two
+    across = across[..., cell:] - across[..., :-cell]
+    down = F.pad(across, (0, 0, 1, 0)).cumsum(-2)
+    return down[..., cell:, :] - down[..., :-cell, :]
 
 
 def hog(images: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max") -> torch.Tensor:

@@ -173,15 +173,10 @@ class TrajectoryTarget(Target):
         starts = torch.arange(slices, device=frames.device) * self.tubelet * stride  # r_j
 
         # Tracking: all K points of all tokens of slice j start on raw frame r_j.
-        flow = flow.permute(0, 1, 4, 2, 3).float()  # (B, F, 2, H, W)
-        if self.median:
-            flow = TR.median3x3(flow.flatten(0, 1)).view(flow.shape)
-        flow = flow.clamp(-self.max_flow, self.max_flow)
-        points = TR.start_points(h, w, self.patch, self.cell, frames.device).expand(b * slices, -1, -1)
-        fields = (flow[:, starts + i].flatten(0, 1) for i in range(steps * step))
-        dense = TR.track(fields, points, self.lookup)  # (B*S, L*step + 1, P, 2)
-        valid = TR.inside(dense, h, w)  # (B*S, P)
-        positions = dense[:, ::step]  # (B*S, L + 1, P, 2)
+        points = TR.start_points(h, w, self.patch, self.cell, frames.device).expand(b, slices, -1, -1)
+        dense = TR.track(flow.float().contiguous(), starts, steps * step, points, self.lookup, self.median, self.max_flow)
+        valid = TR.inside(dense, h, w).flatten(0, 1)  # (B*S, P)
+        positions = dense[:, :, ::step].flatten(0, 1)  # (B*S, L + 1, P, 2)
         features = [positions[:, 1:] - positions[:, :-1]]  # z^p: (B*S, L, P, 2)
 
         # Shape: HOG of the cell around p_l on raw frame r_j + l*step.

@@ -13,8 +13,6 @@ official release).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 
@@ -75,16 +73,58 @@ def sample(field: torch.Tensor, points: torch.Tensor, mode: str = "bilinear", of
     return values[..., 0].transpose(1, 2)
 
 
-def track(fields: Iterable[torch.Tensor], points: torch.Tensor, lookup: str = "bilinear") -> torch.Tensor:
-    """Follow `(M, P, 2)` start points through successive flow fields, each `(M, 2, H, W)`.
+def _median9(v: list[torch.Tensor]) -> torch.Tensor:
+    for a, b in _MEDIAN9:
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
+    return v[4]
 
-    Returns the positions `(M, S + 1, P, 2)` px, start included, for S fields. Fields
-    may be a generator, so only one step's flow needs to be materialised at a time.
+
+def flow_at(flow: torch.Tensor, frame: torch.Tensor, points: torch.Tensor, lookup: str = "bilinear",
+            median: bool = True, max_flow: float | None = None) -> torch.Tensor:
+    """Flow read at sub-pixel points, 3x3-median-filtered on the fly.
+
+    flow `(B, F, H, W, 2)` px; frame `(S,)` long: which field each point group reads;
+    points `(B, S, P, 2)` px -> `(B, S, P, 2)` px. Equals `sample(median3x3(field))` with
+    the field clamped to `max_flow`, but filters only the 4x4 pixels each bilinear read
+    touches (the one pixel for `lookup="nearest"`), not the whole field.
+    """
+    b, _, height, width, _ = flow.shape
+    x = points[..., 0].clamp(0, width - 1)
+    y = points[..., 1].clamp(0, height - 1)
+    if lookup == "nearest":
+        x0, y0, span = torch.round(x), torch.round(y), 1
+    else:
+        x0, y0, span = torch.floor(x), torch.floor(y), 2
+    offsets = torch.arange(-1, span + 1, device=flow.device) if median else torch.arange(span, device=flow.device)
+    xs = (x0.long()[..., None] + offsets).clamp(0, width - 1)  # replicated border, as the dense filter pads
+    ys = (y0.long()[..., None] + offsets).clamp(0, height - 1)
+    index = (frame.view(1, -1, 1, 1, 1) * height + ys[..., :, None]) * width + xs[..., None, :]  # (B, S, P, n, n)
+    window = flow.reshape(b, -1, 2).gather(1, index.reshape(b, -1, 1).expand(-1, -1, 2)).view(*index.shape, 2)
+    if max_flow is not None:
+        window = window.clamp(-max_flow, max_flow)
+    if median:
+        window = torch.stack([torch.stack([_median9([window[..., i + u, j + v, :] for u in range(3) for v in range(3)])
+                                           for j in range(span)], dim=-2) for i in range(span)], dim=-3)
+    if lookup == "nearest":
+        return window[..., 0, 0, :]
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    top = window[..., 0, 0, :] * (1 - fx) + window[..., 0, 1, :] * fx
+    bottom = window[..., 1, 0, :] * (1 - fx) + window[..., 1, 1, :] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def track(flow: torch.Tensor, starts: torch.Tensor, steps: int, points: torch.Tensor, lookup: str = "bilinear",
+          median: bool = True, max_flow: float | None = None) -> torch.Tensor:
+    """Follow points through `steps` consecutive flow fields: `p_{t+1} = p_t + (M * w_t)(p_t)`.
+
+    flow `(B, F, H, W, 2)` px; starts `(S,)` long: group s starts on raw frame starts[s] and
+    reads fields starts[s], starts[s] + 1, ...; points `(B, S, P, 2)` px at those frames.
+    Returns positions `(B, S, steps + 1, P, 2)` px, start included.
     """
     positions = [points]
-    for field in fields:
-        positions.append(positions[-1] + sample(field, positions[-1], lookup))
-    return torch.stack(positions, dim=1)
+    for i in range(steps):
+        positions.append(positions[-1] + flow_at(flow, starts + i, positions[-1], lookup, median, max_flow))
+    return torch.stack(positions, dim=2)
 
 
 def inside(positions: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -8,13 +8,27 @@ import torch.nn.functional as F
 
 from motionmae import synthetic
 from motionmae.targets import build_target
-from motionmae.trajectory import inside, median3x3, raw_span, sample, start_points, track
+from motionmae.trajectory import flow_at, inside, median3x3, raw_span, sample, start_points, track
 
 
 def test_median3x3_matches_sorting_all_nine():
     x = torch.randn(3, 2, 17, 23, generator=torch.Generator().manual_seed(0))
     windows = F.pad(x, (1, 1, 1, 1), mode="replicate").unfold(2, 3, 1).unfold(3, 3, 1)
     assert torch.equal(median3x3(x), windows.reshape(3, 2, 17, 23, 9).median(-1).values)
+
+
+@pytest.mark.parametrize("lookup", ["bilinear", "nearest"])
+def test_flow_at_filters_only_where_it_reads(lookup):
+    g = torch.Generator().manual_seed(0)
+    flow = torch.randn(2, 3, 17, 23, 2, generator=g) * 10
+    points = torch.rand(2, 2, 50, 2, generator=g) * torch.tensor([26.0, 20.0]) - 1.5  # some beyond the border
+    frame = torch.tensor([0, 2])
+    read = flow_at(flow, frame, points, lookup, median=True, max_flow=8.0)
+    for s in range(2):
+        dense = median3x3(flow[:, frame[s]].permute(0, 3, 1, 2).clamp(-8, 8))
+        assert torch.allclose(read[:, s], sample(dense, points[:, s], lookup), atol=1e-5)
+    plain = flow_at(flow, frame, points, lookup, median=False)
+    assert torch.allclose(plain[:, 1], sample(flow[:, 2].permute(0, 3, 1, 2), points[:, 1], lookup), atol=1e-5)
 
 
 def test_median3x3_removes_an_outlier():
@@ -50,9 +64,9 @@ def rotation_flow(height, width, degrees, centre):
 
 def test_tracking_an_analytic_rotation_is_exact():
     # Bilinear reads of an affine field are exact, so tracking follows the true circles.
-    field = rotation_flow(64, 64, 5.0, (32.0, 30.0))
+    field = rotation_flow(64, 64, 5.0, (32.0, 30.0)).permute(0, 2, 3, 1)  # (1, H, W, 2)
     points = torch.tensor([[[40.0, 30.0], [20.5, 41.25], [32.0, 30.0]]])
-    positions = track([field] * 6, points)
+    positions = track(field[:, None].expand(1, 6, 64, 64, 2), torch.tensor([0]), 6, points[None])[0]
     truth = []
     for step in range(7):
         a = math.radians(5.0 * step)
@@ -70,11 +84,11 @@ def test_nearest_lookup_reads_the_nearest_pixel():
 
 
 def test_trajectory_leaving_the_frame_is_invalid():
-    field = torch.zeros(1, 2, 16, 32)
-    field[0, 0] = 3.0  # everything moves 3 px right per frame
-    points = torch.tensor([[[3.5, 3.5], [27.5, 3.5], [11.5, 11.5]]])
-    positions = track([field] * 6, points)
-    assert inside(positions, 16, 32)[0].tolist() == [True, False, True]  # 27.5 + 18 > 31.5
+    flow = torch.zeros(1, 6, 16, 32, 2)
+    flow[..., 0] = 3.0  # everything moves 3 px right per frame
+    points = torch.tensor([[[[3.5, 3.5], [27.5, 3.5], [11.5, 11.5]]]])
+    positions = track(flow, torch.tensor([0]), 6, points)
+    assert inside(positions, 16, 32)[0, 0].tolist() == [True, False, True]  # 27.5 + 18 > 31.5
 
 
 def dis_flow(video: np.ndarray) -> np.ndarray:
@@ -103,11 +117,11 @@ def moving_square(frames, velocity, origin=(40.0, 20.0), height=64, width=96, si
 def test_tracking_dis_flow_of_rendered_frames_stays_within_a_pixel(velocity):
     # End to end from pixels: rendered frames -> DIS flow -> 3x3 median -> tracked over L = 6.
     video = moving_square(7, velocity)
-    flow = median3x3(torch.from_numpy(dis_flow(video)).permute(0, 3, 1, 2))
+    flow = torch.from_numpy(dis_flow(video))[None]
     ys, xs = np.mgrid[26:46:2, 46:66:2]  # inside the square (x 40..72, y 20..52) at frame 0
-    points = torch.tensor(np.stack([xs.ravel(), ys.ravel()], 1), dtype=torch.float32)[None]
-    positions = track(flow[:, None], points)[0]
-    truth = points[0] + torch.arange(7.0)[:, None, None] * torch.tensor(velocity)
+    points = torch.tensor(np.stack([xs.ravel(), ys.ravel()], 1), dtype=torch.float32)
+    positions = track(flow, torch.tensor([0]), 6, points[None, None])[0, 0]
+    truth = points + torch.arange(7.0)[:, None, None] * torch.tensor(velocity)
     assert (positions - truth).norm(dim=-1).max() < 1.0
 
 
@@ -123,12 +137,12 @@ def test_tracking_true_flow_of_synthetic_videos_follows_object_points(label):
     # motionmae.synthetic's ground truth: every point of the primary object follows its pose exactly.
     video, truth = synthetic.render_video(label, index=0, size=96, frames=24)
     start = 4
-    flow = median3x3(torch.from_numpy(synthetic.true_flow(truth)[start:start + 6]).permute(0, 3, 1, 2))
+    flow = torch.from_numpy(synthetic.true_flow(truth))[None]
     interior = cv2.erode((truth["mask"][start] == 1).astype(np.uint8), np.ones((5, 5), np.uint8))
     ys, xs = np.nonzero(interior)
     assert len(xs) > 10
     points = np.stack([xs, ys, np.ones_like(xs)], 1).astype(np.float64)
-    positions = track(flow[:, None], torch.tensor(points[None, :, :2], dtype=torch.float32))[0]
+    positions = track(flow, torch.tensor([start]), 6, torch.tensor(points[None, None, :, :2], dtype=torch.float32))[0, 0]
     back = np.linalg.inv(object_map(truth["pose"][start, 0]))
     expected = np.stack([(object_map(truth["pose"][start + k, 0]) @ back @ points.T).T[:, :2] for k in range(7)])
     assert (positions - torch.tensor(expected, dtype=torch.float32)).norm(dim=-1).max() < 0.05
