@@ -66,6 +66,7 @@ VAL_FRACTION = 0.2  # the last round(0.2 N) videos of each class (at least one w
 RADIUS = (0.08, 0.12)  # object circumradius at the middle frame
 TRAVEL = (0.30, 0.45)  # translation of movers over the clip (half of it for move/stop)
 DIRECTION_JITTER = np.deg2rad(20)  # left / right / up / down are this exact
+HEADINGS = {"move_left": np.pi, "move_right": 0.0, "move_up": -np.pi / 2, "move_down": np.pi / 2}  # y down
 SPIN = (np.pi, 2 * np.pi)  # total rotation of rotate_* (rad)
 GROWTH = (1.8, 2.4)  # total radius factor of grow / shrink
 PAIR_DISTANCE = (0.42, 0.58)  # centre distance of objects 0 and 1 at the middle frame
@@ -129,9 +130,6 @@ def _camera(rng, mode: str, size: int, tau: np.ndarray) -> tuple[np.ndarray, str
         cams[:, 0, 0] = cams[:, 1, 1] = scale
         cams[:, :2, 2] = centre * (1 - scale[:, None])
     return cams, mode
-
-
-HEADINGS = {"move_left": np.pi, "move_right": 0.0, "move_up": -np.pi / 2, "move_down": np.pi / 2}  # y down
 
 
 def _unit(angle: float) -> np.ndarray:
