@@ -20,16 +20,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
-
 
 def gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sobel derivatives `(d/dx, d/dy)` of `(M, C, H, W)` images, each `(M, C, H, W)`, per px."""
-    m, c, h, w = images.shape
-    kernel = torch.stack((_SOBEL_X, _SOBEL_X.T))[:, None].to(images)
-    padded = F.pad(images.reshape(m * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
-    grad = F.conv2d(padded, kernel).view(m, c, 2, h, w)
-    return grad[:, :, 0], grad[:, :, 1]
+    """Sobel derivatives `(d/dx, d/dy)` of `(M, C, H, W)` images, each `(M, C, H, W)`, per px.
+
+    Written as separable differences and sums of shifted views (replicated border);
+    on CPU this is several times faster than a 1-channel conv2d.
+    """
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    across = padded[..., :, 2:] - padded[..., :, :-2]  # central difference along x, (H+2, W)
+    down = padded[..., 2:, :] - padded[..., :-2, :]  # along y, (H, W+2)
+    dx = (across[..., :-2, :] + 2 * across[..., 1:-1, :] + across[..., 2:, :]) / 8
+    dy = (down[..., :, :-2] + 2 * down[..., :, 1:-1] + down[..., :, 2:]) / 8
+    return dx, dy
 
 
 def orientation_histograms(dx: torch.Tensor, dy: torch.Tensor, bins: int = 9, signed: bool = False) -> torch.Tensor:
