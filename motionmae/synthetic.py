@@ -78,11 +78,10 @@ ZOOM = (1.2, 1.4)  # camera scale factor over the clip (in or out)
 CANVAS_MARGIN = 0.25  # background canvas extends this far beyond the frame
 NOISE = (1.5, 4.0)  # std of the additive pixel noise (of 255)
 
-# x264 on top of write_video's defaults (B-frames, GOP 12, crf 18). Macroblock-tree
-# rate control makes this x264 build non-deterministic (about 1 encode in 30 differs
-# under load, most with several threads); without it the same frames always give
-# the same bytes. veryfast keeps 1,200 videos well under a minute on two cores.
-X264_OPTIONS = {"preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
+# x264 on top of write_video's defaults (B-frames, GOP 12, crf 18, no macroblock-tree,
+# which made about 1 encode in 30 differ under load). One thread: several threads
+# also change the bytes. veryfast keeps 1,200 videos well under a minute on two cores.
+X264_OPTIONS = {"preset": "veryfast", "threads": "1"}
 
 
 class SyntheticError(ValueError):

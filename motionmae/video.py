@@ -435,12 +435,15 @@ def write_video(path, frames: np.ndarray, fps: int = 25, codec: str = "libx264",
 
     Defaults give H.264 with B-frames (bf=2, GOP 12) so P- and B-frame vectors exist,
     with one reference frame and no B-pyramid, so every vector refers to the nearest
-    anchor frame and reads back as an exact per-frame displacement.
+    anchor frame and reads back as an exact per-frame displacement, and without
+    macroblock-tree rate control, which makes x264's output vary from run to run.
+    `x264-params` given in `options` are appended to these.
     """
     path = Path(path)
     if codec == "libx264":
-        options = {"bf": "2", "g": "12", "crf": "18", "preset": "fast",
-                   "x264-params": "ref=1:b-pyramid=none", **(options or {})}
+        options = dict(options or {})
+        params = ":".join(p for p in ("ref=1:b-pyramid=none:mbtree=0", options.pop("x264-params", "")) if p)
+        options = {"bf": "2", "g": "12", "crf": "18", "preset": "fast", "x264-params": params, **options}
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     container = av.open(str(tmp), "w")
     try:
