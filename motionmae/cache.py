@@ -1,0 +1,445 @@
+"""The motion cache: camera-compensated flow of every video, extracted once, read by window.
+
+Layout on disk:
+
+    ROOT/flow-<key>/params.json           the extraction parameters (key = their hash)
+    ROOT/flow-<key>/entries/<video>.flow  one file per video; <video> is its key (below)
+    ROOT/flow-<key>/report[-i-of-n].json  the last `prepare` run: done, failed + reasons
+
+Changing any parameter changes `<key>`, so old and new entries never mix.
+A video's key is its path relative to the list file's folder (or to the folder
+given to `prepare`), e.g. `videos/jump/jump_00007.mp4`, so two videos with the
+same file name in different folders get different entries.
+
+What is stored: the flow of the frames decoded at `short_side`, camera motion
+removed, clamped to ±20 px, area-averaged onto a grid `stride` times coarser
+(1/4 by default), quantized to 8 bits (step 20/127 px) and encoded per flow
+field as a gray JPEG (lossy, default) or PNG (lossless) holding dx above dy.
+Vectors stay in pixels of the decoded frames. On bikes.mp4 this is about 0.7x
+the bytes of the source video and moves 6-step trajectories by ~0.3 px on
+average (bench/flow_bench.py, docs/benchmarks.md).
+
+Entry file: MAGIC, the encoded fields back to back, a JSON header (geometry,
+byte offsets of every field, parameters), then a 20-byte trailer
+(header offset u64, header length u32, MAGIC). Reading flows a..b reads one
+byte range and decodes only those fields. Entries are written to a temporary
+file and renamed, so a killed run never leaves a partial entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from motionmae.flow import FlowEstimator, FlowParams, pair_flow
+from motionmae.video import VideoError, output_size, probe
+
+FORMAT_VERSION = 1
+MAGIC = b"MMEFLOW1"
+TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
+CODECS = {"jpeg": ".jpg", "png": ".png"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
+
+
+class CacheError(Exception):
+    """A missing or unreadable cache entry, or a bad window; the message names the video."""
+
+
+@dataclass(frozen=True)
+class CacheParams:
+    """Everything that determines a cache entry's bytes; its hash names the cache folder."""
+
+    flow: FlowParams = FlowParams()
+    short_side: int | None = 256  # decode resolution (pixels); None keeps the source size
+    stride: int = 4  # store the field on a grid `stride` times coarser than the frames
+    codec: str = "jpeg"  # jpeg (lossy, compact) | png (lossless after quantization)
+    quality: int = 90  # JPEG quality
+
+    @property
+    def step(self) -> float:
+        """Quantization step (px): ±clamp maps onto codes 1..255 around 128."""
+        return self.flow.clamp / 127
+
+    def key(self) -> str:
+        text = json.dumps({"version": FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CacheParams:
+        return cls(**{**values, "flow": FlowParams(**values["flow"])})
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """Header of one entry: geometry in frames at `short_side` and in the stored grid."""
+
+    video: str
+    num_frames: int  # frames of the video; the entry holds num_frames - 1 flow fields
+    fps: float
+    frame_size: tuple[int, int]  # (height, width) of the decoded frames, the unit of the vectors
+    grid_size: tuple[int, int]  # (height, width) of the stored field
+    source_bytes: int  # size of the video file it came from
+    offsets: np.ndarray  # int64 (num_frames,): byte range of field t is offsets[t]:offsets[t+1]
+
+    @property
+    def num_flows(self) -> int:
+        return self.num_frames - 1
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_field(flow: np.ndarray, params: CacheParams) -> bytes:
+    """Quantize a float32 `(h, w, 2)` field (px) and encode it as one gray image (dx above dy)."""
+    codes = np.clip(np.rint(flow / params.step), -127, 127).astype(np.int16) + 128
+    rows = -(-flow.shape[0] // 8) * 8  # pad each plane to whole JPEG blocks so dx and dy never share one
+    planes = np.pad(codes.transpose(2, 0, 1), ((0, 0), (0, rows - flow.shape[0]), (0, 0)), mode="edge")
+    image = planes.reshape(2 * rows, flow.shape[1]).astype(np.uint8)
+    options = [cv2.IMWRITE_JPEG_QUALITY, params.quality] if params.codec == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 6]
+    ok, data = cv2.imencode(CODECS[params.codec], image, options)
+    if not ok:
+        raise CacheError(f"could not encode a {params.codec} field")
+    return data.tobytes()
+
+
+def decode_field(data: bytes, grid_size: tuple[int, int], step: float) -> np.ndarray:
+    """Inverse of `encode_field`: float32 `(h, w, 2)` in px."""
+    height, width = grid_size
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    rows = image.shape[0] // 2
+    codes = np.stack([image[:height], image[rows:rows + height]], axis=-1)
+    return (codes.astype(np.float32) - 128) * step
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def video_key(path, root) -> str:
+    """Cache key of a video: its path relative to `root` (posix), or its absolute path outside it."""
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return "_abs" + path.as_posix()
+
+
+class MotionCache:
+    """Flow entries for one set of `CacheParams` under `root`.
+
+    cache = MotionCache("cache/motion")                 # default parameters
+    flow = cache.read("videos/a.mp4", 10, 34, size=(224, 224), crop=(16, 0, 256, 256))
+    """
+
+    def __init__(self, root, params: CacheParams = CacheParams()):
+        self.root = Path(root)
+        self.params = params
+        self.dir = self.root / f"flow-{params.key()}"
+        self._infos: dict[str, EntryInfo] = {}
+
+    @classmethod
+    def from_dir(cls, path) -> MotionCache:
+        """Open an existing `ROOT/flow-<key>` folder with the parameters it was made with."""
+        path = Path(path)
+        try:
+            params = CacheParams.from_dict(json.loads((path / "params.json").read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise CacheError(f"{path}: not a motion cache folder ({err})") from None
+        return cls(path.parent, params)
+
+    def entry_path(self, video: str) -> Path:
+        """File of a video key; `..` components are neutralized so entries stay inside the cache."""
+        parts = [p if p not in ("", ".", "..") else "_" for p in video.split("/")]
+        return self.dir / "entries" / Path(*parts).with_name(parts[-1] + ".flow")
+
+    def has(self, video: str) -> bool:
+        """True when a complete entry exists for this video key."""
+        try:
+            self.info(video)
+        except CacheError:
+            return False
+        return True
+
+    def info(self, video: str) -> EntryInfo:
+        """Header of an entry (kept in memory after the first read)."""
+        if video not in self._infos:
+            self._infos[video] = self._read_header(video)
+        return self._infos[video]
+
+    def _read_header(self, video: str) -> EntryInfo:
+        path = self.entry_path(video)
+        try:
+            with open(path, "rb") as f:
+                f.seek(-TRAILER.size, os.SEEK_END)
+                offset, length, magic = TRAILER.unpack(f.read(TRAILER.size))
+                if magic != MAGIC:
+                    raise CacheError(f"{video}: damaged cache entry {path}")
+                f.seek(offset)
+                header = json.loads(f.read(length))
+        except FileNotFoundError:
+            raise CacheError(f"{video}: not in the motion cache {self.dir}") from None
+        except (OSError, ValueError, struct.error) as err:
+            raise CacheError(f"{video}: unreadable cache entry {path} ({err})") from None
+        return EntryInfo(
+            video=video,
+            num_frames=header["num_frames"],
+            fps=header["fps"],
+            frame_size=tuple(header["frame_size"]),
+            grid_size=tuple(header["grid_size"]),
+            source_bytes=header["source_bytes"],
+            offsets=np.asarray(header["offsets"], np.int64),
+        )
+
+    def read(self, video: str, start: int, stop: int, size: tuple[int, int] | None = None,
+             crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Flow fields `start..stop-1` (field t carries frame t to t+1): float32 `(stop-start, H, W, 2)`.
+
+        `crop = (x, y, width, height)` is a box in pixels of the decoded frames
+        (`info(video).frame_size`; default the whole frame); `size = (H, W)` the
+        output resolution (default the crop's). Vectors are in output pixels.
+        """
+        info = self.info(video)
+        if not 0 <= start < stop <= info.num_flows:
+            raise CacheError(f"{video}: flow window [{start}, {stop}) outside [0, {info.num_flows})")
+        with open(self.entry_path(video), "rb") as f:
+            f.seek(int(info.offsets[start]))
+            data = f.read(int(info.offsets[stop] - info.offsets[start]))
+        bounds = info.offsets[start:stop + 1] - info.offsets[start]
+        fields = [decode_field(data[a:b], info.grid_size, self.params.step) for a, b in zip(bounds[:-1], bounds[1:])]
+        return np.stack([self._resample(flow, info, size, crop) for flow in fields])
+
+    @staticmethod
+    def _resample(flow: np.ndarray, info: EntryInfo, size, crop) -> np.ndarray:
+        """Bilinear resample of a stored field onto the output pixels of `crop` resized to `size`."""
+        frame_h, frame_w = info.frame_size
+        grid_h, grid_w = info.grid_size
+        x0, y0, crop_w, crop_h = crop if crop is not None else (0, 0, frame_w, frame_h)
+        out_h, out_w = size if size is not None else (crop_h, crop_w)
+        sx, sy = crop_w / out_w, crop_h / out_h  # frame px per output px
+        gx, gy = grid_w / frame_w, grid_h / frame_h  # grid cells per frame px
+        # output pixel centre u -> frame x = x0 + (u + 0.5) * sx - 0.5 -> grid (x + 0.5) * gx - 0.5
+        matrix = np.array([[sx * gx, 0, (x0 + 0.5 * sx) * gx - 0.5],
+                           [0, sy * gy, (y0 + 0.5 * sy) * gy - 0.5]])
+        flow = flow * np.array([1 / sx, 1 / sy], np.float32)  # vectors in output pixels
+        return cv2.warpAffine(flow, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    # ------------------------------------------------------------ writing
+
+    def write_params(self) -> None:
+        """Create the cache folder and its params.json (atomically, once)."""
+        path = self.dir / "params.json"
+        if path.exists():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, (json.dumps(dataclasses.asdict(self.params), indent=2) + "\n").encode())
+
+    def extract(self, video: str, path) -> int:
+        """Compute and store the entry of one video file; returns its frame count.
+
+        Raises `VideoError` for files that cannot be decoded completely:
+        truncated or damaged files are skipped rather than stored in part.
+        """
+        info = probe(path)
+        if info.truncated:
+            raise VideoError(path, f"truncated or damaged: only the first {info.num_frames} frames decode")
+        if info.num_frames < 2:
+            raise VideoError(path, "has a single frame: no motion to extract")
+        entry = self.entry_path(video)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        for stale in entry.parent.glob(f".{entry.name}.*.tmp"):  # left by a killed run
+            stale.unlink(missing_ok=True)
+        tmp = entry.with_name(f".{entry.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                header = self._write_fields(f, path, info)
+                body = json.dumps({"video": video, "params": dataclasses.asdict(self.params), **header}).encode()
+                f.write(body + TRAILER.pack(header["offsets"][-1], len(body), MAGIC))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, entry)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._infos.pop(video, None)
+        return info.num_frames
+
+    def _write_fields(self, f, path, info) -> dict:
+        params = self.params
+        estimator = FlowEstimator(params.flow.method, params.flow.preset)
+        width, height = output_size(info.width, info.height, params.short_side)
+        f.write(MAGIC)
+        offsets = [len(MAGIC)]
+        previous, flow = None, None
+        for gray in gray_frames(path, width, height):
+            if previous is not None:
+                flow = pair_flow(previous, gray, estimator, params.flow.compensation, params.flow.clamp,
+                                 params.stride)
+                f.write(encode_field(flow, params))
+                offsets.append(f.tell())
+            previous = gray
+        if len(offsets) != info.num_frames:
+            raise VideoError(path, f"decoded {len(offsets)} frames, expected {info.num_frames}")
+        return {
+            "num_frames": info.num_frames,
+            "fps": info.fps,
+            "frame_size": [height, width],
+            "grid_size": list(flow.shape[:2]),
+            "source_bytes": os.path.getsize(path),
+            "offsets": offsets,
+        }
+
+
+def gray_frames(path, width: int, height: int):
+    """Decode a video sequentially (one thread) as gray uint8 `(height, width)` frames."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "NONE"
+            for frame in container.decode(stream):
+                yield np.ascontiguousarray(frame.to_ndarray(format="gray", width=width, height=height))
+    except av.FFmpegError as err:
+        raise VideoError(path, f"decoding failed ({err})") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- listing videos
+
+
+_LIST_LINE = re.compile(r"^(?P<path>.+?)(?:[\s,]+-?\d+)?$")
+
+
+def list_videos(source) -> list[tuple[str, Path]]:
+    """`(key, path)` of the videos named by a list file, found under a folder, or one video file.
+
+    List files hold one video per line (`relative/path.mp4 label`, label
+    optional, `#` comments), paths relative to the list file's folder.
+    Folders are searched recursively for video extensions. Sorted by key.
+    """
+    source = Path(source)
+    if source.is_dir():
+        paths = [p for p in source.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+        root = source
+    elif source.suffix.lower() in VIDEO_EXTENSIONS:
+        paths, root = [source], source.parent
+    elif source.is_file():
+        root = source.parent
+        paths = []
+        for line in source.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                paths.append(root / _LIST_LINE.match(line)["path"])
+    else:
+        raise FileNotFoundError(f"{source}: no such list file, folder or video")
+    return sorted({video_key(p, root): p for p in paths}.items())
+
+
+def shard(videos: list, index: int, count: int) -> list:
+    """Every `count`-th video starting at `index` (0-based): n machines split one list."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+    return videos[index::count]
+
+
+# ---------------------------------------------------------------- prepare
+
+
+@dataclass
+class PrepareReport:
+    """What a `prepare` run did; written as JSON into the cache folder."""
+
+    videos: int = 0  # in this shard
+    cached: int = 0  # already in the cache, skipped
+    done: int = 0  # extracted by this run
+    frames: int = 0  # frames extracted by this run
+    seconds: float = 0.0
+    interrupted: bool = False
+    failed: list = field(default_factory=list)  # {"video", "path", "reason"}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+
+_worker_cache: MotionCache | None = None
+
+
+def _init_worker(root, params) -> None:
+    global _worker_cache
+    cv2.setNumThreads(1)
+    _worker_cache = MotionCache(root, params)
+
+
+def _extract_job(job: tuple[str, str]) -> tuple[str, str, int, str | None]:
+    """Run in a worker: (key, path, frames, failure reason or None)."""
+    video, path = job
+    try:
+        return video, path, _worker_cache.extract(video, path), None
+    except VideoError as err:
+        return video, path, 0, err.problem
+    except Exception as err:  # one bad file must not stop a batch over a real-world collection
+        return video, path, 0, f"{err.__class__.__name__}: {err}"
+
+
+def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1, progress: bool = True,
+            report_name: str = "report.json") -> PrepareReport:
+    """Extract every video not yet in `cache`; skip and report the ones that fail.
+
+    `videos` are `(key, path)` pairs (see `list_videos` and `shard`). Finished
+    entries survive an interruption and are not recomputed by the next run.
+    The report is written to `cache.dir / report_name` even when interrupted.
+    """
+    from tqdm import tqdm
+
+    cache.write_params()
+    report = PrepareReport(videos=len(videos))
+    todo = [(key, str(path)) for key, path in videos if not cache.has(key)]
+    report.cached = len(videos) - len(todo)
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    pool = multiprocessing.Pool(workers, _init_worker, (cache.root, cache.params)) if workers > 1 else None
+    if pool is None:
+        _init_worker(cache.root, cache.params)
+    try:
+        results = pool.imap_unordered(_extract_job, todo) if pool else map(_extract_job, todo)
+        for video, path, frames, reason in results:
+            if reason is None:
+                report.done += 1
+                report.frames += frames
+            else:
+                report.failed.append({"video": video, "path": path, "reason": reason})
+                bar.write(f"skipped {path}: {reason}", file=sys.stderr)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix_str(f"{report.frames / max(elapsed, 1e-9):.0f} frames/s, {len(report.failed)} failed")
+            bar.update()
+        if pool:
+            pool.close()
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
+    finally:
+        if pool:
+            pool.terminate()
+            pool.join()
+        bar.close()
+        report.seconds = round(time.perf_counter() - start, 3)
+        _write_atomic(cache.dir / report_name, (json.dumps(dataclasses.asdict(report), indent=2) + "\n").encode())
+    return report
