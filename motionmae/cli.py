@@ -143,6 +143,68 @@ def cmd_make_synthetic(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- prepare
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    """"i/n" with 0 <= i < n (0-based, like SLURM_ARRAY_TASK_ID with --array=0-(n-1))."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise UserError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def cmd_prepare(args) -> int:
+    """Store the compensated flow of every video in the motion cache; exit 1 if any failed."""
+    from motionmae.cache import CacheParams, MotionCache, list_videos, prepare, shard
+    from motionmae.flow import FlowParams
+
+    index, count = _parse_shard(args.shard)
+    try:
+        videos = list_videos(args.source)
+    except (FileNotFoundError, UnicodeDecodeError) as err:
+        raise UserError(f"{args.source}: not a list file, folder or video ({err})") from None
+    if not videos:
+        raise UserError(f"{args.source}: no videos found")
+    mine = shard(videos, index, count)
+    params = CacheParams(
+        flow=FlowParams(method=args.method, preset=args.preset, compensation=args.compensation),
+        short_side=args.short_side or None, stride=args.stride, codec=args.codec, quality=args.quality,
+    )
+    cache = MotionCache(args.cache, params)
+    report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
+    print(f"motion cache {cache.dir}: shard {index}/{count}, {len(mine)} of {len(videos)} videos")
+    report = prepare(mine, cache, workers=max(1, args.workers), progress=not args.quiet, report_name=report_name)
+    print(f"{report.done} extracted ({report.frames} frames in {report.seconds:.1f} s), "
+          f"{report.cached} already cached, {len(report.failed)} failed; report {cache.dir / report_name}")
+    for failure in report.failed:
+        print(f"FAILED {failure['path']}: {failure['reason']}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+# ---------------------------------------------------------------- pretrain
+
+
+def cmd_pretrain(args) -> int:
+    """Pretrain a video ViT per a config preset; resumable."""
+    from motionmae.config import ConfigError, load_config
+    from motionmae.data import ListError
+    from motionmae.pretrain import TrainingDiverged, pretrain
+    from motionmae.checkpoints import CheckpointError
+
+    try:
+        config = load_config(args.config, args.set)
+        checkpoint = pretrain(config, resume=args.resume)
+    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
+        raise UserError(str(err)) from None
+    print(f"checkpoint: {checkpoint}")
+    print(f"metrics:    {checkpoint.parent / 'metrics.jsonl'}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -208,6 +270,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="processes writing videos (default: all CPUs)")
     p.set_defaults(func=cmd_make_synthetic)
+
+    p = _command(sub, "prepare", "Extract camera-compensated optical flow of videos into the motion cache.", """
+        motionmae prepare data/synthetic/train.csv --cache cache/motion
+        motionmae prepare videos/ --cache cache/motion --workers 8          # folder, searched recursively
+        motionmae prepare k400/train.csv --cache /scratch/motion --shard $SLURM_ARRAY_TASK_ID/16
+        A killed run resumes where it stopped; failed videos are listed in REPORT.json
+        in the cache folder and make the exit code 1.
+        """)
+    p.add_argument("source", metavar="LIST_OR_DIR",
+                   help="list file (`path [label]` lines, relative to its folder), folder, or one video")
+    p.add_argument("--cache", required=True, metavar="DIR", help="motion cache root")
+    p.add_argument("--short-side", type=int, default=256,
+                   help="decode with this short side, pixels; 0 keeps the source size (default: 256)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="processes extracting videos (default: all CPUs)")
+    p.add_argument("--shard", default="0/1", metavar="i/n",
+                   help="process only every n-th video starting at i (0-based) of the sorted list (default: 0/1)")
+    p.add_argument("--method", choices=["dis", "farneback"], default="dis", help="flow algorithm (default: dis)")
+    p.add_argument("--preset", choices=["ultrafast", "balanced", "fast", "medium"], default="balanced",
+                   help="DIS preset (default: balanced)")
+    p.add_argument("--compensation", choices=["flow", "features", "none"], default="flow",
+                   help="camera homography from flow correspondences, from tracked corners, or off (default: flow)")
+    p.add_argument("--stride", type=int, default=4,
+                   help="store the flow on a grid this many times coarser than the frames (default: 4)")
+    p.add_argument("--codec", choices=["jpeg", "png"], default="jpeg",
+                   help="field encoding: jpeg (compact, lossy) or png (lossless) (default: jpeg)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+    p = _command(sub, "pretrain", "Pretrain a video ViT (MME, VideoMAE, MaskFeat, MGM, MME+MGM).", """
+        motionmae pretrain --config demo
+        motionmae pretrain --config configs/mme.yaml --set data.train=k400/train.csv --set optim.batch_size=48
+        motionmae pretrain --config mme-mgm --resume auto          # continue where it stopped
+        torchrun --nproc-per-node 8 -m motionmae pretrain --config mme-vitb-k400
+        """)
+    p.add_argument("--config", default="demo", help="preset name (configs/NAME.yaml) or YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. optim.epochs=10 (repeatable)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="'auto': continue from the run folder's checkpoint if there is one; or a checkpoint path")
+    p.set_defaults(func=cmd_pretrain)
 
     return parser
 
