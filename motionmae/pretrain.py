@@ -1,0 +1,251 @@
+"""Pretraining loop: one process or `torchrun` DDP, resumable, with bf16 autocast on CUDA.
+
+    run = pretrain(load_config("demo"))
+
+Per step: a batch of raw spans (frames + flow + masks, made in data-loader
+workers) goes to the device; the target builder turns it into per-token targets
+there; the model sees the input frames and predicts the targets of masked tokens;
+the loss is the builder's masked MSE. Checkpoints hold everything needed to
+continue exactly: model, optimizer, scheduler, scaler, RNG states, epoch, step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from motionmae import checkpoints
+from motionmae.config import Config, save_config
+from motionmae.data import EpochSampler, PretrainDataset, read_list
+from motionmae.masking import MaskGenerator
+from motionmae.models import PretrainModel, token_grid
+from motionmae.targets import build_target, input_frames
+
+MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean and std (VideoMAE's input normalization)
+STD = (0.229, 0.224, 0.225)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> Distributed:
+    """Join the torchrun process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        target = torch.device("cuda", local_rank)
+    else:
+        target = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Distributed(rank, world, local_rank, target)
+
+
+def normalize_video(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W), ImageNet-normalized."""
+    mean = torch.tensor(MEAN, device=frames.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=frames.device).view(1, 3, 1, 1, 1)
+    return (frames.permute(0, 4, 1, 2, 3).float() / 255.0 - mean) / std
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on norms, biases (incl. q_bias / v_bias), mask tokens and position tables."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(("mask_token", "pos_embed")):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float):
+    """lr multiplier per step: linear warm-up from 0, then cosine decay to `min_ratio`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return factor
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per logged step) and TensorBoard when it is installed."""
+
+    def __init__(self, out: Path, resume_step: int):
+        self.path = out / "metrics.jsonl"
+        if self.path.exists():  # drop lines logged after the checkpoint we resume from
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.board = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.board = None
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self.board.add_scalar(key, value, record["step"])
+
+
+def build_model(config: Config, target_dim: int) -> PretrainModel:
+    m, d = config.model, config.data
+    return PretrainModel(target_dim, m.size, d.frames, d.size, m.tubelet, m.patch, m.decoder_depth,
+                         m.decoder_dim, m.decoder_heads, m.drop_path)
+
+
+def build_dataset(config: Config, target) -> PretrainDataset:
+    d, m = config.data, config.model
+    grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
+    masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, options=dict(config.mask.options))
+    return PretrainDataset(read_list(d.train), d, target.raw_span(d.frames, d.stride), masks,
+                           seed=config.run.seed, needs_flow=target.needs_flow)
+
+
+def pretrain(config: Config, resume: str | None = None) -> Path:
+    """Train per `config`; returns the final checkpoint path. `resume`: None, "auto" or a checkpoint path."""
+    env = setup_distributed(config.run.device)
+    out = Path(config.run.out)
+    torch.manual_seed(config.run.seed)
+    target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
+                          **config.target.options)
+    dataset = build_dataset(config, target)
+    sampler = EpochSampler(len(dataset), config.optim.batch_size, seed=config.run.seed,
+                           rank=env.rank, world=env.world)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=config.data.workers,
+        pin_memory=env.device.type == "cuda", persistent_workers=False)
+
+    model = build_model(config, target.dim).to(env.device)
+    o = config.optim
+    global_batch = o.batch_size * o.accum_steps * env.world
+    lr = o.base_lr * global_batch / 256
+    optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=lr, betas=tuple(o.betas))
+    steps_per_epoch = max(1, len(sampler) // o.accum_steps)
+    total_steps = o.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_schedule(o.warmup_epochs * steps_per_epoch, total_steps, o.min_lr / lr))
+    use_amp = config.run.amp and env.device.type == "cuda"
+    scaler = torch.amp.GradScaler(env.device.type, enabled=False)  # bf16 needs no loss scaling
+
+    step = 0
+    checkpoint_path = out / "checkpoint.pt"
+    resume_from = checkpoint_path if resume == "auto" else resume
+    if resume_from is not None and (resume != "auto" or checkpoint_path.exists()):
+        state = checkpoints.load(resume_from)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        checkpoints.set_rng_state(state["rng"][env.rank] if env.rank < len(state["rng"]) else state["rng"][0])
+        step = state["step"]
+    ddp = DistributedDataParallel(model) if env.world > 1 else model
+
+    def save():
+        rng = [None] * env.world
+        if env.world > 1:
+            dist.all_gather_object(rng, checkpoints.rng_state())
+        else:
+            rng = [checkpoints.rng_state()]
+        if env.main:
+            checkpoints.atomic_save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+                "step": step, "epoch": step / steps_per_epoch, "config": config.to_dict(),
+                "target": {"name": config.target.name, "dim": target.dim},
+            }, checkpoint_path)
+        if env.world > 1:
+            dist.barrier()
+
+    log = None
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+        log = MetricsLog(out, step)
+    last_step = min(total_steps, config.run.max_steps or total_steps)
+    bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", disable=not env.main, dynamic_ncols=True)
+    d = config.data
+    while step < last_step:
+        epoch = step // steps_per_epoch
+        sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
+        started, clips, micro = time.perf_counter(), 0, 0
+        for batch in loader:
+            frames = batch["frames"].to(env.device, non_blocking=True)
+            flow = batch["flow"].to(env.device, non_blocking=True) if target.needs_flow else None
+            mask = batch["mask"].to(env.device, non_blocking=True)
+            with torch.no_grad():
+                y, valid = target(frames, flow, d.frames, d.stride)
+            video = normalize_video(input_frames(frames, d.frames, d.stride))
+            micro += 1
+            sync = micro % o.accum_steps == 0
+            with ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext():
+                with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    pred = ddp(video, mask)
+                loss, parts = target.loss(pred.float(), y, valid, mask)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped, "
+                        f"last good checkpoint kept at {checkpoint_path}")
+                (loss / o.accum_steps).backward()
+            clips += frames.shape[0] * env.world
+            if not sync:
+                continue
+            if o.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % config.run.log_every == 0 or step == last_step:
+                values = torch.stack([loss.detach(), *parts.values()]).float()
+                if env.world > 1:
+                    dist.all_reduce(values)
+                    values /= env.world
+                rate = clips / (time.perf_counter() - started)
+                record = {"step": step, "epoch": epoch, "loss": values[0].item(),
+                          **{k: v.item() for k, v in zip(parts, values[1:])},
+                          "lr": optimizer.param_groups[0]["lr"], "clips_per_s": rate}
+                if log is not None:
+                    log.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
+            if step % config.run.checkpoint_every == 0 or step == last_step:
+                save()
+            if step >= last_step or step % steps_per_epoch == 0:
+                break
+    bar.close()
+    if env.world > 1:
+        dist.destroy_process_group()
+    return checkpoint_path
