@@ -11,12 +11,14 @@ A video's key is its path relative to the list file's folder (or to the folder
 given to `prepare`), e.g. `videos/jump/jump_00007.mp4`, so two videos with the
 same file name in different folders get different entries.
 
-What is stored: the flow of the frames decoded at `short_side`, camera motion
-removed, clamped to ±20 px, area-averaged onto a grid `stride` times coarser
-(1/4 by default), quantized to 8 bits (step 20/127 px) and encoded per flow
+What is stored: the flow of the frames decoded at `short_side`, area-averaged
+onto a grid `stride` times coarser (1/4 by default), camera motion removed,
+clamped to ±20 px, quantized to 8 bits (step 20/127 px) and encoded per flow
 field as a gray JPEG (lossy, default) or PNG (lossless) holding dx above dy.
-Vectors stay in pixels of the decoded frames. On bikes.mp4 this is about 0.7x
-the bytes of the source video and moves 6-step trajectories by ~0.3 px on
+Truncated or damaged videos are skipped (listed in the report), never stored
+in part.
+Vectors stay in pixels of the decoded frames. On bikes.mp4 this is about 0.84x
+the bytes of the source video and moves 6-step trajectories by ~0.4 px on
 average (bench/flow_bench.py, docs/benchmarks.md).
 
 Entry file: MAGIC, the encoded fields back to back, a JSON header (geometry,
