@@ -165,8 +165,10 @@ def cmd_prepare(args) -> int:
     index, count = _parse_shard(args.shard)
     try:
         videos = list_videos(args.source)
-    except (FileNotFoundError, UnicodeDecodeError) as err:
-        raise UserError(f"{args.source}: not a list file, folder or video ({err})") from None
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{args.source}: not a list file (binary content), folder or video") from None
     if not videos:
         raise UserError(f"{args.source}: no videos found")
     mine = shard(videos, index, count)
