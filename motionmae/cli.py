@@ -199,11 +199,11 @@ def cmd_pretrain(args) -> int:
 
     try:
         config = load_config(args.config, args.set)
-        checkpoint = pretrain(config, resume=args.resume)
+        result = pretrain(config, resume=args.resume)
     except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
-    print(f"checkpoint: {checkpoint}")
-    print(f"metrics:    {checkpoint.parent / 'metrics.jsonl'}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
     return 0
 
 

@@ -134,8 +134,15 @@ def build_dataset(config: Config, target) -> PretrainDataset:
                            seed=config.run.seed, needs_flow=target.needs_flow)
 
 
-def pretrain(config: Config, resume: str | None = None) -> Path:
-    """Train per `config`; returns the final checkpoint path. `resume`: None, "auto" or a checkpoint path."""
+@dataclass
+class PretrainResult:
+    checkpoint: Path  # the final checkpoint (written by rank 0)
+    model: PretrainModel  # this process's trained model
+    steps: int
+
+
+def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
+    """Train per `config`. `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint path."""
     env = setup_distributed(config.run.device)
     out = Path(config.run.out)
     torch.manual_seed(config.run.seed)
@@ -248,4 +255,4 @@ def pretrain(config: Config, resume: str | None = None) -> Path:
     bar.close()
     if env.world > 1:
         dist.destroy_process_group()
-    return checkpoint_path
+    return PretrainResult(checkpoint_path, model, step)

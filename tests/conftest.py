@@ -38,3 +38,21 @@ def square_h264(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("videos") / "square_h264.mp4"
     write_video(path, translating_square())
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A small synthetic data set (3 videos per class, 64 px, 24 frames) and its motion cache.
+
+    Returns (list folder, cache root); lists are train.csv / val.csv.
+    """
+    from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
+    from motionmae.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    data = make_dataset(root / "data", videos_per_class=3, size=64, frames=24, workers=2, progress=False)
+    cache = MotionCache(root / "cache", CacheParams(short_side=64))
+    report = prepare(list_videos(data / "train.csv") + list_videos(data / "val.csv"), cache, workers=2,
+                     progress=False)
+    assert report.ok, report.failed
+    return data, root / "cache"
