@@ -98,6 +98,81 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# ---------------------------------------------------------------- fine-tuning (`task: finetune` in YAML)
+
+
+@dataclass
+class FinetuneDataConfig:
+    train: str = "data/synthetic/train.csv"  # labelled list file (`path label` lines)
+    val: str = "data/synthetic/val.csv"  # validation during training
+    num_classes: int | None = None  # None: 1 + the largest label of the train and val lists
+    short_side: int = 256  # decode size (pixels)
+    frames: int = 16  # input frames per clip
+    sampling: str = "dense"  # dense (T frames `stride` apart, Kinetics) | segment (TSN: one per T segments, SSv2)
+    stride: int = 4  # dense sampling: raw frames between input frames
+    size: int = 224  # crop side fed to the model (pixels)
+    workers: int = 2  # DataLoader worker processes
+    test_clips: int = 5  # `motionmae evaluate` default temporal views
+    test_crops: int = 3  # and spatial views
+
+
+@dataclass
+class FinetuneModelConfig:
+    size: str = "base"  # must match the pretrained checkpoint
+    tubelet: int = 2
+    patch: int = 16
+    drop_path: float = 0.1
+    head_dropout: float = 0.0
+
+
+@dataclass
+class AugmentConfig:
+    crop_area: list = field(default_factory=lambda: [0.08, 1.0])  # random resized crop: area fraction range
+    crop_aspect: list = field(default_factory=lambda: [0.75, 1.3333])  # and width/height range
+    flip: bool = True  # random horizontal flip (off for SSv2: left/right matters)
+    randaug_ops: int = 2  # RandAugment ops per clip (0: off), the same on every frame
+    randaug_magnitude: float = 9.0  # RandAugment (9, 0.5): magnitude 0..10
+    randaug_std: float = 0.5  # and its per-op Gaussian noise
+    label_smoothing: float = 0.1
+    mixup: float = 0.8  # Beta(alpha, alpha) of mixup (0: off)
+    cutmix: float = 1.0  # Beta(alpha, alpha) of cutmix (0: off)
+    mix_prob: float = 1.0  # chance a batch is mixed at all
+    switch_prob: float = 0.5  # chance a mixed batch uses cutmix rather than mixup
+    repeats: int = 2  # repeated augmentation: each video this many times per epoch
+
+
+@dataclass
+class FinetuneOptimConfig(OptimConfig):
+    epochs: int = 30
+    warmup_epochs: int = 5
+    batch_size: int = 8
+    base_lr: float = 5e-4  # lr = base_lr * global_batch / 256
+    min_lr: float = 1e-6
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float = 0.75  # lr of layer i = lr * layer_decay ** (depth + 1 - i); head is layer depth + 1
+
+
+@dataclass
+class FinetuneRunConfig(RunConfig):
+    out: str = "runs/finetune"
+    eval_every: int = 1  # epochs between validations (0: only at the end)
+
+
+@dataclass
+class FinetuneConfig:
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    run: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
+
+    def to_dict(self) -> dict:
+        return {"task": "finetune", **dataclasses.asdict(self)}
+
+
+TASKS = {"pretrain": Config, "finetune": FinetuneConfig}
+
+
 def _merge(section, values: dict, where: str):
     """Set fields of a dataclass instance from a dict, rejecting unknown keys."""
     names = {f.name for f in dataclasses.fields(section)}
@@ -146,9 +221,13 @@ def parse_override(text: str) -> dict:
     return value
 
 
-def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file (with optional `base: other-preset`) <- overrides."""
-    config = Config()
+def load_config(name_or_path: str | None = None, overrides: list[str] = (), task: str | None = None):
+    """Defaults <- YAML file (with optional `base: other-preset`) <- overrides.
+
+    The file's `task:` key (`pretrain` when absent, or `finetune`) picks the
+    schema: `Config` or `FinetuneConfig`. `task` given here must agree with it.
+    """
+    values, path = {}, None
     if name_or_path:
         path = preset_path(name_or_path)
         try:
@@ -157,12 +236,28 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> C
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        base = values.pop("base", None)
-        if base:
-            config = load_config(base)
+    file_task = values.pop("task", "pretrain")
+    if file_task not in TASKS:
+        raise ConfigError(f"{path}: unknown task '{file_task}' (known: {', '.join(TASKS)})")
+    if name_or_path and task and file_task != task:
+        raise ConfigError(f"{path} is a {file_task} config, expected a {task} config")
+    task = task or file_task
+    config = TASKS[task]()
+    base = values.pop("base", None)
+    if base:
+        config = load_config(base, task=task)
+    if values:
         _merge(config, values, str(path))
     for text in overrides:
         _merge(config, parse_override(text), "--set")
+    return config
+
+
+def config_from_dict(values: dict):
+    """The config a checkpoint recorded with `to_dict()`."""
+    values = dict(values)
+    config = TASKS[values.pop("task", "pretrain")]()
+    _merge(config, values, "checkpoint config")
     return config
 
 
