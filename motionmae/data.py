@@ -285,3 +285,263 @@ class PretrainDataset(torch.utils.data.Dataset):
             "label": torch.tensor(item.label),
             "mask_source": source,
         }
+
+
+# ---------------------------------------------------------------- classification clips
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a classification clip is cut from a video."""
+
+    frames: int = 16
+    sampling: str = "dense"  # dense: `frames` frames `stride` apart | segment: one frame of each of `frames` segments
+    stride: int = 4
+    size: int = 224  # crop side fed to the model (pixels)
+    short_side: int | None = 256  # decode size (pixels)
+
+
+def clip_indices(count: int, spec: ClipSpec, rng: np.random.Generator | None = None,
+                 clip: int = 0, clips: int = 1) -> np.ndarray:
+    """Frame indices (T,) of one clip of a `count`-frame video; short videos repeat their last frame.
+
+    Dense: T frames `stride` apart from a random start (`rng`), or from the
+    `clip`-th of `clips` starts spread evenly over the video (the middle one
+    when `clips` is 1). Segment (TSN): the video cut into T equal segments and
+    one frame taken from each, at a random place (`rng`) or at the fraction
+    `(clip + 0.5) / clips` of every segment.
+    """
+    if spec.sampling == "dense":
+        room = max(0, count - (spec.frames - 1) * spec.stride - 1)
+        if rng is not None:
+            start = int(rng.integers(room + 1))
+        else:
+            start = room // 2 if clips == 1 else round(clip * room / (clips - 1))
+        return np.minimum(start + spec.stride * np.arange(spec.frames), count - 1)
+    if spec.sampling == "segment":
+        offsets = rng.random(spec.frames) if rng is not None else np.full(spec.frames, (clip + 0.5) / clips)
+        return np.minimum((count / spec.frames * (np.arange(spec.frames) + offsets)).astype(np.int64), count - 1)
+    raise ValueError(f"unknown sampling '{spec.sampling}' (dense | segment)")
+
+
+def random_resized_crop(height: int, width: int, size: int, area, aspect, flip: bool,
+                        rng: np.random.Generator) -> CropBox:
+    """Inception-style crop: area fraction uniform in `area`, width/height log-uniform in `aspect`
+    (10 tries, then the centre square), resized to `size`, mirrored with probability 1/2 if `flip`."""
+    mirror = bool(flip and rng.integers(2))
+    for _ in range(10):
+        target = height * width * rng.uniform(*area)
+        ratio = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
+        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return CropBox(int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1)), w, h, size, mirror)
+    side = min(height, width)
+    return CropBox((width - side) // 2, (height - side) // 2, side, side, size, mirror)
+
+
+def view_crops(height: int, width: int, size: int, crops: int) -> list[CropBox]:
+    """Test crops: `crops` squares of the short side spread along the long side (1: centre; 3: start,
+    centre, end), each resized to `size` (= resizing the short side to `size`, then cropping)."""
+    side = min(height, width)
+    room = max(height, width) - side
+    offsets = [room // 2] if crops == 1 else [round(i * room / (crops - 1)) for i in range(crops)]
+    if width >= height:
+        return [CropBox(o, 0, side, side, size, False) for o in offsets]
+    return [CropBox(0, o, side, side, size, False) for o in offsets]
+
+
+# ---------------------------------------------------------------- RandAugment on a clip
+
+FILL = (124, 116, 104)  # ImageNet mean pixel: what rotations, shears and shifts move in
+
+
+def _signed(level: float, scale: float, rng: np.random.Generator) -> float:
+    return level * scale * (1 if rng.random() < 0.5 else -1)
+
+
+def _per_channel(frames: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """Apply one 256-entry lookup table per channel: tables (3, 256) uint8."""
+    return np.stack([tables[c][frames[..., c]] for c in range(3)], axis=-1)
+
+
+def _blend(frames: np.ndarray, other, factor: float) -> np.ndarray:
+    """PIL ImageEnhance: other + factor * (frames - other), clipped to uint8."""
+    return np.clip(other + factor * (frames.astype(np.float32) - other), 0, 255).astype(np.uint8)
+
+
+def _gray(frames: np.ndarray) -> np.ndarray:
+    return (frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+
+
+def _warp(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Each frame through the same 2x3 affine map from output to input pixels."""
+    h, w = frames.shape[1:3]
+    return np.stack([cv2.warpAffine(f, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=FILL) for f in frames])
+
+
+def _auto_contrast(frames, level, rng):
+    lo, hi = frames.reshape(-1, 3).min(0).astype(np.float32), frames.reshape(-1, 3).max(0).astype(np.float32)
+    values = np.arange(256, dtype=np.float32)
+    tables = [np.clip((values - l) * 255 / (h - l), 0, 255) if h > l else values for l, h in zip(lo, hi)]
+    return _per_channel(frames, np.stack(tables).astype(np.uint8))
+
+
+def _equalize(frames, level, rng):
+    tables = []
+    for c in range(3):
+        cdf = np.bincount(frames[..., c].ravel(), minlength=256).cumsum()
+        first = cdf[cdf > 0][0]
+        span = cdf[-1] - first
+        tables.append(np.clip((cdf - first) * 255 / span, 0, 255) if span else np.arange(256))
+    return _per_channel(frames, np.stack(tables).astype(np.uint8))
+
+
+def _rotate(frames, level, rng):
+    h, w = frames.shape[1:3]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), _signed(level, 30.0, rng), 1.0)
+    return _warp(frames, cv2.invertAffineTransform(matrix))
+
+
+def _shear(axis):
+    def op(frames, level, rng):
+        s = _signed(level, 0.3, rng)
+        return _warp(frames, np.array([[1, s, 0], [0, 1, 0]] if axis == 0 else [[1, 0, 0], [s, 1, 0]], np.float32))
+    return op
+
+
+def _translate(axis):
+    def op(frames, level, rng):
+        shift = _signed(level, 0.45, rng) * frames.shape[2 - axis]
+        return _warp(frames, np.array([[1, 0, shift], [0, 1, 0]] if axis == 0 else [[1, 0, 0], [0, 1, shift]],
+                                      np.float32))
+    return op
+
+
+def _sharpness(frames, level, rng):
+    kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
+    smooth = np.stack([cv2.filter2D(f, -1, kernel) for f in frames]).astype(np.float32)
+    smooth[:, [0, -1]], smooth[:, :, [0, -1]] = frames[:, [0, -1]], frames[:, :, [0, -1]]  # PIL keeps the border
+    return _blend(frames, smooth, 1 + _signed(level, 0.9, rng))
+
+
+RANDAUG_OPS = {  # timm's "increasing" set: a larger level is always a stronger change; level in [0, 1]
+    "auto_contrast": _auto_contrast,
+    "equalize": _equalize,
+    "invert": lambda f, level, rng: 255 - f,
+    "rotate": _rotate,
+    "posterize": lambda f, level, rng: f & np.uint8((0xFF << (8 - (4 - int(level * 4)))) & 0xFF),
+    "solarize": lambda f, level, rng: np.where(f >= 256 - int(level * 256), 255 - f, f),
+    "solarize_add": lambda f, level, rng: np.where(f < 128, np.minimum(f.astype(np.int16) + int(level * 110), 255),
+                                                   f).astype(np.uint8),
+    "color": lambda f, level, rng: _blend(f, _gray(f), 1 + _signed(level, 0.9, rng)),
+    "contrast": lambda f, level, rng: _blend(f, _gray(f).mean(), 1 + _signed(level, 0.9, rng)),
+    "brightness": lambda f, level, rng: _blend(f, 0.0, 1 + _signed(level, 0.9, rng)),
+    "sharpness": _sharpness,
+    "shear_x": _shear(0),
+    "shear_y": _shear(1),
+    "translate_x": _translate(0),
+    "translate_y": _translate(1),
+}
+
+
+@dataclass(frozen=True)
+class RandAugment:
+    """RandAugment (Cubuk et al.) for a clip: `ops` operations drawn with replacement, each applied with
+    probability `prob` at magnitude ~ N(magnitude, std) clipped to [0, 10]; the same operation with
+    the same parameters on every frame, and image statistics (auto-contrast, equalize, contrast)
+    taken over the whole clip, so frames stay consistent with each other. uint8 (T, H, W, 3) in and out."""
+
+    ops: int = 2
+    magnitude: float = 9.0
+    std: float = 0.5
+    prob: float = 0.5
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        names = list(RANDAUG_OPS)
+        for name in (names[i] for i in rng.integers(len(names), size=self.ops)):
+            if rng.random() >= self.prob:
+                continue
+            magnitude = rng.normal(self.magnitude, self.std) if self.std > 0 else self.magnitude
+            frames = RANDAUG_OPS[name](frames, float(np.clip(magnitude, 0, 10)) / 10, rng)
+        return np.ascontiguousarray(frames)
+
+
+# ---------------------------------------------------------------- classification dataset
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """Training-time clip augmentation (fine-tuning)."""
+
+    area: tuple = (0.08, 1.0)  # random resized crop: area fraction range
+    aspect: tuple = (0.75, 4 / 3)  # and width/height range
+    flip: bool = True
+    randaug: RandAugment | None = None
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Labelled clips for fine-tuning, feature extraction and multi-view testing.
+
+    Training (`augment` given): indexed by `(epoch, index)` from `EpochSampler`
+    over `len(items) * repeats` entries (repeated augmentation: entry i is video
+    i mod N, with its own random draw); one clip with random temporal position,
+    random resized crop, flip and RandAugment, all from `sample_rng(seed, i,
+    epoch)`. A video that fails to read is reported on stderr and replaced by
+    the next one.
+
+    Testing (`augment` None): `clips x crops` views of every video, clip-major.
+    A video that fails to read gives `ok=False` and blank frames, so callers
+    skip and count it.
+
+        frames  uint8 (T, S, S, 3) in training, (V, T, S, S, 3) in testing
+        label   int64 ()
+        ok      bool  ()   (testing)
+    """
+
+    def __init__(self, items: list[Item], spec: ClipSpec, augment: TrainAugment | None = None,
+                 seed: int = 0, repeats: int = 1, clips: int = 1, crops: int = 1):
+        self.items, self.spec, self.augment = items, spec, augment
+        self.seed, self.repeats, self.clips, self.crops = seed, repeats, clips, crops
+
+    def __len__(self) -> int:
+        return len(self.items) * (self.repeats if self.augment else 1)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        if self.augment is None:
+            item = self.items[index]
+            try:
+                frames, ok = self.views(item), True
+            except VideoError as err:
+                print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+                s = self.spec
+                frames, ok = np.zeros((self.clips * self.crops, s.frames, s.size, s.size, 3), np.uint8), False
+            return {"frames": torch.from_numpy(frames), "label": torch.tensor(item.label), "ok": torch.tensor(ok)}
+        for attempt in range(len(self.items)):
+            item = self.items[(index + attempt) % len(self.items)]
+            try:
+                frames = self.train_clip(item, sample_rng(self.seed, index, epoch))
+                return {"frames": torch.from_numpy(frames), "label": torch.tensor(item.label)}
+            except VideoError as err:
+                print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+        raise ListError("no video in the list could be read")
+
+    def train_clip(self, item: Item, rng: np.random.Generator) -> np.ndarray:
+        """uint8 (T, S, S, 3)."""
+        s, a = self.spec, self.augment
+        with VideoReader(item.path, s.short_side) as reader:
+            frames = reader.read(clip_indices(len(reader), s, rng)).frames
+        box = random_resized_crop(frames.shape[1], frames.shape[2], s.size, a.area, a.aspect, a.flip, rng)
+        frames = augment_frames(frames, box)
+        return a.randaug(frames, rng) if a.randaug else frames
+
+    def views(self, item: Item) -> np.ndarray:
+        """uint8 (clips * crops, T, S, S, 3): every temporal clip at every spatial crop."""
+        s = self.spec
+        with VideoReader(item.path, s.short_side) as reader:
+            indices = [clip_indices(len(reader), s, clip=c, clips=self.clips) for c in range(self.clips)]
+            frames = reader.read(np.concatenate(indices)).frames
+        frames = frames.reshape(self.clips, s.frames, *frames.shape[1:])
+        boxes = view_crops(frames.shape[2], frames.shape[3], s.size, self.crops)
+        return np.stack([augment_frames(clip, box) for clip in frames for box in boxes])
