@@ -69,3 +69,19 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict, source: str) -> 
             problems.append(f"unexpected: {show(unexpected)}")
         raise CheckpointError(f"{source} does not fit this model ({'; '.join(problems)})")
     model.load_state_dict(state)
+
+
+def encoder_state(checkpoint: dict, source) -> dict:
+    """The encoder weights (`VisionTransformer` keys) of one of our pretraining or fine-tuning checkpoints.
+
+    Pretraining checkpoints include the encoder's final `norm.*`; fine-tuning ones have none (their
+    norm is the classifier's `fc_norm`).
+    """
+    model = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{source}: holds no 'model' state dict (not a motionmae checkpoint?)")
+    state = {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
+    if not state:
+        raise CheckpointError(f"{source}: its model has no encoder.* weights "
+                              f"(keys start with {', '.join(sorted({k.split('.')[0] for k in model})[:6])})")
+    return state
