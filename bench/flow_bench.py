@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from motionmae.cache import CacheParams, MotionCache, gray_frames  # noqa: E402
+from motionmae.cache import CacheParams, MotionCache  # noqa: E402
 from motionmae.flow import FlowEstimator, FlowParams, pair_flow  # noqa: E402
-from motionmae.video import output_size, probe, shipped_videos  # noqa: E402
+from motionmae.video import gray_frames, output_size, probe, shipped_videos  # noqa: E402
 
 STEPS = 6  # trajectory length (raw frames)
 CELL = 8  # one start point per 8x8 cell
@@ -44,12 +44,12 @@ def machine() -> str:
             f"cv2 {cv2.__version__} threads {cv2.getNumThreads()} | torch threads {torch.get_num_threads()}")
 
 
-def decode_speed(path, width: int, height: int, repeat: int) -> float:
-    """Frames/s of sequential single-threaded gray decoding at (width, height)."""
+def decode_speed(path, short_side: int, repeat: int) -> float:
+    """Frames/s of sequential gray decoding at `short_side`."""
     best = np.inf
     for _ in range(repeat):
         start = time.perf_counter()
-        frames = sum(1 for _ in gray_frames(path, width, height))
+        frames = sum(1 for _ in gray_frames(path, short_side))
         best = min(best, time.perf_counter() - start)
     return frames / best
 
@@ -65,10 +65,10 @@ def prepare_speed(path, params: CacheParams, root: Path, repeat: int) -> tuple[f
     return frames / best, cache
 
 
-def full_precision_flow(path, params: CacheParams, width: int, height: int) -> np.ndarray:
+def full_precision_flow(path, params: CacheParams) -> np.ndarray:
     """Float32 `(T-1, H, W, 2)` compensated flow at full resolution, never quantized."""
     estimator = FlowEstimator(params.flow.method, params.flow.preset)
-    frames = list(gray_frames(path, width, height))
+    frames = list(gray_frames(path, params.short_side))
     return np.stack([pair_flow(a, b, estimator, params.flow.compensation, params.flow.clamp)
                      for a, b in zip(frames[:-1], frames[1:])])
 
@@ -117,13 +117,13 @@ def main() -> None:
         for path in shipped_videos():
             info = probe(path)
             width, height = output_size(info.width, info.height, args.short_side)
-            decode_fps = decode_speed(path, width, height, args.repeat)
+            decode_fps = decode_speed(path, args.short_side, args.repeat)
             prepare_fps, cache = prepare_speed(path, params, Path(tmp) / path.stem, args.repeat)
             entry = cache.info(path.name)
             cache_bpf = cache.entry_path(path.name).stat().st_size / info.num_frames
             video_bpf = path.stat().st_size / info.num_frames
             stored = cache.read(path.name, 0, entry.num_flows)
-            errors = trajectory_error(full_precision_flow(path, params, width, height), stored)
+            errors = trajectory_error(full_precision_flow(path, params), stored)
             print(f"{path.name} ({info.width}x{info.height} -> {width}x{height}, {info.num_frames} frames):")
             print(f"  prepare {prepare_fps:6.1f} frames/s per core (goal >= 150) | decode only {decode_fps:6.1f} "
                   f"frames/s | prepare/decode speed ratio {prepare_fps / decode_fps:.2f}")

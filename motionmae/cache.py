@@ -43,12 +43,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from motionmae.flow import FlowEstimator, FlowParams, pair_flow
-from motionmae.video import VideoError, output_size, probe
+from motionmae.video import VideoError, VideoReader
 
 FORMAT_VERSION = 1
 MAGIC = b"MMEFLOW1"
@@ -255,11 +254,18 @@ class MotionCache:
         Raises `VideoError` for files that cannot be decoded completely:
         truncated or damaged files are skipped rather than stored in part.
         """
-        info = probe(path)
-        if info.truncated:
-            raise VideoError(path, f"truncated or damaged: only the first {info.num_frames} frames decode")
-        if info.num_frames < 2:
-            raise VideoError(path, "has a single frame: no motion to extract")
+        with VideoReader(path, self.params.short_side) as reader:
+            info = reader.info
+            if info.truncated:
+                raise VideoError(path, f"truncated or damaged: only the first {info.num_frames} frames decode")
+            if info.num_frames < 2:
+                raise VideoError(path, "has a single frame: no motion to extract")
+            self._write_entry(video, reader)
+        self._infos.pop(video, None)
+        return info.num_frames
+
+    def _write_entry(self, video: str, reader: VideoReader) -> None:
+        """Write the entry file of one video: temp file, fsync, rename."""
         entry = self.entry_path(video)
         entry.parent.mkdir(parents=True, exist_ok=True)
         for stale in entry.parent.glob(f".{entry.name}.*.tmp"):  # left by a killed run
@@ -267,7 +273,7 @@ class MotionCache:
         tmp = entry.with_name(f".{entry.name}.{socket.gethostname()}-{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
-                header = self._write_fields(f, path, info)
+                header = self._write_fields(f, reader)
                 body = json.dumps({"video": video, "params": dataclasses.asdict(self.params), **header}).encode()
                 f.write(body + TRAILER.pack(header["offsets"][-1], len(body), MAGIC))
                 f.flush()
@@ -276,17 +282,15 @@ class MotionCache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._infos.pop(video, None)
-        return info.num_frames
 
-    def _write_fields(self, f, path, info) -> dict:
-        params = self.params
+    def _write_fields(self, f, reader: VideoReader) -> dict:
+        params, info, path = self.params, reader.info, reader.path
         estimator = FlowEstimator(params.flow.method, params.flow.preset)
-        width, height = output_size(info.width, info.height, params.short_side)
+        width, height = reader.width, reader.height
         f.write(MAGIC)
         offsets = [len(MAGIC)]
         previous, flow = None, None
-        for gray in gray_frames(path, width, height):
+        for _, gray, _, _ in reader.sequential(gray=True):
             if previous is not None:
                 flow = pair_flow(previous, gray, estimator, params.flow.compensation, params.flow.clamp,
                                  params.stride)
@@ -303,18 +307,6 @@ class MotionCache:
             "source_bytes": os.path.getsize(path),
             "offsets": offsets,
         }
-
-
-def gray_frames(path, width: int, height: int):
-    """Decode a video sequentially (one thread) as gray uint8 `(height, width)` frames."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "NONE"
-            for frame in container.decode(stream):
-                yield np.ascontiguousarray(frame.to_ndarray(format="gray", width=width, height=height))
-    except av.FFmpegError as err:
-        raise VideoError(path, f"decoding failed ({err})") from None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

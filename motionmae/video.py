@@ -289,14 +289,11 @@ class VideoReader:
             raise FrameIndexError(self.path, f"frame index {int(bad[0])} out of range [0, {self.info.num_frames})")
         wanted = np.unique(indices)
         decoded: dict[int, tuple] = {}
-        if self.index.pts is None:
-            runs = [wanted]
-        else:
-            runs = _segments(wanted, self.index.keyframe_of)
+        runs = [wanted] if self.index.pts is None else _segments(wanted, self.index.keyframe_of)
         for run in runs:
-            found = self._decode_run(run, motion, from_start=False)
+            found = {i: rest for i, *rest in self._decoded(run, motion, from_start=False)}
             if len(found) < len(run):  # the container seeked past the keyframe: decode from the start
-                found = self._decode_run(run, motion, from_start=True)
+                found = {i: rest for i, *rest in self._decoded(run, motion, from_start=True)}
             decoded.update(found)
         missing = [int(i) for i in wanted if int(i) not in decoded]
         if missing:
@@ -307,6 +304,13 @@ class VideoReader:
         fields = np.stack([decoded[int(i)][1] for i in indices])
         flags = np.array([decoded[int(i)][2] for i in indices], dtype=bool)
         return Clip(frames, fields, flags, indices)
+
+    def sequential(self, motion: bool = False, gray: bool = False):
+        """Every frame in one forward pass: yields (index, pixels, field, has_vectors) in display order.
+
+        pixels: uint8 (H, W, 3) RGB, or (H, W) luma with `gray`; field/has_vectors as in `read`.
+        """
+        yield from self._decoded(np.arange(len(self)), motion, from_start=True, gray=gray)
 
     def _frames_from(self, first: int, from_start: bool):
         """Yield (index, av.VideoFrame) in display order, from the keyframe before `first`."""
@@ -333,55 +337,50 @@ class VideoReader:
         except av.FFmpegError:
             return  # damage: frames before it were yielded
 
-    def _decode_run(self, run: np.ndarray, motion: bool, from_start: bool) -> dict[int, tuple]:
-        """Decode frames `run` (sorted); values are (rgb, field, has_vectors)."""
+    def _decoded(self, run: np.ndarray, motion: bool, from_start: bool, gray: bool = False):
+        """Decode the frames of `run` (sorted): yields (index, pixels, field, has_vectors) in display order.
+
+        With `motion`, a B-frame is held back until the next anchor frame is
+        seen, whose distance scales its future-reference vectors.
+        """
         ctx = self.stream.codec_context
         ctx.options = {"flags2": "+export_mvs"} if motion else {}
         want = set(run.tolist())
         last = int(run[-1])
-        out: dict[int, tuple] = {}
-        pending = []  # B-frames waiting for the next anchor to know their future gap
+        pending = []  # B-frames waiting for the next anchor
         previous_anchor = None
         for index, frame in self._frames_from(int(run[0]), from_start):
             if not motion:
                 if index in want:
-                    out[index] = (self._rgb(frame), None, False)
-                if index >= last:
-                    break
-                continue
-            kind = _PICTURE_TYPES.get(int(frame.pict_type), "?")
-            is_b = kind == "B"
-            entry = [index, frame, kind, previous_anchor]
-            if is_b:
-                pending.append(entry)
+                    yield index, self._pixels(frame, gray), None, False
+            elif _PICTURE_TYPES.get(int(frame.pict_type)) == "B":
+                pending.append((index, frame, previous_anchor))
             else:
-                for b_entry in pending:
-                    self._finish(out, want, b_entry, next_anchor=index)
+                for b_index, b_frame, b_previous in pending:
+                    if b_index in want:
+                        yield (b_index, self._pixels(b_frame, gray),
+                               *self._field(b_frame, b_index, b_previous, next_anchor=index))
                 pending = []
-                self._finish(out, want, entry, next_anchor=None)
+                if index in want:
+                    yield index, self._pixels(frame, gray), *self._field(frame, index, previous_anchor, None)
                 previous_anchor = index
-                if index >= last:
-                    break
-        for b_entry in pending:  # stream ended without a later anchor
-            self._finish(out, want, b_entry, next_anchor=None)
-        return out
+            if index >= last and not pending:
+                return
+        for b_index, b_frame, b_previous in pending:  # the stream ended without a later anchor
+            if b_index in want:
+                yield b_index, self._pixels(b_frame, gray), *self._field(b_frame, b_index, b_previous, None)
 
-    def _finish(self, out, want, entry, next_anchor):
-        index, frame, kind, previous_anchor = entry
-        if index not in want:
-            return
-        field, has = self._field(frame, kind, index, previous_anchor, next_anchor)
-        out[index] = (self._rgb(frame), field, has)
-
-    def _rgb(self, frame) -> np.ndarray:
+    def _pixels(self, frame, gray: bool) -> np.ndarray:
+        fmt = "gray" if gray else "rgb24"
         if self.short_side:
-            return frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
-        return frame.to_ndarray(format="rgb24")
+            return frame.to_ndarray(format=fmt, width=self.width, height=self.height)
+        return frame.to_ndarray(format=fmt)
 
-    def _field(self, frame, kind, index, previous_anchor, next_anchor):
+    def _field(self, frame, index, previous_anchor, next_anchor):
+        """Vectors of one decoded frame on the output grid, and whether it had any."""
         rows, cols = -(-self.height // MV_BLOCK), -(-self.width // MV_BLOCK)
         side = None
-        if kind != "I":
+        if _PICTURE_TYPES.get(int(frame.pict_type)) != "I":
             for data in frame.side_data:
                 if "MOTION_VECTORS" in str(data.type):
                     side = data
@@ -404,10 +403,31 @@ def read_frames(path, indices, short_side: int | None = None, motion: bool = Fal
 
 
 def iter_frames(path, short_side: int | None = None, motion: bool = False, chunk: int = 64):
-    """Sequential decode of the whole video in chunks: yields `Clip`s in order."""
+    """Sequential decode of the whole video in one pass: yields `Clip`s of up to `chunk` frames."""
     with VideoReader(path, short_side) as reader:
-        for start in range(0, len(reader), chunk):
-            yield reader.read(np.arange(start, min(start + chunk, len(reader))), motion)
+        batch = []
+        for index, pixels, field, has in reader.sequential(motion):
+            batch.append((index, pixels, field, has))
+            if len(batch) == chunk:
+                yield _clip(batch, motion)
+                batch = []
+        if batch:
+            yield _clip(batch, motion)
+
+
+def gray_frames(path, short_side: int | None = None):
+    """Sequential decode as luma: yields uint8 (H, W) frames."""
+    with VideoReader(path, short_side) as reader:
+        for _, pixels, _, _ in reader.sequential(gray=True):
+            yield pixels
+
+
+def _clip(batch: list[tuple], motion: bool) -> Clip:
+    indices = np.array([b[0] for b in batch], np.int64)
+    frames = np.stack([b[1] for b in batch])
+    if not motion:
+        return Clip(frames, None, None, indices)
+    return Clip(frames, np.stack([b[2] for b in batch]), np.array([b[3] for b in batch], bool), indices)
 
 
 def motion_vector_stats(path, short_side: int | None = None) -> dict:

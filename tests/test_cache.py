@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from motionmae.cache import CacheError, CacheParams, MotionCache, gray_frames, list_videos, prepare, shard
+from motionmae.cache import CacheError, CacheParams, MotionCache, list_videos, prepare, shard
 from motionmae.flow import FlowEstimator, pair_flow
-from motionmae.video import write_video
+from motionmae.video import gray_frames, write_video
 
 HEIGHT, WIDTH = 96, 128
 
@@ -84,7 +84,7 @@ def test_stored_flow_reads_back_within_quantization_error(dataset, tmp_path):
     assert prepare([("a/clip1.mp4", path)], exact, progress=False).ok
     assert prepare([("a/clip1.mp4", path)], lossy, progress=False).ok
 
-    frames = list(gray_frames(path, WIDTH, HEIGHT))
+    frames = list(gray_frames(path))
     estimator = FlowEstimator()
     truth = np.stack([pair_flow(a, b, estimator, stride=4) for a, b in zip(frames[:-1], frames[1:])])
     info = exact.info("a/clip1.mp4")

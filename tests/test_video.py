@@ -16,6 +16,7 @@ from motionmae.video import (
     VideoError,
     VideoNotFoundError,
     VideoReader,
+    iter_frames,
     output_size,
     probe,
     read_frames,
@@ -176,3 +177,14 @@ def test_info_command_reports_bad_files_and_continues(tmp_path, bikes, square_mj
     assert lines[1].startswith("ERROR") and str(bad) in lines[1]
     assert "motion vectors no" in lines[2] and "frames with vectors 0.0%" in lines[2]
     assert "Traceback" not in result.stderr
+
+
+def test_sequential_decode_is_one_pass(bigbuckbunny):
+    reference = sequential_frames(bigbuckbunny)  # one keyframe in 132 frames: re-seeking would be quadratic
+    with VideoReader(bigbuckbunny, short_side=None) as reader:
+        frames = np.stack([pixels for _, pixels, _, _ in reader.sequential()])
+        assert reader.frames_decoded == len(reference)
+    assert np.array_equal(frames, reference)
+    chunks = list(iter_frames(bigbuckbunny, chunk=50, motion=True))
+    assert [len(c.indices) for c in chunks] == [50, 50, 32]
+    assert np.array_equal(np.concatenate([c.indices for c in chunks]), np.arange(132))
