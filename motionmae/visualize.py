@@ -91,3 +91,36 @@ def mask_figure(frames: np.ndarray, mask: np.ndarray, magnitude: np.ndarray, tit
                     f"motion, max {slice_magnitude.max():.2f}"),
         ])
     return caption(grid_image(rows), title, height=28)
+
+
+def confusion_figure(confusion: np.ndarray, names: list[str], title: str) -> np.ndarray:
+    """Confusion matrix (C, C) of counts, rows = true class, columns = predicted, as an RGB image.
+
+    Cells are coloured by the row-normalized rate (viridis, 0..1) with the count written in
+    when they are large enough; row i is labelled `i name`, column i by its index.
+    """
+    C = len(confusion)
+    cell = int(np.clip(720 // max(C, 1), 3, 36))
+    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    gray = np.kron((rates * 255).astype(np.uint8), np.ones((cell, cell), np.uint8))
+    grid = cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    labels = [f"{i} {name}" for i, name in enumerate(names)] if cell >= 10 else []
+    left = 8 + max((cv2.getTextSize(t, font, scale, 1)[0][0] for t in labels), default=0)
+    top = 22 if cell >= 10 else 4
+    image = np.zeros((top + C * cell + 4, left + C * cell + 4, 3), np.uint8)
+    image[top:top + C * cell, left:left + C * cell] = grid
+    for i, text in enumerate(labels):
+        cv2.putText(image, text, (4, top + i * cell + cell // 2 + 4), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        width = cv2.getTextSize(str(i), font, scale, 1)[0][0]
+        cv2.putText(image, str(i), (left + i * cell + (cell - width) // 2, top - 7), font, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    if cell >= 20:
+        for (i, j), count in np.ndenumerate(confusion):
+            if count:
+                text = str(int(count))
+                width = cv2.getTextSize(text, font, scale, 1)[0][0]
+                color = (0, 0, 0) if rates[i, j] > 0.6 else (255, 255, 255)
+                cv2.putText(image, text, (left + j * cell + (cell - width) // 2, top + i * cell + cell // 2 + 4),
+                            font, scale, color, 1, cv2.LINE_AA)
+    return caption(image, title + "   rows: true, columns: predicted", height=24)
