@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from motionmae.video import VideoError
 
@@ -207,6 +208,95 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- linear-probe, finetune, evaluate
+
+
+def _views(text: str, flag: str) -> tuple[int, int]:
+    """"CxS" -> (C temporal clips, S spatial crops)."""
+    try:
+        clips, crops = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected CLIPSxCROPS, e.g. 2x3") from None
+    if clips < 1 or crops < 1:
+        raise UserError(f"{flag} {text}: need at least 1 clip and 1 crop")
+    return clips, crops
+
+
+def _skipped(paths: list[str], what: str) -> None:
+    if paths:
+        print(f"{len(paths)} {what} video(s) could not be read and were skipped "
+              f"(first: {paths[0]}); accuracy is over the videos read", file=sys.stderr)
+
+
+def cmd_linear_probe(args) -> int:
+    """Train a linear classifier on frozen, cached features of a checkpoint's encoder."""
+    from motionmae.checkpoints import CheckpointError
+    from motionmae.data import ListError
+    from motionmae.evaluate import linear_probe
+
+    try:
+        result = linear_probe(args.checkpoint, args.train, args.val, out=args.out, epochs=args.epochs, lr=args.lr,
+                              batch_size=args.batch_size, weight_decay=args.weight_decay, frames=args.frames,
+                              stride=args.stride, sampling=args.sampling, size=args.size,
+                              short_side=args.short_side, train_views=_views(args.train_views, "--train-views"),
+                              val_views=_views(args.val_views, "--val-views"), model_size=args.model_size,
+                              device=args.device, workers=args.workers, seed=args.seed)
+    except (CheckpointError, ListError) as err:
+        raise UserError(str(err)) from None
+    for split, info in result["features"].items():
+        how = "cached" if info["cached"] else f"computed in {info['seconds']:.1f} s"
+        print(f"{split} features: {how} ({info['file']})")
+    _skipped(result["skipped_train"], "training")
+    _skipped(result["skipped_val"], "validation")
+    print(f"linear probe: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} on {result['num_val']} videos "
+          f"(train top-1 {result['train_top1']:.1%}); "
+          f"results {Path(args.out or Path(args.checkpoint).parent / 'linear-probe') / 'linear-probe.json'}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    """Fine-tune a pretrained encoder with a classification head; resumable."""
+    from motionmae.checkpoints import CheckpointError
+    from motionmae.config import ConfigError, load_config
+    from motionmae.data import ListError
+    from motionmae.evaluate import finetune
+    from motionmae.pretrain import TrainingDiverged
+
+    overrides = [f"data.train={args.train}", f"data.val={args.val}"] + ([f"run.out={args.out}"] if args.out else [])
+    try:
+        config = load_config(args.config, overrides + args.set, task="finetune")
+        result = finetune(config, None if args.checkpoint == "none" else args.checkpoint, resume=args.resume)
+    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
+        raise UserError(str(err)) from None
+    if result.val:
+        print(f"validation (1 clip x 1 crop): top-1 {result.val['val_top1']:.1%}, top-5 {result.val['val_top5']:.1%}"
+              + (f", {result.val['val_skipped']} videos skipped" if result.val["val_skipped"] else ""))
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Multi-view test of a fine-tuned checkpoint: top-1, top-5, per-class accuracy, confusion matrix."""
+    from motionmae.checkpoints import CheckpointError
+    from motionmae.data import ListError
+    from motionmae.evaluate import evaluate
+
+    try:
+        result = evaluate(args.checkpoint, args.val, clips=args.clips, crops=args.crops, out=args.out,
+                          batch_size=args.batch_size, device=args.device, workers=args.workers)
+    except (CheckpointError, ListError) as err:
+        raise UserError(str(err)) from None
+    width = max(len(name) for name in result["class_names"])
+    for name, rate in zip(result["class_names"], result["per_class"]):
+        print(f"  {name:<{width}}  {'-' if rate is None else f'{rate:.1%}'}")
+    _skipped(result["skipped"], "")
+    print(f"top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} over {result['num_read']} of "
+          f"{result['num_videos']} videos ({result['clips']} clips x {result['crops']} crops = {result['views']} "
+          f"views each); skipped {len(result['skipped'])}; confusion matrix {result['figure']}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -314,6 +404,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="auto|PATH",
                    help="'auto': continue from the run folder's checkpoint if there is one; or a checkpoint path")
     p.set_defaults(func=cmd_pretrain)
+
+    p = _command(sub, "linear-probe", "Linear probe: a linear classifier on frozen encoder features (SVT protocol).", """
+        motionmae linear-probe runs/demo/checkpoint.pt --train data/synthetic/train.csv --val data/synthetic/val.csv
+        motionmae linear-probe ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --sampling segment --train-views 2x3
+        Features are computed once per view and cached in OUT/features/; a second run reuses them.
+        """)
+    p.add_argument("checkpoint", metavar="CKPT", help="pretraining (or fine-tuning) checkpoint")
+    p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
+    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
+    p.add_argument("--out", default=None, help="results and feature cache (default: CKPT's folder/linear-probe)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the linear layer (default: 20)")
+    p.add_argument("--lr", type=float, default=0.1, help="SGD lr for a batch of 256 (default: 0.1)")
+    p.add_argument("--batch-size", type=int, default=256, help="feature batch of the linear layer (default: 256)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="(default: 0)")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the checkpoint's)")
+    p.add_argument("--stride", type=int, default=None, help="dense sampling stride (default: the checkpoint's)")
+    p.add_argument("--sampling", choices=["dense", "segment"], default="dense",
+                   help="dense (frames `stride` apart) or segment (TSN, one frame per segment) (default: dense)")
+    p.add_argument("--size", type=int, default=None, help="crop side in pixels (default: the checkpoint's)")
+    p.add_argument("--short-side", type=int, default=None, help="decode size in pixels (default: the checkpoint's)")
+    p.add_argument("--train-views", default="1x1", metavar="CxS",
+                   help="clips x crops per training video, each a training sample (default: 1x1)")
+    p.add_argument("--val-views", default="1x1", metavar="CxS",
+                   help="clips x crops per validation video, softmax averaged (default: 1x1)")
+    p.add_argument("--model-size", choices=["tiny", "small", "base", "large"], default=None,
+                   help="encoder size (default: the checkpoint's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="data-loader workers (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=cmd_linear_probe)
+
+    p = _command(sub, "finetune", "Fine-tune a pretrained encoder for classification (MME / MGM recipe).", """
+        motionmae finetune runs/demo/checkpoint.pt --train data/synthetic/train.csv --val data/synthetic/val.csv
+        motionmae finetune ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --config finetune-ssv2
+        motionmae finetune ckpt.pt --train k400/train.csv --val k400/val.csv --config finetune-k400 --resume auto
+        motionmae finetune none --train ... --val ... --set model.size=tiny     # from random init (baseline)
+        torchrun --nproc-per-node 8 -m motionmae finetune ckpt.pt --train ... --val ... --config finetune-k400
+        """)
+    p.add_argument("checkpoint", metavar="CKPT", help="pretraining checkpoint whose encoder is fine-tuned, or 'none'")
+    p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
+    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
+    p.add_argument("--config", default="finetune-demo",
+                   help="fine-tuning preset (configs/finetune-*.yaml) or YAML path (default: finetune-demo)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. aug.mixup=0 (repeatable)")
+    p.add_argument("--out", default=None, help="run folder (default: the config's run.out)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="'auto': continue from the run folder's checkpoint if there is one; or a checkpoint path")
+    p.set_defaults(func=cmd_finetune)
+
+    p = _command(sub, "evaluate", "Multi-view test of a fine-tuned checkpoint (top-1, top-5, per class, confusion).", """
+        motionmae evaluate runs/finetune-demo/checkpoint.pt --val data/synthetic/val.csv --clips 5 --crops 3
+        motionmae evaluate runs/finetune-ssv2/checkpoint.pt --val ssv2/val.csv --clips 2 --crops 3
+        Videos that cannot be read are skipped and counted; accuracy is over the videos read.
+        """)
+    p.add_argument("checkpoint", metavar="CKPT", help="fine-tuning checkpoint (`motionmae finetune`)")
+    p.add_argument("--val", required=True, metavar="LIST", help="labelled test list")
+    p.add_argument("--clips", type=int, default=None, help="temporal views per video (default: the config's)")
+    p.add_argument("--crops", type=int, default=None, choices=[1, 2, 3],
+                   help="spatial views per video along the long side (default: the config's)")
+    p.add_argument("--out", default=None, help="evaluate.json and confusion.png (default: CKPT's folder/evaluate)")
+    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default: 4)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="data-loader workers (default: 2)")
+    p.set_defaults(func=cmd_evaluate)
 
     return parser
 
