@@ -294,18 +294,16 @@ def token_magnitude(per_frame: np.ndarray, valid: np.ndarray, grid) -> np.ndarra
     frames = len(per_frame)
     if frames % t_tokens:
         raise ValueError(f"{frames} frames do not split into {t_tokens} temporal token slices")
-    per_slice = frames // t_tokens
-    m = per_frame.astype(np.float32).reshape(t_tokens, per_slice, *per_frame.shape[1:])
-    v = np.asarray(valid, bool).reshape(t_tokens, per_slice)
-    n = v.sum(axis=1)
-    slices = np.einsum("sfhw,sf->shw", m, v.astype(np.float32)) / np.maximum(n, 1)[:, None, None]
+    valid = np.asarray(valid, bool).reshape(t_tokens, -1)
+    n = valid.sum(axis=1)
     if not n.any():
         return np.zeros((t_tokens, h, w), np.float32)
+    pooled = np.stack([cv2.resize(np.asarray(f, np.float32), (w, h), interpolation=cv2.INTER_AREA)
+                       for f in per_frame]).reshape(t_tokens, -1, h, w)
+    slices = np.einsum("sfhw,sf->shw", pooled, valid.astype(np.float32)) / np.maximum(n, 1)[:, None, None]
     have = np.flatnonzero(n)
     nearest = have[np.abs(np.arange(t_tokens)[:, None] - have[None]).argmin(axis=1)]
-    slices = slices[nearest]
-    pooled = cv2.resize(np.ascontiguousarray(slices.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_AREA)
-    return pooled.reshape(h, w, t_tokens).transpose(2, 0, 1).copy()
+    return slices[nearest]
 
 
 def vector_magnitude(motion: np.ndarray, has_motion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -321,9 +319,9 @@ def flow_magnitude(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def difference_magnitude(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 (T, H, W, 3) -> mean absolute change since the previous frame (T, H, W); frame 0 invalid."""
-    gray = frames.astype(np.int16).sum(axis=-1)
-    change = np.abs(np.diff(gray, axis=0)).astype(np.float32) / 3.0
+    """RGB uint8 (T, H, W, 3) -> absolute luma change since the previous frame (T, H, W); frame 0 invalid."""
+    gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+    change = np.stack([cv2.absdiff(now, before) for before, now in zip(gray[:-1], gray[1:])]).astype(np.float32)
     valid = np.arange(len(frames)) > 0
     return np.concatenate([np.zeros_like(change[:1]), change]), valid
 

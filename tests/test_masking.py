@@ -21,7 +21,7 @@ from motionmae.masking import (
     smm_track,
     token_magnitude,
 )
-from motionmae.video import VideoReader, write_video
+from motionmae.video import read_frames, write_video
 
 GRID = (8, 14, 14)
 STRATEGIES = [
@@ -202,7 +202,7 @@ def _coverage(generator, clip, tokens, seeds=20, flow=None):
 
 def test_mgm_covers_the_moving_object_from_codec_vectors(object_videos):
     h264, _, tokens = object_videos
-    clip = VideoReader(h264).read(np.arange(16), motion=True)
+    clip = read_frames(h264, np.arange(16), motion=True)
     assert clip.has_motion.sum() >= 12
     mgm, sources = _coverage(MaskGenerator("mgm", 0.75, GRID), clip, tokens)
     assert sources == {"mv"}
@@ -217,7 +217,7 @@ def test_mgm_covers_the_moving_object_from_codec_vectors(object_videos):
 
 def test_mjpeg_without_vectors_falls_back_and_reports_it(object_videos):
     _, mjpeg, tokens = object_videos
-    clip = VideoReader(mjpeg).read(np.arange(16), motion=True)
+    clip = read_frames(mjpeg, np.arange(16), motion=True)
     assert not clip.has_motion.any()
     generator = MaskGenerator("mgm", 0.75, GRID)
     by_difference, sources = _coverage(generator, clip, tokens)
@@ -254,7 +254,9 @@ class _MaskedSamples(torch.utils.data.Dataset):
 def test_masks_are_made_in_workers_and_travel_with_the_batch():
     generator = pickle.loads(pickle.dumps(MaskGenerator("mgm", grid=GRID)))
     assert generator == MaskGenerator("mgm", 0.75, GRID)
-    loader = torch.utils.data.DataLoader(_MaskedSamples(generator), batch_size=3, num_workers=2)
+    # spawn: forking a process that has run decoder and OpenCV threads hung once in this suite
+    loader = torch.utils.data.DataLoader(_MaskedSamples(generator), batch_size=3, num_workers=2,
+                                         multiprocessing_context="spawn")
     masks = torch.cat([batch["mask"] for batch in loader])
     assert masks.dtype == torch.bool and masks.shape == (6, 1568)
     assert (masks.sum(dim=1) == generator.num_masked).all()
