@@ -107,6 +107,25 @@ class EpochSampler(torch.utils.data.Sampler):
             yield [(self.epoch, int(i)) for i in chunk]
 
 
+def _init_worker(_):
+    """Data-loader workers decode and augment single-threaded: the cores go to the workers."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset, workers: int, pin_memory: bool = False, **batching) -> torch.utils.data.DataLoader:
+    """A DataLoader whose worker processes are spawned once and kept across epochs.
+
+    Spawned rather than forked: a fork after OpenCV or FFmpeg threads ran in
+    the parent can deadlock. Persistent, so the start-up cost is paid once;
+    samplers run in the main process, so `set_epoch` still reaches them.
+    `batching`: `batch_sampler=...` or `batch_size=...`.
+    """
+    extra = {"multiprocessing_context": "spawn", "persistent_workers": True, "worker_init_fn": _init_worker}
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory,
+                                       **(extra if workers > 0 else {}), **batching)
+
+
 # ---------------------------------------------------------------- joint augmentation
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from motionmae import checkpoints
 from motionmae.config import Config, save_config
-from motionmae.data import EpochSampler, PretrainDataset, read_list
+from motionmae.data import EpochSampler, PretrainDataset, make_loader, read_list
 from motionmae.masking import MaskGenerator
 from motionmae.models import PretrainModel, token_grid
 from motionmae.targets import build_target, input_frames
@@ -151,9 +151,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     dataset = build_dataset(config, target)
     sampler = EpochSampler(len(dataset), config.optim.batch_size, seed=config.run.seed,
                            rank=env.rank, world=env.world)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=config.data.workers,
-        pin_memory=env.device.type == "cuda", persistent_workers=False)
+    loader = make_loader(dataset, config.data.workers, env.device.type == "cuda", batch_sampler=sampler)
 
     model = build_model(config, target.dim).to(env.device)
     o = config.optim
