@@ -62,7 +62,8 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict, source: str) -> 
         problems = []
         if shapes:
             problems.append("shape mismatch: " + ", ".join(
-                f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes[:6]))
+                f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes[:6])
+                + (f" (+{len(shapes) - 6} more)" if len(shapes) > 6 else ""))
         if missing:
             problems.append(f"missing: {show(missing)}")
         if unexpected:

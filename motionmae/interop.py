@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from motionmae.checkpoints import CheckpointError, load, load_state_dict_strict
+from motionmae.checkpoints import CheckpointError, atomic_save, load, load_state_dict_strict
+from motionmae.config import Config, FinetuneConfig
 from motionmae.models import SIZES, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
 
 # (ours, Hugging Face) name prefixes of modules, and names inside a transformer block. The qkv
@@ -280,19 +281,43 @@ def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loa
         whole = "head.weight" in rest
 
     source_text = f"{ckpt.name} ({ckpt.layout})"
+    try:
+        if whole:
+            load_state_dict_strict(model, {**{f"encoder.{k}": v for k, v in backbone.items()}, **rest}, source_text)
+        else:
+            load_state_dict_strict(encoder, backbone, f"{source_text}, encoder part")
+    except CheckpointError as err:
+        own = {f"encoder.{k}": v for k, v in model.state_dict().items()} if encoder is model else model.state_dict()
+        hint = ("; to start a new head on this encoder, load the encoder only (encoder_only=True)"
+                if whole and isinstance(model, VideoClassifier) else "")
+        raise CheckpointError(f"{err}. Checkpoint: {summary(ckpt.state)}; model: {summary(own)}{hint}") from None
     if whole:
-        state = {**{f"encoder.{k}": v for k, v in backbone.items()}, **rest}
-        try:
-            load_state_dict_strict(model, state, source_text)
-        except CheckpointError as err:
-            if isinstance(model, VideoClassifier):
-                raise CheckpointError(f"{err}; to start a new head on this encoder, load the encoder only "
-                                      f"(encoder_only=True)") from None
-            raise
         return Loaded(ckpt.layout, [], ignored)
-    load_state_dict_strict(encoder, backbone, f"{source_text}, encoder part")
     initialized = [] if encoder is model else [k for k in model.state_dict() if not k.startswith("encoder.")]
     return Loaded(ckpt.layout, initialized, ignored + list(rest))
+
+
+def _blocks(state: dict, prefix: str) -> int:
+    """Number of transformer blocks under `prefix` ("encoder." or "decoder.")."""
+    return len({k.split(".")[2] for k in state if k.startswith(f"{prefix}blocks.")})
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def summary(state: dict) -> str:
+    """What a state dict in our names holds, e.g. "encoder 192 wide, 12 blocks, tubelets 2x16x16; 7 classes"."""
+    parts = []
+    if "encoder.patch_embed.proj.weight" in state:
+        dim, _, t, p, _ = state["encoder.patch_embed.proj.weight"].shape
+        parts.append(f"encoder {dim} wide, {_plural(_blocks(state, 'encoder.'), 'block')}, tubelets {t}x{p}x{p}")
+    if "decoder.head.weight" in state:
+        outputs, dim = state["decoder.head.weight"].shape
+        parts.append(f"decoder {dim} wide, {_plural(_blocks(state, 'decoder.'), 'block')}, {outputs} outputs per token")
+    if "head.weight" in state:
+        parts.append(f"{state['head.weight'].shape[0]} classes")
+    return "; ".join(parts) or "no encoder"
 
 
 def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tuple[nn.Module, Loaded]:
@@ -307,7 +332,7 @@ def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tupl
     if "encoder.patch_embed.proj.weight" not in s:
         raise CheckpointError(f"{ckpt.name} ({ckpt.layout}): no patch embedding, not a video ViT checkpoint")
     dim, _, tubelet, patch, _ = s["encoder.patch_embed.proj.weight"].shape
-    depth = len({k.split(".")[2] for k in s if k.startswith("encoder.blocks.")})
+    depth = _blocks(s, "encoder.")
     size = next((n for n, spec in SIZES.items() if (spec.dim, spec.depth) == (dim, depth)), None)
     if size is None:
         known = ", ".join(f"{n} ({spec.dim}x{spec.depth})" for n, spec in SIZES.items())
@@ -325,7 +350,7 @@ def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tupl
         decoder_dim = s["encoder_to_decoder.weight"].shape[0]
         heads = config.get("decoder_num_attention_heads") or config.get("model", {}).get("decoder_heads")
         model = PretrainModel(s["decoder.head.weight"].shape[0], size, frames, img_size, tubelet, patch,
-                              decoder_depth=len({k.split(".")[2] for k in s if k.startswith("decoder.blocks.")}),
+                              decoder_depth=_blocks(s, "decoder."),
                               decoder_dim=decoder_dim, decoder_heads=heads)
     return model, load_pretrained(source, model)
 
@@ -375,9 +400,10 @@ def to_hf(model: nn.Module) -> tuple[dict, dict]:
     return config, {k: v.detach().cpu().contiguous().clone() for k, v in hf.items()}
 
 
-def export_hf(model: nn.Module, out_dir) -> Path:
+def export_hf(model: nn.Module, out_dir) -> dict:
     """Write a folder that `transformers` loads with `from_pretrained`: config.json and the weights
-    (model.safetensors when the safetensors package is installed, else pytorch_model.bin)."""
+    (model.safetensors when the safetensors package is installed, else pytorch_model.bin).
+    Returns the config written."""
     config, state = to_hf(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -388,4 +414,28 @@ def export_hf(model: nn.Module, out_dir) -> Path:
         torch.save(state, out / "pytorch_model.bin")
     else:
         save_file(state, out / "model.safetensors", metadata={"format": "pt"})
-    return out
+    return config
+
+
+def save_motionmae(model: nn.Module, path, source: str) -> Path:
+    """Save a (converted) model as our checkpoint: {"model" (encoder under `encoder.`), "config", "source"}.
+
+    "config" is a pretraining config (or, for a classifier, a fine-tuning config) whose model and
+    data sections describe the network, so `model_from_checkpoint` rebuilds it as it was.
+    """
+    encoder = model if isinstance(model, VisionTransformer) else model.encoder
+    config = FinetuneConfig() if isinstance(model, VideoClassifier) else Config()
+    config.model.size, config.model.tubelet, config.model.patch = encoder.size, encoder.tubelet, encoder.patch
+    config.data.frames, config.data.size = encoder.grid[0] * encoder.tubelet, encoder.grid[1] * encoder.patch
+    extra = {}
+    if isinstance(model, VideoClassifier):
+        config.data.num_classes = model.head.out_features
+    elif isinstance(model, PretrainModel):
+        config.model.decoder_depth = len(model.decoder.blocks)
+        config.model.decoder_dim = model.mask_token.shape[-1]
+        config.model.decoder_heads = model.decoder.blocks[0].attn.heads
+        pixels = encoder.patch_embed.proj.in_channels * encoder.tubelet * encoder.patch ** 2
+        dim = model.decoder.head.out_features
+        extra["target"] = {"name": "pixel" if dim == pixels else "unknown", "dim": dim}
+    state = {f"encoder.{k}": v for k, v in model.state_dict().items()} if encoder is model else model.state_dict()
+    return atomic_save({"model": state, "config": config.to_dict(), "source": source, **extra}, path)
