@@ -359,9 +359,14 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def load_pretrained(model: VideoClassifier, path) -> None:
     """Encoder weights of our pretraining (or fine-tuning) checkpoint into the classifier's encoder;
     the pretraining encoder's final norm is dropped (the classifier normalizes after pooling)."""
-    weights = checkpoints.encoder_state(checkpoints.load(path), path)
-    weights = {k: v for k, v in weights.items() if not k.startswith("norm.")}
-    checkpoints.load_state_dict_strict(model.encoder, weights, f"{path} (encoder)")
+    state = checkpoints.load(path)
+    weights = {k: v for k, v in checkpoints.encoder_state(state, path).items() if not k.startswith("norm.")}
+    try:
+        checkpoints.load_state_dict_strict(model.encoder, weights, f"{path} (encoder)")
+    except CheckpointError as err:
+        size = (state.get("config") or {}).get("model", {}).get("size")
+        hint = f"; it holds a ViT-{size}: set model.size={size}" if size and size != model.encoder.size else ""
+        raise CheckpointError(f"{err}{hint}") from None
 
 
 @dataclass
@@ -398,6 +403,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers,
                                          pin_memory=env.device.type == "cuda")
 
+    torch.manual_seed(config.run.seed)  # the head's initialization
     model = build_classifier(config, num_classes)
     checkpoint_path = out / "checkpoint.pt"
     resume_from = checkpoint_path if resume == "auto" else resume
