@@ -208,6 +208,32 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- convert
+
+
+def cmd_convert(args) -> int:
+    """Convert a checkpoint between our layout, official VideoMAE / MME `.pth` files and Hugging Face."""
+    from motionmae.checkpoints import CheckpointError
+    from motionmae.interop import export_hf, model_from_checkpoint, save_motionmae
+    from motionmae.models import PretrainModel
+
+    try:
+        model, loaded = model_from_checkpoint(args.source, frames=args.frames, img_size=args.size)
+        to = args.to or ("motionmae" if loaded.layout.startswith("Hugging Face") else "hf")
+        print(loaded)
+        if to == "hf":
+            architecture = export_hf(model, args.out)["architectures"][0]
+            note = (" (encoder only: Hugging Face has no decoder for this target)"
+                    if isinstance(model, PretrainModel) and architecture == "VideoMAEModel" else "")
+            print(f"wrote {args.out}: Hugging Face {architecture}{note}")
+        else:
+            out = save_motionmae(model, args.out, source=args.source)
+            print(f"wrote {out}: motionmae {type(model).__name__}")
+    except (CheckpointError, OSError) as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
 # ---------------------------------------------------------------- linear-probe, finetune, evaluate
 
 
@@ -224,7 +250,7 @@ def _views(text: str, flag: str) -> tuple[int, int]:
 
 def _skipped(paths: list[str], what: str) -> None:
     if paths:
-        print(f"{len(paths)} {what} video(s) could not be read and were skipped "
+        print(f"{len(paths)} {what}video(s) could not be read and were skipped "
               f"(first: {paths[0]}); accuracy is over the videos read", file=sys.stderr)
 
 
@@ -246,8 +272,8 @@ def cmd_linear_probe(args) -> int:
     for split, info in result["features"].items():
         how = "cached" if info["cached"] else f"computed in {info['seconds']:.1f} s"
         print(f"{split} features: {how} ({info['file']})")
-    _skipped(result["skipped_train"], "training")
-    _skipped(result["skipped_val"], "validation")
+    _skipped(result["skipped_train"], "training ")
+    _skipped(result["skipped_val"], "validation ")
     print(f"linear probe: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} on {result['num_val']} videos "
           f"(train top-1 {result['train_top1']:.1%}); "
           f"results {Path(args.out or Path(args.checkpoint).parent / 'linear-probe') / 'linear-probe.json'}")
@@ -404,6 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="auto|PATH",
                    help="'auto': continue from the run folder's checkpoint if there is one; or a checkpoint path")
     p.set_defaults(func=cmd_pretrain)
+
+    p = _command(sub, "convert", "Convert checkpoints: ours, official VideoMAE / MME .pth, Hugging Face VideoMAE.", """
+        motionmae convert runs/mme/checkpoint.pt hf/mme-vitb          # -> Hugging Face folder
+        motionmae convert videomae_base_k400.pth hf/videomae-base      # official .pth -> Hugging Face
+        motionmae convert hf/videomae-base videomae.pt                 # Hugging Face folder -> ours
+        motionmae convert checkpoint.pth ours.pt --to motionmae --frames 16 --size 224
+        """)
+    p.add_argument("source", metavar="IN", help="checkpoint file, or Hugging Face folder (config.json + weights)")
+    p.add_argument("out", metavar="OUT", help="output folder (--to hf) or file (--to motionmae)")
+    p.add_argument("--to", choices=["hf", "motionmae"], default=None,
+                   help="target layout (default: motionmae for Hugging Face input, else hf)")
+    p.add_argument("--frames", type=int, default=16,
+                   help="input frames, when IN does not record them (default: 16)")
+    p.add_argument("--size", type=int, default=224,
+                   help="input crop side in pixels, when IN does not record it (default: 224)")
+    p.set_defaults(func=cmd_convert)
 
     p = _command(sub, "linear-probe", "Linear probe: a linear classifier on frozen encoder features (SVT protocol).", """
         motionmae linear-probe runs/demo/checkpoint.pt --train data/synthetic/train.csv --val data/synthetic/val.csv
