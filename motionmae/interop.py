@@ -258,9 +258,9 @@ def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loa
     checkpoint. `encoder_only=True` loads just the encoder (e.g. a classifier of other classes).
     An encoder without final norm drops the checkpoint's `norm`. Anything that does not fit
     (another size, patch, tubelet, target or class count) raises one `CheckpointError` listing
-    the tensors that do not fit.
+    the tensors that do not fit. `source`: anything `read_checkpoint` takes, or its result.
     """
-    ckpt = read_checkpoint(source)
+    ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
     encoder = model if isinstance(model, VisionTransformer) else model.encoder
     backbone = {k[len("encoder."):]: v for k, v in ckpt.state.items() if k.startswith("encoder.")}
     rest = {k: v for k, v in ckpt.state.items() if not k.startswith("encoder.")}
@@ -352,7 +352,7 @@ def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tupl
         model = PretrainModel(s["decoder.head.weight"].shape[0], size, frames, img_size, tubelet, patch,
                               decoder_depth=_blocks(s, "decoder."),
                               decoder_dim=decoder_dim, decoder_heads=heads)
-    return model, load_pretrained(source, model)
+    return model, load_pretrained(ckpt, model)
 
 
 # ---------------------------------------------------------------- export to Hugging Face
