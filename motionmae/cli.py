@@ -229,7 +229,7 @@ def cmd_convert(args) -> int:
         else:
             out = save_motionmae(model, args.out, source=args.source)
             print(f"wrote {out}: motionmae {type(model).__name__}")
-    except (CheckpointError, OSError) as err:
+    except (CheckpointError, OSError, ValueError) as err:  # ValueError: --frames / --size off the token grid
         raise UserError(str(err)) from None
     return 0
 
