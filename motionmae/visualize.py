@@ -124,3 +124,47 @@ def confusion_figure(confusion: np.ndarray, names: list[str], title: str) -> np.
                 cv2.putText(image, text, (left + j * cell + (cell - width) // 2, top + i * cell + cell // 2 + 4),
                             font, scale, color, 1, cv2.LINE_AA)
     return caption(image, title + "   rows: true, columns: predicted", height=24)
+
+
+def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, size=(720, 400)) -> np.ndarray:
+    """Curves {name: (x, y)} on shared axes, each in its own colour with a legend: RGB (H, W, 3)."""
+    width, height = size
+    left, right, top, bottom = 60, 20, 36, 36
+    image = np.full((height, width, 3), 255, np.uint8)
+    xs = np.concatenate([x for x, _ in series.values()])
+    ys = np.concatenate([y for _, y in series.values()])
+    x0, x1 = float(xs.min()), float(xs.max()) or 1.0
+    y0, y1 = float(min(ys.min(), 0.0)), float(ys.max()) or 1.0
+
+    def to_pixels(x, y):
+        px = left + (x - x0) / max(x1 - x0, 1e-9) * (width - left - right)
+        py = height - bottom - (y - y0) / max(y1 - y0, 1e-9) * (height - top - bottom)
+        return np.stack([px, py], axis=-1).astype(np.int32)
+
+    cv2.rectangle(image, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
+    for value, label in ((y0, f"{y0:.2f}"), (y1, f"{y1:.2f}")):
+        _, py = to_pixels(np.array(x0), np.array(value))
+        cv2.putText(image, label, (4, int(py) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, f"{x0:g}", (left, height - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, f"{x1:g}", (width - right - 40, height - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    cv2.putText(image, title, (left, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+    for i, (name, (x, y)) in enumerate(series.items()):
+        color = palette[i % len(palette)]
+        cv2.polylines(image, [to_pixels(x, y)], False, color, 2, cv2.LINE_AA)
+        cv2.putText(image, name, (width - right - 150, top + 18 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1,
+                    cv2.LINE_AA)
+    return image
+
+
+def metrics_figure(metrics_path) -> np.ndarray:
+    """Training curves of a run's metrics.jsonl: the loss and its parts against the step."""
+    import json
+
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    steps = np.array([r["step"] for r in records], np.float64)
+    skip = {"step", "epoch", "lr", "clips_per_s"}
+    names = [k for k in records[0] if k not in skip]
+    series = {name: (steps, np.array([r[name] for r in records], np.float64)) for name in names}
+    return line_chart(series, f"pretraining loss ({Path(metrics_path).parent.name})")
