@@ -10,7 +10,9 @@ pixels vote into that bin, so a cell on a strong edge reaches a few units.
 
 `cell_map` gives the histogram of the cell around *every* position (a box filter),
 so trajectory-aligned HOG is a bilinear read of that map at the tracked point; at
-cell centres it equals the ordinary cell grid of `cell_grid`.
+cell centres it equals the ordinary cell grid of `cell_grid`. `cell_histograms` is
+the fast form the MME target uses: straight from uint8 frames to a channels-last map,
+in cache-sized chunks, optionally kept only every `stride` px (see its docstring).
 """
 
 from __future__ import annotations
@@ -27,11 +29,17 @@ def gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Written as separable differences and sums of shifted views (replicated border);
     on CPU this is several times faster than a 1-channel conv2d.
     """
+    dx, dy = _sobel(images)
+    return dx.mul_(0.125), dy.mul_(0.125)
+
+
+def _sobel(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """8 x `gradients` (the integer Sobel sums, exact for integer-valued images)."""
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
     across = padded[..., :, 2:] - padded[..., :, :-2]  # central difference along x, (H+2, W)
     down = padded[..., 2:, :] - padded[..., :-2, :]  # along y, (H, W+2)
-    dx = (across[..., :-2, :] + 2 * across[..., 1:-1, :] + across[..., 2:, :]) / 8
-    dy = (down[..., :, :-2] + 2 * down[..., :, 1:-1] + down[..., :, 2:]) / 8
+    dx = torch.add(across[..., :-2, :], across[..., 1:-1, :], alpha=2).add_(across[..., 2:, :])
+    dy = torch.add(down[..., :, :-2], down[..., :, 1:-1], alpha=2).add_(down[..., :, 2:])
     return dx, dy
 
 
@@ -62,22 +70,25 @@ def pixel_hog(images: torch.Tensor, bins: int = 9, channels: str = "max") -> tor
     """
     dx, dy = gradients(images)
     if channels == "max":
-        dx, dy = _strongest_channel(dx, dy)
+        dx, dy, _ = _strongest_channel(dx, dy)
     elif channels != "each":
         raise ValueError(f"channels must be 'max' or 'each', got {channels!r}")
     return orientation_histograms(dx, dy, bins).flatten(1, 2)
 
 
-def _strongest_channel(dx: torch.Tensor, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per pixel, the `(dx, dy)` of the channel with the largest magnitude (first on ties) -> `(M, 1, H, W)` each."""
-    energy = dx * dx + dy * dy
-    best_x, best_y, best = dx[:, :1], dy[:, :1], energy[:, :1]
-    for c in range(1, dx.shape[1]):
-        better = energy[:, c:c + 1] > best
-        best_x = torch.where(better, dx[:, c:c + 1], best_x)
-        best_y = torch.where(better, dy[:, c:c + 1], best_y)
-        best = torch.where(better, energy[:, c:c + 1], best)
-    return best_x, best_y
+def _strongest_channel(dx: torch.Tensor, dy: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, ...]:
+    """Per pixel, the `(dx, dy)` of the channel along `dim` with the largest magnitude (first on ties), and its squared
+    magnitude; each of size 1 on `dim`. The pick is a lerp with weight 0 or 1: exact, and faster than `torch.where` on CPU.
+    """
+    energy = torch.addcmul(dx * dx, dy, dy)
+    best_x, best_y, best = dx.narrow(dim, 0, 1), dy.narrow(dim, 0, 1), energy.narrow(dim, 0, 1)
+    for c in range(1, dx.shape[dim]):
+        candidate = energy.narrow(dim, c, 1)
+        better = (candidate > best).to(dx.dtype)
+        best_x = torch.lerp(best_x, dx.narrow(dim, c, 1), better)
+        best_y = torch.lerp(best_y, dy.narrow(dim, c, 1), better)
+        best = torch.maximum(best, candidate)
+    return best_x, best_y, best
 
 
 def cell_grid(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
@@ -91,10 +102,91 @@ def cell_map(hist: torch.Tensor, cell: int = 8) -> torch.Tensor:
     Entry `[i, j]` is the cell with top-left pixel `(j, i)`, centred at position
     `(j + (cell-1)/2, i + (cell-1)/2)`: read it with `trajectory.sample(..., offset=(cell-1)/2)`.
     """
-    across = F.pad(hist, (1, 0)).cumsum(-1)  # running sums: a window is the difference of two
-    across = across[..., cell:] - across[..., :-cell]
-    down = F.pad(across, (0, 0, 1, 0)).cumsum(-2)
-    return down[..., cell:, :] - down[..., :-cell, :]
+    return _window_sums(_window_sums(hist, cell, -1), cell, -2)
+
+
+def _window_sums(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Sums of `size` consecutive entries along `dim` (length n -> n - size + 1).
+
+    Doubling: sums of 1, 2, 4, ... entries, each from two of the previous, and one
+    piece per set bit of `size` (3 additions for a window of 8).
+    """
+    length = x.shape[dim] - size + 1
+    total, offset, part, width = None, 0, x, 1
+    while True:
+        if size & width:  # add the `width` entries starting `offset` into the window
+            piece = part.narrow(dim, offset, length)
+            total = piece.clone() if total is None else total.add_(piece)
+            offset += width
+        if 2 * width > size:
+            return total
+        shorter = part.shape[dim] - width
+        part = part.narrow(dim, 0, shorter) + part.narrow(dim, width, shorter)
+        width *= 2
+
+
+CHUNK_PIXELS = 1 << 16  # `cell_histograms` takes about this many pixels at a time, so its maps stay in cache
+
+
+def cell_histograms(frames: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max",
+                    stride: int = 1) -> torch.Tensor:
+    """HOG of the cell around every `stride`-th position of frames `(M, H, W, 3)`, uint8 or float on 0-255.
+
+    Returns channels-last `(M, (H - cell)/stride + 1, (W - cell)/stride + 1, C*bins)`: entry
+    `[i, j]` is the cell whose top-left pixel is `(stride*j, stride*i)`, centred at
+    `(stride*j + (cell-1)/2, stride*i + (cell-1)/2)` px; read it with `trajectory.sample_maps`.
+
+    `stride=1` is `cell_map(pixel_hog(frames / 255))`, channels last. A larger stride (it
+    must divide `cell`) adds each pixel's votes into its stride x stride block and sums
+    blocks into cells: the kept cells are exact and the maps stride^2 times smaller, and
+    a read between kept positions blends cells `stride` px apart (an approximation).
+    Gradients and votes are made per pixel either way, in chunks of `CHUNK_PIXELS`.
+    """
+    m, height, width, _ = frames.shape
+    if cell % stride or height % stride or width % stride:
+        raise ValueError(f"HOG stride {stride} must divide the cell ({cell}) and the frame size ({height}x{width})")
+    if channels not in ("max", "each"):
+        raise ValueError(f"channels must be 'max' or 'each', got {channels!r}")
+    chunk = min(m, max(1, CHUNK_PIXELS // (height * width)))
+    colours = 3 if channels == "each" else 1
+    slot = _slot_index(chunk, colours, height, width, stride, bins + 2, frames.device)
+    maps = [_cell_histograms(frames[i:i + chunk], slot, cell, bins, channels, stride) for i in range(0, m, chunk)]
+    return torch.cat(maps)
+
+
+def _slot_index(images, colours, height, width, stride, slots, device):
+    """`(C, n, H, W)` long: where a pixel's vote for slot 0 goes in the flat `(n, H/stride, W/stride, C, slots)` votes."""
+    n, rows, columns, c = (torch.arange(k, device=device) for k in (images, height, width, colours))
+    block = (n[:, None, None] * (height // stride) + rows[:, None] // stride) * (width // stride) + columns // stride
+    return (block * colours + c[:, None, None, None]) * slots
+
+
+def _cell_histograms(frames, slot, cell, bins, channels, stride):
+    """`cell_histograms` of one chunk; `slot` from `_slot_index` for at least this many frames."""
+    n, height, width, _ = frames.shape
+    images = frames.permute(3, 0, 1, 2).contiguous().float()  # (3, n, H, W) on 0-255: each channel contiguous
+    dx, dy = _sobel(images)  # 8 * 255 times the gradients of `gradients`; rescaled at the end
+    if channels == "max":
+        dx, dy, energy = _strongest_channel(dx, dy, dim=0)  # (1, n, H, W)
+    else:
+        energy = torch.addcmul(dx * dx, dy, dy)
+    magnitude = energy.sqrt_()
+    # Slot k holds bin (k - 1) mod bins: a vote's two slots are then k and k + 1, with no wrap per pixel.
+    angle = torch.atan2(dy, dx)
+    angle += math.pi * (angle < 0)  # unsigned orientation, [0, pi]
+    position = angle.mul_(bins / math.pi).add_(0.5)
+    low = torch.floor(position)
+    upper = position.sub_(low).mul_(magnitude)
+    index = (slot[:, :n] + low.long()).view(-1)
+    votes = torch.zeros(n * (height // stride) * (width // stride) * dx.shape[0] * (bins + 2), device=frames.device)
+    votes.scatter_add_(0, index, magnitude.sub_(upper).view(-1))
+    votes[1:].scatter_add_(0, index, upper.view(-1))
+    votes = votes.view(n, height // stride, width // stride, dx.shape[0], bins + 2)
+    blocks = votes[..., 1:bins + 1].clone()
+    blocks[..., 0] += votes[..., bins + 1]
+    blocks[..., bins - 1] += votes[..., 0]
+    blocks = blocks.flatten(3)  # (n, H/stride, W/stride, C*bins)
+    return _window_sums(_window_sums(blocks, cell // stride, 2), cell // stride, 1).mul_(1 / (8 * 255))
 
 
 def hog(images: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max") -> torch.Tensor:

@@ -40,10 +40,7 @@ def median3x3(x: torch.Tensor) -> torch.Tensor:
     """3x3 median filter of `(M, C, H, W)` maps, replicated border; same shape out."""
     height, width = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    v = [padded[..., i:i + height, j:j + width] for i in range(3) for j in range(3)]
-    for a, b in _MEDIAN9:
-        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
-    return v[4]
+    return _median9([padded[..., i:i + height, j:j + width] for i in range(3) for j in range(3)])
 
 
 def start_points(height: int, width: int, patch: int = 16, cell: int = 8, device=None) -> torch.Tensor:
@@ -73,6 +70,34 @@ def sample(field: torch.Tensor, points: torch.Tensor, mode: str = "bilinear", of
     return values[..., 0].transpose(1, 2)
 
 
+def sample_maps(maps: torch.Tensor, which: torch.Tensor, points: torch.Tensor, mode: str = "bilinear",
+                offset: float = 0.0, spacing: float = 1.0) -> torch.Tensor:
+    """Read channels-last maps `(M, H, W, C)` at positions `(Q, P, 2)` `(x, y)` px, group q on map `which[q]` -> `(Q, P, C)`.
+
+    Map entry `[i, j]` sits at position `(spacing*j + offset, spacing*i + offset)`. Same reads as
+    `sample` (border clamp, bilinear or nearest), but many groups share a map without copying it.
+    """
+    _, height, width, channels = maps.shape
+    u = ((points[..., 0] - offset) / spacing).clamp(0, width - 1)
+    v = ((points[..., 1] - offset) / spacing).clamp(0, height - 1)
+    flat = maps.reshape(-1, channels)
+    first = which.view(-1, 1) * (height * width)  # (Q, 1): index of each group's map entry [0, 0]
+
+    def read(index):
+        return flat.index_select(0, index.view(-1)).view(*index.shape, channels)
+
+    if mode == "nearest":
+        return read(first + torch.round(v).long() * width + torch.round(u).long())
+    x0 = torch.floor(u).clamp(max=max(width - 2, 0))
+    y0 = torch.floor(v).clamp(max=max(height - 2, 0))
+    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
+    corner = first + y0.long() * width + x0.long()
+    right, below = min(1, width - 1), min(1, height - 1) * width
+    top = torch.lerp(read(corner), read(corner + right), fx)
+    bottom = torch.lerp(read(corner + below), read(corner + below + right), fx)
+    return torch.lerp(top, bottom, fy)
+
+
 def _median9(v: list[torch.Tensor]) -> torch.Tensor:
     for a, b in _MEDIAN9:
         v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
@@ -96,20 +121,22 @@ def flow_at(flow: torch.Tensor, frame: torch.Tensor, points: torch.Tensor, looku
     else:
         x0, y0, span = torch.floor(x), torch.floor(y), 2
     offsets = torch.arange(-1, span + 1, device=flow.device) if median else torch.arange(span, device=flow.device)
-    xs = (x0.long()[..., None] + offsets).clamp(0, width - 1)  # replicated border, as the dense filter pads
-    ys = (y0.long()[..., None] + offsets).clamp(0, height - 1)
-    index = (frame.view(1, -1, 1, 1, 1) * height + ys[..., :, None]) * width + xs[..., None, :]  # (B, S, P, n, n)
-    window = flow.reshape(b, -1, 2).gather(1, index.reshape(b, -1, 1).expand(-1, -1, 2)).view(*index.shape, 2)
+    offsets = offsets.view(-1, 1, 1, 1)
+    xs = (x0.long() + offsets).clamp(0, width - 1)  # (n, B, S, P); replicated border, as the dense filter pads
+    ys = (y0.long() + offsets).clamp(0, height - 1)
+    fields = torch.arange(b, device=flow.device).view(-1, 1, 1) * flow.shape[1] + frame.view(1, -1, 1)  # (B, S, 1)
+    index = (fields * height + ys[:, None]) * width + xs[None]  # (n, n, B, S, P): window rows, columns first
+    pairs = flow.float().reshape(-1, 2).view(torch.int64).view(-1)  # each (dx, dy) as one 8-byte value: a fast 1-D gather
+    window = pairs.index_select(0, index.view(-1)).view(torch.float32).view(*index.shape, 2)
     if max_flow is not None:
         window = window.clamp(-max_flow, max_flow)
-    if median:
-        window = torch.stack([torch.stack([_median9([window[..., i + u, j + v, :] for u in range(3) for v in range(3)])
-                                           for j in range(span)], dim=-2) for i in range(span)], dim=-3)
+    if median:  # the span x span medians at once, from the 9 shifted span x span views
+        window = _median9([window[u:u + span, v:v + span] for u in range(3) for v in range(3)])
     if lookup == "nearest":
-        return window[..., 0, 0, :]
+        return window[0, 0]
     fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    top = window[..., 0, 0, :] * (1 - fx) + window[..., 0, 1, :] * fx
-    bottom = window[..., 1, 0, :] * (1 - fx) + window[..., 1, 1, :] * fx
+    top = window[0, 0] * (1 - fx) + window[0, 1] * fx
+    bottom = window[1, 0] * (1 - fx) + window[1, 1] * fx
     return top * (1 - fy) + bottom * fy
 
 
