@@ -47,7 +47,7 @@ from motionmae import checkpoints
 from motionmae.checkpoints import CheckpointError
 from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict, save_config
 from motionmae.data import (ClipDataset, ClipSpec, EpochSampler, Item, ListError, RandAugment, TrainAugment,
-                            read_list)
+                            make_loader, read_list)
 from motionmae.models import VideoClassifier, VisionTransformer
 from motionmae.pretrain import (Distributed, MetricsLog, TrainingDiverged, cosine_schedule, normalize_video,
                                 param_groups, setup_distributed)
@@ -99,8 +99,7 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dic
 def _loader(dataset, batch_size: int, workers: int, env: Distributed):
     """Test-time loader over this rank's share of the videos (every world-th one)."""
     shard = torch.utils.data.Subset(dataset, range(env.rank, len(dataset), env.world))
-    return torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=workers,
-                                       pin_memory=env.device.type == "cuda")
+    return make_loader(shard, workers, pin_memory=env.device.type == "cuda", batch_size=batch_size)
 
 
 def _gather(parts: list, env: Distributed) -> list:
@@ -196,7 +195,7 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset, env: Distrib
     views = dataset.clips * dataset.crops
     features = torch.zeros(len(dataset), views, encoder.dim)
     labels, ok = torch.zeros(len(dataset), dtype=torch.int64), torch.zeros(len(dataset), dtype=torch.bool)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = make_loader(dataset, workers, batch_size=batch_size)
     start = 0
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
@@ -400,8 +399,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     dataset = ClipDataset(train_items, spec, augment, seed=config.run.seed, repeats=a.repeats)
     val_set = ClipDataset(val_items, spec)
     sampler = EpochSampler(len(dataset), o.batch_size, seed=config.run.seed, rank=env.rank, world=env.world)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers,
-                                         pin_memory=env.device.type == "cuda")
+    loader = make_loader(dataset, d.workers, pin_memory=env.device.type == "cuda", batch_sampler=sampler)
 
     torch.manual_seed(config.run.seed)  # the head's initialization
     model = build_classifier(config, num_classes)
