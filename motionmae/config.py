@@ -58,6 +58,7 @@ class TargetConfig:
 class MaskConfig:
     kind: str = "tube"  # tube | random | cube | smm | mgm
     ratio: float = 0.7
+    guidance: str = "mv"  # mgm: motion source tried first (mv = codec vectors | flow | diff); others follow
     options: dict = field(default_factory=dict)  # keyword options of the mask generator
 
 

@@ -129,7 +129,8 @@ def build_model(config: Config, target_dim: int) -> PretrainModel:
 def build_dataset(config: Config, target) -> PretrainDataset:
     d, m = config.data, config.model
     grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
-    masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, options=dict(config.mask.options))
+    masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance,
+                          options=dict(config.mask.options))
     return PretrainDataset(read_list(d.train), d, target.raw_span(d.frames, d.stride), masks,
                            seed=config.run.seed, needs_flow=target.needs_flow)
 
