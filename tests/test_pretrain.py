@@ -98,3 +98,15 @@ def test_ddp_two_processes_match_one_process(tiny_synthetic, tmp_path):
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert len(losses(two)) == 4  # rank 0 logs alone
     assert losses(two) == pytest.approx(losses(one), rel=2e-2)
+
+
+@pytest.mark.parametrize("preset", ["videomae", "maskfeat", "mgm", "mme-mgm"])
+def test_every_method_preset_trains(preset, tiny_synthetic, tmp_path):
+    """Each method's target and mask run through the real loop (model shrunk to the demo's size)."""
+    torch.set_num_threads(1)
+    config = load_config(preset, overrides(tiny_synthetic, tmp_path, "run.max_steps=2", "model.size=tiny",
+                                           "data.size=64", "data.short_side=64", "data.scales=[1.0]"))
+    result = pretrain(config)
+    state = checkpoints.load(result.checkpoint)
+    assert state["target"]["name"] == config.target.name and len(losses(tmp_path)) == 2
+    assert all(loss == loss and loss < 1e3 for loss in losses(tmp_path))
