@@ -64,3 +64,33 @@ def test_flow_histograms_are_signed():
     np.testing.assert_allclose(right[0, 0, :, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0, 1], atol=1e-5)
     np.testing.assert_allclose(left[0, 0, :, 0, 0], [0, 0, 0, 0, 2, 0, 0, 0, 0], atol=1e-5)
     np.testing.assert_allclose(down[0, 0, :, 0, 0], [0, 0.5, 1.5, 0, 0, 0, 0, 0, 0], atol=1e-5)
+
+
+def noisy_frames(m=6, height=32, width=48, seed=2):
+    """Float frames (M, H, W, 3) on 0-255 without exact ties between the channels' gradient energies."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (m, height, width, 3), generator=g).float() + torch.rand(m, height, width, 3, generator=g)
+
+
+@pytest.mark.parametrize("channels", ["max", "each"])
+def test_cell_histograms_at_stride_one_is_the_cell_map(channels):
+    frames = noisy_frames()
+    expected = H.cell_map(H.pixel_hog(frames.permute(0, 3, 1, 2) / 255, channels=channels)).permute(0, 2, 3, 1)
+    got = H.cell_histograms(frames, channels=channels)
+    assert got.shape == expected.shape == (6, 25, 41, 9 if channels == "max" else 27)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(H.cell_histograms(frames.floor().to(torch.uint8), channels=channels),
+                          H.cell_histograms(frames.floor(), channels=channels))
+
+
+@pytest.mark.parametrize("stride", [2, 4, 8])
+def test_coarse_cell_histograms_are_exact_where_kept(stride):
+    frames = noisy_frames()
+    exact = H.cell_histograms(frames)
+    coarse = H.cell_histograms(frames, stride=stride)
+    assert torch.allclose(coarse, exact[:, ::stride, ::stride], atol=1e-5)
+    if stride == 8:  # the ordinary cell grid
+        grid = H.hog(frames.permute(0, 3, 1, 2) / 255)
+        assert torch.allclose(coarse, grid.permute(0, 2, 3, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="stride 3"):
+        H.cell_histograms(frames, stride=3)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from motionmae import synthetic
 from motionmae.targets import build_target
-from motionmae.trajectory import flow_at, inside, median3x3, raw_span, sample, start_points, track
+from motionmae.trajectory import flow_at, inside, median3x3, raw_span, sample, sample_maps, start_points, track
 
 
 def test_median3x3_matches_sorting_all_nine():
@@ -165,3 +165,14 @@ def test_target_position_part_matches_true_motion():
     assert (positions - torch.arange(7.0)[:, None] * torch.tensor(velocity)).norm(dim=-1).max() < 1.0
     # Tokens of the static background barely move.
     assert y[0, 0].abs().max() < 0.5
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("spacing, offset", [(1, 0.0), (2, 3.5), (4, 3.5)])
+def test_sample_maps_reads_like_sample_on_each_groups_map(mode, spacing, offset):
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(5, 7, 9, 4, generator=g)
+    which = torch.tensor([3, 0, 3, 4, 1, 2])
+    points = torch.rand(6, 50, 2, generator=g) * 40 - 5  # some outside: border values
+    expected = sample(maps[which].permute(0, 3, 1, 2), (points - offset) / spacing, mode)
+    assert torch.allclose(sample_maps(maps, which, points, mode, offset, spacing), expected, atol=1e-5)
