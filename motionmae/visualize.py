@@ -1,15 +1,31 @@
 """Figures drawn with OpenCV and numpy: images are RGB uint8 (H, W, 3).
 
 Small building blocks (token overlays, heat maps, captions, grids, PNG
-writing) and the figures made of them.
+writing), the figures made of them, and `visualize_checkpoint`, which runs a
+pretrained model on one clip and draws what it predicts.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+
+from motionmae import checkpoints
+from motionmae import trajectory as TR
+from motionmae.cache import video_key
+from motionmae.config import config_from_dict
+from motionmae.data import (Item, SpanFlow, augment_flow, augment_frames, augment_vectors,
+                            multiscale_crop)
+from motionmae.masking import MaskGenerator
+from motionmae.models import token_grid
+from motionmae.pretrain import build_model, normalize_video
+from motionmae.targets import build_target, input_frames, to_tokens
+from motionmae.video import Clip, VideoReader
 
 MASK_COLOR = (40, 90, 230)  # RGB of masked tokens
 
@@ -168,3 +184,284 @@ def metrics_figure(metrics_path) -> np.ndarray:
     names = [k for k in records[0] if k not in skip]
     series = {name: (steps, np.array([r[name] for r in records], np.float64)) for name in names}
     return line_chart(series, f"pretraining loss ({Path(metrics_path).parent.name})")
+
+
+# ---------------------------------------------------------------- what a pretrained model predicts (MME's Figure 4)
+
+
+def panel_scale(side: int) -> int:
+    """Integer upscaling of a `side`-px frame in the prediction figures, so a panel is at least 300 px."""
+    return max(1, -(-300 // side))
+
+
+def time_colors(steps: int) -> list[tuple[int, int, int]]:
+    """`steps` RGB colours from dark to light (plasma colormap), one per trajectory step in time order."""
+    ramp = np.linspace(40, 255, steps).astype(np.uint8)[:, None]
+    return [tuple(int(c) for c in rgb) for rgb in cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1]]
+
+
+def draw_trajectories(image: np.ndarray, positions: np.ndarray, scale: int) -> np.ndarray:
+    """Polylines of trajectories `(P, L+1, 2)` `(x, y)` px (frame pixels) on a copy of an image `scale` times larger.
+
+    Segment l (from p_l to p_l+1) takes colour l of `time_colors(L)`: dark early, light late.
+    """
+    out = image.copy()
+    colors = time_colors(positions.shape[1] - 1)
+    points = np.round((positions + 0.5) * scale * 16).astype(np.int64)  # pixel centres; 4 fractional bits
+    thickness = 2 if scale >= 3 else 1
+    for trajectory in points:
+        for l, color in enumerate(colors):
+            cv2.line(out, tuple(map(int, trajectory[l])), tuple(map(int, trajectory[l + 1])), color, thickness,
+                     cv2.LINE_AA, shift=4)
+    return out
+
+
+def _enlarge(image: np.ndarray, scale: int) -> np.ndarray:
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+
+
+def _dimmed(frame: np.ndarray) -> np.ndarray:
+    """A frame in gray at 60 % brightness, so coloured trajectories stand out on it."""
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return (cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB) * 0.6).astype(np.uint8)
+
+
+def _rows(slices: int, rows: int) -> list[int]:
+    """Up to `rows` temporal token slices spread evenly over `slices`."""
+    return sorted(set(np.linspace(0, slices - 1, min(rows, slices)).round().astype(int).tolist()))
+
+
+def trajectory_figure(frames: np.ndarray, mask: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
+                      valid: np.ndarray, patch: int, title: str, errors=None, rows: int = 4) -> np.ndarray:
+    """MME's Figure 4: per temporal token slice, (a) masked frame, (b) true and (c) predicted trajectories, (d) frame.
+
+    frames: uint8 (T', S, S, 3), the raw frame each slice's trajectories start on;
+    mask: bool (T', Hp, Wp); truth, predicted: float (T', Hp*Wp, K, L+1, 2) positions
+    `(x, y)` px, tokens row-major; valid: bool (T', Hp*Wp, K). Trajectories of masked
+    tokens that stay in the frame are drawn, dark to light in time, over the masked
+    region's outline. errors: optional per-slice numbers shown over column (c).
+    Rows: up to `rows` slices spread over the clip; panels are `panel_scale(S)` times the frame.
+    """
+    scale = panel_scale(frames.shape[1])
+    grid = []
+    for j in _rows(len(frames), rows):
+        frame, shown = frames[j], (mask[j].reshape(-1, 1) & valid[j])
+        background = outline(_enlarge(_dimmed(frame), scale), mask[j], (patch * scale,) * 2, (150, 150, 150), 1)
+        error = "" if errors is None else f", error {errors[j]:.2f}"
+        grid.append([
+            caption(_enlarge(token_overlay(frame, mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"),
+            caption(draw_trajectories(background, truth[j][shown], scale), "(b) ground truth"),
+            caption(draw_trajectories(background, predicted[j][shown], scale), f"(c) prediction{error}"),
+            caption(_enlarge(frame, scale), "(d) original frame"),
+        ])
+    return caption(grid_image(grid), title, height=28)
+
+
+def reconstruction_figure(frames: np.ndarray, mask: np.ndarray, reconstruction: np.ndarray, patch: int, title: str,
+                          errors=None, rows: int = 4) -> np.ndarray:
+    """Pixel targets (VideoMAE): per temporal token slice, (a) masked frame, (b) reconstruction, (c) frame.
+
+    frames, reconstruction: uint8 (T', S, S, 3), the first frame of each slice (the
+    reconstruction keeps visible tokens and fills masked ones with the prediction);
+    mask: bool (T', Hp, Wp); errors: optional per-slice numbers shown over column (b).
+    """
+    scale = panel_scale(frames.shape[1])
+    grid = []
+    for j in _rows(len(frames), rows):
+        error = "" if errors is None else f", error {errors[j]:.2f}"
+        grid.append([
+            caption(_enlarge(token_overlay(frames[j], mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"),
+            caption(outline(_enlarge(reconstruction[j], scale), mask[j], (patch * scale,) * 2, (150, 150, 150), 1),
+                    f"(b) reconstruction{error}"),
+            caption(_enlarge(frames[j], scale), "(c) original frame"),
+        ])
+    return caption(grid_image(grid), title, height=28)
+
+
+class VisualizeError(ValueError):
+    """A checkpoint, video or option `visualize_checkpoint` cannot draw; the message is one line."""
+
+
+@dataclass
+class Prediction:
+    """What a pretraining checkpoint predicts on one clip, and its figure.
+
+    Positions are `(x, y)` px in the centre crop (`box` maps it to the decoded video).
+    """
+
+    image: np.ndarray  # the figure, RGB uint8
+    target: str  # "traj" or "pixel"
+    start: int  # the clip's first raw frame in the video
+    box: object  # data.CropBox of the centre crop, in decoded pixels (decode size: data.short_side)
+    frames: np.ndarray  # uint8 (T_raw, S, S, 3): the clip's raw span, cropped
+    mask: np.ndarray  # bool (T', Hp, Wp)
+    truth: np.ndarray | None = None  # traj: float32 (T', Hp*Wp, K, L+1, 2) tracked positions
+    predicted: np.ndarray | None = None  # traj: the same, from the predicted displacements
+    valid: np.ndarray | None = None  # traj: bool (T', Hp*Wp, K) the trajectory stays in the frame
+    reconstruction: np.ndarray | None = None  # pixel: uint8 (T, S, S, 3) the input frames, masked tokens predicted
+
+
+def _load(checkpoint):
+    """Config, target builder and model (eval mode, CPU) of one of our pretraining checkpoints."""
+    state = checkpoints.load(checkpoint)
+    if not isinstance(state, dict) or "config" not in state or "target" not in state:
+        raise VisualizeError(f"{checkpoint}: not a motionmae pretraining checkpoint (no config and target "
+                             f"recorded); visualize needs the decoder of `motionmae pretrain`")
+    config = config_from_dict(state["config"])
+    m = config.model
+    target = build_target(config.target.name, tubelet=m.tubelet, patch=m.patch, **config.target.options)
+    if target.name not in ("traj", "pixel"):
+        raise VisualizeError(f"{checkpoint}: visualize draws traj and pixel targets; this one predicts {target.name}")
+    model = build_model(config, target.dim)
+    checkpoints.load_state_dict_strict(model, state["model"], str(checkpoint))
+    return config, target, model.eval(), state.get("step")
+
+
+def _clip(config, target, masks: MaskGenerator, video, start: int | None, rng: np.random.Generator):
+    """A pretraining sample of `video` without augmentation: raw span, flow, mask, start and crop.
+
+    frames uint8 (T_raw, S, S, 3); flow float32 (T_raw - 1, S, S, 2) or None; mask bool (N,).
+    """
+    d = config.data
+    span = target.raw_span(d.frames, d.stride)
+    with VideoReader(video, d.short_side) as reader:
+        count = len(reader)
+        if count < span:
+            raise VisualizeError(f"{video}: has {count} frames; a clip of {d.frames} frames at stride {d.stride} "
+                                 f"with its {target.name} target needs {span}")
+        start = (count - span) // 2 if start is None else start
+        if not 0 <= start <= count - span:
+            raise VisualizeError(f"{video}: start {start} out of range; the clip needs {span} of its {count} frames, "
+                                 f"so start at 0 .. {count - span}")
+        clip = reader.read(start + np.arange(span), motion=masks.needs_motion)
+    box = multiscale_crop(*clip.frames.shape[1:3], d.size, d.scales, False, rng, train=False)
+    frames = augment_frames(clip.frames, box)
+    flow = None
+    if target.needs_flow:  # the motion cache's entry when the video has one, else computed here
+        root = Path(d.train) if Path(d.train).is_dir() else Path(d.train).parent
+        span_flow = SpanFlow(dataclasses.replace(d, flow_on_the_fly=True))
+        flow = augment_flow(span_flow(Item(Path(video), -1, video_key(video, root)), clip.frames, start,
+                                      start + span - 1), box)
+    inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
+    motion = has_motion = None
+    if clip.motion is not None:
+        motion, has_motion = augment_vectors(clip.motion[inputs], box), clip.has_motion[inputs]
+    input_flow = None if flow is None else flow[: (d.frames - 1) * d.stride][:: d.stride]
+    mask, _ = masks.for_clip(Clip(frames[inputs], motion, has_motion, clip.indices[inputs]), rng, input_flow)
+    return frames, flow, mask, start, box
+
+
+def _position_stats(displacement: torch.Tensor, valid: torch.Tensor, norm: str):
+    """Mean and std with which the traj target standardized displacements `(N, K, L, 2)` px; valid (N, K)."""
+    if norm == "none":
+        return 0.0, 1.0
+    dims = (1, 2, 3) if norm == "token" else (1,)
+    weight = valid[..., None, None].float().expand_as(displacement)
+    count = weight.sum(dims, keepdim=True).clamp(min=1)
+    mean = (displacement * weight).sum(dims, keepdim=True) / count
+    var = ((displacement - mean) ** 2 * weight).sum(dims, keepdim=True) / count
+    return mean, (var + 1e-6).sqrt()
+
+
+def _trajectories(target, config, frames, flow, prediction, grid):
+    """True and predicted positions `(T', Hp*Wp, K, L+1, 2)` px and validity `(T', Hp*Wp, K)`.
+
+    The truth comes from the same builder without normalization or shape part; the
+    predicted standardized displacements are mapped back to pixels with the true
+    displacements' mean and std per token, then summed from the start points.
+    """
+    d, steps = config.data, target.traj_len
+    raw = build_target("traj", **{**config.target.options, "traj_norm": "none", "shape": False},
+                       tubelet=target.tubelet, patch=target.patch)
+    displacement, ok = raw(frames, flow, d.frames, d.stride)  # (1, N, K*L*2) px, zero where invalid
+    displacement = displacement.view(-1, target.num_points, steps, 2)
+    valid = ok.view(-1, target.num_points, steps, 2)[..., 0, 0]
+    mean, std = _position_stats(displacement, valid, target.traj_norm)
+    position = target.parts["position"]
+    predicted = prediction[:, position].view_as(displacement) * std + mean
+    starts = TR.start_points(d.size, d.size, target.patch, target.cell).view(-1, (target.patch // target.cell) ** 2, 2)
+    if target.merge:
+        starts = starts.mean(dim=1, keepdim=True)  # one trajectory per token, from its centre
+    starts = starts.repeat(grid[0], 1, 1)[:, :, None]  # (N, K, 1, 2)
+
+    def positions(steps_px):
+        return torch.cat([starts, starts + steps_px.cumsum(dim=2)], dim=2).view(grid[0], -1, *starts.shape[1:2],
+                                                                                 steps + 1, 2).numpy()
+
+    return positions(displacement), positions(predicted), valid.view(grid[0], -1, valid.shape[1]).numpy()
+
+
+def _reconstruction(target, config, frames, prediction, mask, grid):
+    """Input frames uint8 `(T, S, S, 3)` with masked tokens replaced by predicted pixels.
+
+    A per-patch normalized prediction is mapped back with the true patch's mean and
+    std per channel (VideoMAE's visualization).
+    """
+    d, t, p = config.data, target.tubelet, target.patch
+    pixels = to_tokens(input_frames(frames, d.frames, d.stride).float() / 255, t, p)[0]  # (N, t*p*p, 3)
+    predicted = prediction.view_as(pixels)
+    if target.norm:
+        predicted = predicted * (pixels.var(dim=1, keepdim=True).sqrt() + 1e-6) + pixels.mean(dim=1, keepdim=True)
+    pixels[mask] = predicted[mask]
+    video = pixels.view(*grid, t, p, p, 3).permute(0, 3, 1, 4, 2, 5, 6).reshape(d.frames, d.size, d.size, 3)
+    return (video.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+@torch.no_grad()
+def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, seed: int = 0,
+                         mask_ratio: float | None = None, rows: int = 4) -> Prediction:
+    """Run a pretraining checkpoint on one clip of `video`, draw what it predicts, write it to `out` (PNG).
+
+    The clip is cut like a pretraining sample without augmentation: `data.frames` frames
+    `data.stride` apart from raw frame `start` (default: the middle clip), decoded at
+    `data.short_side` and centre-cropped to `data.size`; flow is read from the motion
+    cache of `data.cache` or computed on the fly; the mask is the checkpoint's strategy
+    (`mask_ratio` overrides its ratio) drawn with `seed`.
+
+    Trajectory targets give `trajectory_figure`. The model predicts standardized
+    displacements, which are drawn in pixels with the true displacements' mean and std
+    per token (as VideoMAE's visualization de-normalizes pixels): the offset and scale of
+    the drawn prediction come from the truth, its direction and shape from the model.
+    With `traj_norm: across_k` the token's mean motion itself comes from the truth.
+    Pixel targets give `reconstruction_figure`. Errors shown are the target's loss per slice.
+    """
+    config, target, model, step = _load(checkpoint)
+    d, m = config.data, config.model
+    grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
+    ratio = config.mask.ratio if mask_ratio is None else mask_ratio
+    try:
+        masks = MaskGenerator(config.mask.kind, ratio, grid, prefer=config.mask.guidance,
+                              options=dict(config.mask.options))
+    except ValueError as err:
+        raise VisualizeError(f"mask ratio {ratio}: {err}") from None
+    rng = np.random.default_rng(seed)
+    frames, flow, mask, start, box = _clip(config, target, masks, video, start, rng)
+
+    frames_t = torch.from_numpy(frames)[None]
+    flow_t = None if flow is None else torch.from_numpy(flow)[None]
+    mask_t = torch.from_numpy(mask)[None]
+    y, valid = target(frames_t, flow_t, d.frames, d.stride)
+    prediction = y[0].clone()
+    prediction[mask] = model(normalize_video(input_frames(frames_t, d.frames, d.stride)), mask_t)[0].float()
+
+    name = "position" if target.name == "traj" else "pixel"
+    part = target.parts[name]
+    weight = (valid[0] & mask_t[0, :, None])[:, part].float().view(grid[0], -1)
+    error = ((prediction - y[0])[:, part] ** 2).view(grid[0], -1)
+    errors = ((error * weight).sum(1) / weight.sum(1).clamp(min=1)).numpy()
+    mask = mask.reshape(grid)
+    shown = frames[0:(d.frames - 1) * d.stride + 1:m.tubelet * d.stride]  # raw frame r_j of each slice
+    title = (f"{Path(video).name} frames {start}..{start + len(frames) - 1}, {target.name} target, "
+             f"{config.mask.kind} mask {masks.ratio:g} ({int(mask.sum())}/{mask.size}), step {step}")
+    result = Prediction(None, target.name, start, box, frames, mask)
+    if target.name == "traj":
+        result.truth, result.predicted, result.valid = _trajectories(target, config, frames_t, flow_t, prediction, grid)
+        result.image = trajectory_figure(shown, mask, result.truth, result.predicted, result.valid, m.patch, title,
+                                         errors, rows)
+    else:
+        result.reconstruction = _reconstruction(target, config, frames_t, prediction, mask_t[0], grid)
+        result.image = reconstruction_figure(shown, mask, result.reconstruction[::m.tubelet], m.patch, title,
+                                             errors, rows)
+    if out is not None:
+        save_png(out, result.image)
+    return result
