@@ -137,6 +137,30 @@ def cmd_visualize_masks(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- visualize
+
+
+def cmd_visualize(args) -> int:
+    """Draw what a pretraining checkpoint predicts on one clip (MME's Figure 4, or a pixel reconstruction)."""
+    from motionmae.cache import CacheError
+    from motionmae.checkpoints import CheckpointError
+    from motionmae.data import FlowUnavailable
+    from motionmae.visualize import VisualizeError, visualize_checkpoint
+
+    if args.mask_ratio is not None and not 0 < args.mask_ratio < 1:
+        raise UserError(f"--mask-ratio {args.mask_ratio}: expected a number between 0 and 1")
+    if args.rows < 1:
+        raise UserError(f"--rows {args.rows}: need at least 1")
+    try:
+        result = visualize_checkpoint(args.checkpoint, args.video, args.out, args.start, args.seed, args.mask_ratio,
+                                      args.rows)
+    except (CacheError, CheckpointError, FlowUnavailable, VisualizeError, OSError) as err:
+        raise UserError(str(err)) from None
+    print(f"wrote {args.out}: {result.target} target, frames {result.start}..{result.start + len(result.frames) - 1}, "
+          f"{int(result.mask.sum())}/{result.mask.size} tokens masked")
+    return 0
+
+
 # ---------------------------------------------------------------- make-synthetic
 
 
@@ -386,6 +410,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="masks.png", help="output PNG (default: masks.png)")
     p.set_defaults(func=cmd_visualize_masks)
+
+    p = _command(sub, "visualize", "Draw what a pretraining checkpoint predicts on a clip (MME's Figure 4).", """
+        motionmae visualize runs/demo/checkpoint.pt data/synthetic/videos/move_left/move_left_00000.mp4 --out traj.png
+        motionmae visualize runs/mme/checkpoint.pt clip.mp4 --start 40 --mask-ratio 0.9 --seed 1
+        motionmae visualize runs/videomae/checkpoint.pt clip.mp4 --out rec.png    # pixel target: reconstruction
+        Rows are temporal token slices: masked frame, true and predicted trajectories of the masked
+        tokens (dark to light in time), original frame. Predictions are drawn in pixels with the
+        true displacements' per-token mean and std (the target is standardized per token).
+        """)
+    p.add_argument("checkpoint", metavar="CKPT", help="pretraining checkpoint (`motionmae pretrain`)")
+    p.add_argument("video", metavar="VIDEO", help="any video; flow comes from the motion cache or is computed")
+    p.add_argument("--out", default="traj.png", help="output PNG (default: traj.png)")
+    p.add_argument("--start", type=int, default=None, help="first raw frame of the clip (default: the middle clip)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
+    p.add_argument("--mask-ratio", type=float, default=None, help="mask ratio (default: the checkpoint's)")
+    p.add_argument("--rows", type=int, default=4, help="temporal token slices shown, spread over the clip (default: 4)")
+    p.set_defaults(func=cmd_visualize)
 
     p = _command(sub, "make-synthetic", "Write the embedded data set: 12 classes defined only by motion.", """
         motionmae make-synthetic data/synthetic                      # 1,200 videos, 64 px x 48 frames
