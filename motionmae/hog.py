@@ -125,7 +125,7 @@ def _window_sums(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
         width *= 2
 
 
-CHUNK_PIXELS = 1 << 16  # `cell_histograms` takes about this many pixels at a time, so its maps stay in cache
+CHUNK_PIXELS = 1 << 16  # `cell_histograms` takes about this many pixels at a time on CPU (so they stay in cache)
 
 
 def cell_histograms(frames: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max",
@@ -140,18 +140,32 @@ def cell_histograms(frames: torch.Tensor, cell: int = 8, bins: int = 9, channels
     must divide `cell`) adds each pixel's votes into its stride x stride block and sums
     blocks into cells: the kept cells are exact and the maps stride^2 times smaller, and
     a read between kept positions blends cells `stride` px apart (an approximation).
-    Gradients and votes are made per pixel either way, in chunks of `CHUNK_PIXELS`.
+    Gradients and votes are made per pixel either way, in chunks of `CHUNK_PIXELS` on CPU
+    (256 times more on a GPU). Channel ties are decided on exact integer Sobel energies.
+    """
+    return torch.cat([maps for _, maps in cell_histogram_chunks(frames, cell, bins, channels, stride)])
+
+
+def cell_histogram_chunks(frames: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max", stride: int = 1,
+                          index: torch.Tensor | None = None):
+    """`cell_histograms` of frames `index` (default: all) of `(M, H, W, 3)`, a chunk at a time.
+
+    Yields `(first, maps)`: the maps of frames `index[first:first + len(maps)]`, while they
+    are still in cache (the MME target reads each chunk at its points right away).
     """
     m, height, width, _ = frames.shape
     if cell % stride or height % stride or width % stride:
         raise ValueError(f"HOG stride {stride} must divide the cell ({cell}) and the frame size ({height}x{width})")
     if channels not in ("max", "each"):
         raise ValueError(f"channels must be 'max' or 'each', got {channels!r}")
-    chunk = min(m, max(1, CHUNK_PIXELS // (height * width)))
+    index = torch.arange(m, device=frames.device) if index is None else index
+    pixels = CHUNK_PIXELS if frames.device.type == "cpu" else CHUNK_PIXELS << 8  # a GPU wants few, large kernels
+    chunk = min(len(index), max(1, pixels // (height * width)))
     colours = 3 if channels == "each" else 1
     slot = _slot_index(chunk, colours, height, width, stride, bins + 2, frames.device)
-    maps = [_cell_histograms(frames[i:i + chunk], slot, cell, bins, channels, stride) for i in range(0, m, chunk)]
-    return torch.cat(maps)
+    for first in range(0, len(index), chunk):
+        images = frames.index_select(0, index[first:first + chunk])
+        yield first, _cell_histograms(images, slot, cell, bins, channels, stride)
 
 
 def _slot_index(images, colours, height, width, stride, slots, device):

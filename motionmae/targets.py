@@ -184,16 +184,23 @@ class TrajectoryTarget(Target):
         positions = dense[:, :, ::step].flatten(0, 1)  # (B*S, L + 1, P, 2)
         features = [positions[:, 1:] - positions[:, :-1]]  # z^p: (B*S, L, P, 2)
 
-        # Shape: HOG of the cell around p_l on raw frame r_j + l*step. Slices share raw frames,
-        # so the cell maps are made once per distinct frame and each (slice, step) reads its own.
+        # Shape: HOG of the cell around p_l on raw frame r_j + l*step. Slices share raw frames, so
+        # cell maps are made once per distinct frame, a chunk at a time, and read while in cache.
         if self.shape:
             visits = starts[:, None] + torch.arange(steps, device=frames.device) * step  # (S, L) raw frames
             used, visit = torch.unique(visits, return_inverse=True)
-            cells = H.cell_histograms(frames[:, used].flatten(0, 1), self.cell, self.bins, self.hog_channels,
-                                      self.hog_stride)  # (B*U, H', W', C*bins)
-            which = torch.arange(b, device=frames.device)[:, None, None] * len(used) + visit  # (B, S, L)
-            hogs = TR.sample_maps(cells, which.flatten(), positions[:, :steps].flatten(0, 1), self.lookup,
-                                  offset=(self.cell - 1) / 2, spacing=self.hog_stride)
+            batch = torch.arange(b, device=frames.device)
+            rows = (batch[:, None] * frames.shape[1] + used).flatten()  # (B*U,) rows of frames.flatten(0, 1)
+            which = (batch[:, None, None] * len(used) + visit).flatten()  # (B*S*L,) each group's place in rows
+            points = positions[:, :steps].flatten(0, 1)  # (B*S*L, P, 2)
+            hogs = None
+            for first, cells in H.cell_histogram_chunks(frames.flatten(0, 1), self.cell, self.bins, self.hog_channels,
+                                                        self.hog_stride, index=rows):
+                groups = ((which >= first) & (which < first + len(cells))).nonzero()[:, 0]
+                read = TR.sample_maps(cells, which[groups] - first, points[groups], self.lookup,
+                                      offset=(self.cell - 1) / 2, spacing=self.hog_stride)
+                hogs = points.new_empty(*points.shape[:2], read.shape[-1]) if hogs is None else hogs
+                hogs[groups] = read
             features.append(hogs.view(b * slices, steps, *hogs.shape[1:]))  # z^s: (B*S, L, P, C*bins)
 
         # To tokens: (B, N, K, L, c) per part, valid (B, N, K).
