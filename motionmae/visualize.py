@@ -381,14 +381,14 @@ def _trajectories(target, config, frames, flow, prediction, grid):
     predicted = prediction[:, position].view_as(displacement) * std + mean
     starts = TR.start_points(d.size, d.size, target.patch, target.cell).view(-1, (target.patch // target.cell) ** 2, 2)
     if target.merge:
-        starts = starts.mean(dim=1, keepdim=True)  # one trajectory per token, from its centre
+        starts = starts.mean(dim=1, keepdim=True)  # one trajectory per token, drawn from its centre
     starts = starts.repeat(grid[0], 1, 1)[:, :, None]  # (N, K, 1, 2)
+    k = starts.shape[1]
 
     def positions(steps_px):
-        return torch.cat([starts, starts + steps_px.cumsum(dim=2)], dim=2).view(grid[0], -1, *starts.shape[1:2],
-                                                                                 steps + 1, 2).numpy()
+        return torch.cat([starts, starts + steps_px.cumsum(dim=2)], dim=2).view(grid[0], -1, k, steps + 1, 2).numpy()
 
-    return positions(displacement), positions(predicted), valid.view(grid[0], -1, valid.shape[1]).numpy()
+    return positions(displacement), positions(predicted), valid.view(grid[0], -1, k).numpy()
 
 
 def _reconstruction(target, config, frames, prediction, mask, grid):
@@ -453,15 +453,14 @@ def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, 
     shown = frames[0:(d.frames - 1) * d.stride + 1:m.tubelet * d.stride]  # raw frame r_j of each slice
     title = (f"{Path(video).name} frames {start}..{start + len(frames) - 1}, {target.name} target, "
              f"{config.mask.kind} mask {masks.ratio:g} ({int(mask.sum())}/{mask.size}), step {step}")
-    result = Prediction(None, target.name, start, box, frames, mask)
     if target.name == "traj":
-        result.truth, result.predicted, result.valid = _trajectories(target, config, frames_t, flow_t, prediction, grid)
-        result.image = trajectory_figure(shown, mask, result.truth, result.predicted, result.valid, m.patch, title,
-                                         errors, rows)
+        truth, predicted, inside = _trajectories(target, config, frames_t, flow_t, prediction, grid)
+        image = trajectory_figure(shown, mask, truth, predicted, inside, m.patch, title, errors, rows)
+        result = Prediction(image, target.name, start, box, frames, mask, truth, predicted, inside)
     else:
-        result.reconstruction = _reconstruction(target, config, frames_t, prediction, mask_t[0], grid)
-        result.image = reconstruction_figure(shown, mask, result.reconstruction[::m.tubelet], m.patch, title,
-                                             errors, rows)
+        reconstruction = _reconstruction(target, config, frames_t, prediction, mask_t[0], grid)
+        image = reconstruction_figure(shown, mask, reconstruction[::m.tubelet], m.patch, title, errors, rows)
+        result = Prediction(image, target.name, start, box, frames, mask, reconstruction=reconstruction)
     if out is not None:
         save_png(out, result.image)
     return result
