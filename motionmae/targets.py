@@ -192,15 +192,13 @@ class TrajectoryTarget(Target):
             batch = torch.arange(b, device=frames.device)
             rows = (batch[:, None] * frames.shape[1] + used).flatten()  # (B*U,) rows of frames.flatten(0, 1)
             which = (batch[:, None, None] * len(used) + visit).flatten()  # (B*S*L,) each group's place in rows
-            points = positions[:, :steps].flatten(0, 1)  # (B*S*L, P, 2)
-            hogs = None
+            tracked = positions[:, :steps].flatten(0, 1)  # (B*S*L, P, 2)
+            hogs = tracked.new_empty(*tracked.shape[:2], self.shape_dim)
             for first, cells in H.cell_histogram_chunks(frames.flatten(0, 1), self.cell, self.bins, self.hog_channels,
                                                         self.hog_stride, index=rows):
                 groups = ((which >= first) & (which < first + len(cells))).nonzero()[:, 0]
-                read = TR.sample_maps(cells, which[groups] - first, points[groups], self.lookup,
-                                      offset=(self.cell - 1) / 2, spacing=self.hog_stride)
-                hogs = points.new_empty(*points.shape[:2], read.shape[-1]) if hogs is None else hogs
-                hogs[groups] = read
+                hogs[groups] = TR.sample_maps(cells, which[groups] - first, tracked[groups], self.lookup,
+                                              offset=(self.cell - 1) / 2, spacing=self.hog_stride)
             features.append(hogs.view(b * slices, steps, *hogs.shape[1:]))  # z^s: (B*S, L, P, C*bins)
 
         # To tokens: (B, N, K, L, c) per part, valid (B, N, K).
