@@ -127,8 +127,8 @@ class TrajectoryTarget(Target):
                      K count when any stays in frame)
       lookup         "bilinear" | "nearest" (release) flow and HOG reads
       hog_stride     1: exact trajectory-aligned HOG (the cell around every pixel position);
-                     2 (default) or 4: cells kept every 2 or 4 px, read bilinearly between them,
-                     about 2x faster on CPU (`hog.cell_histograms`; error in docs/benchmarks.md)
+                     2 (default) or 4: cells kept every 2 or 4 px and read between them, 1.6x
+                     faster on CPU, 3-4 % off on real video (`hog.cell_histograms`, docs/benchmarks.md)
       median         3x3 median filter on the flow; max_flow clamps it (px)
       position_weight, shape_weight  part weights of the loss (default 1 : 1)
     """
@@ -398,7 +398,8 @@ TARGETS = {"traj": TrajectoryTarget, "pixel": PixelTarget, "hog": HOGTarget,
 
 # The official MME release's switches (XinyuSun/MME pretraining script for Kinetics).
 RELEASE_TRAJ = dict(traj_len=4, traj_norm="across_k", shape_norm="none", hog_channels="each",
-                    shape_step_weight=0.1, validity="token", lookup="nearest")
+                    shape_step_weight=0.1, validity="token", lookup="nearest",
+                    hog_stride=1)  # its nearest-pixel HOG reads need the cell at every pixel
 
 
 def build_target(name: str, **options) -> Target:
