@@ -65,12 +65,12 @@ def median_ms(fn, repeats, clock=time.process_time):
 
 
 def dataset_clips_per_second(config, target, videos_per_class, clips, clock):
-    """Clips/s of the config's `PretrainDataset` in this process, on a synthetic set and motion cache made in a temp folder."""
+    """Clips/s of the config's `PretrainDataset` in this process, on a synthetic set and cache made in a temp folder."""
+    side = config.data.short_side
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = make_dataset(root / "data", videos_per_class=videos_per_class, size=config.data.short_side, progress=False)
-        prepare(list_videos(data / "train.csv"), MotionCache(root / "cache", CacheParams(short_side=config.data.short_side)),
-                progress=False)
+        data = make_dataset(root / "data", videos_per_class=videos_per_class, size=side, progress=False)
+        prepare(list_videos(data / "train.csv"), MotionCache(root / "cache", CacheParams(short_side=side)), progress=False)
         config.data.train, config.data.cache = str(data / "train.csv"), str(root / "cache")
         dataset = build_dataset(config, target)
         dataset[(0, 0)]

@@ -72,7 +72,7 @@ def sample(field: torch.Tensor, points: torch.Tensor, mode: str = "bilinear", of
 
 def sample_maps(maps: torch.Tensor, which: torch.Tensor, points: torch.Tensor, mode: str = "bilinear",
                 offset: float = 0.0, spacing: float = 1.0) -> torch.Tensor:
-    """Read channels-last maps `(M, H, W, C)` at positions `(Q, P, 2)` `(x, y)` px, group q on map `which[q]` -> `(Q, P, C)`.
+    """Read channels-last maps `(M, H, W, C)` at `(x, y)` px positions `(Q, P, 2)`, group q on map `which[q]` -> `(Q, P, C)`.
 
     Map entry `[i, j]` sits at position `(spacing*j + offset, spacing*i + offset)`. Same reads as
     `sample` (border clamp, bilinear or nearest), but many groups share a map without copying it.
@@ -126,7 +126,7 @@ def flow_at(flow: torch.Tensor, frame: torch.Tensor, points: torch.Tensor, looku
     ys = (y0.long() + offsets).clamp(0, height - 1)
     fields = torch.arange(b, device=flow.device).view(-1, 1, 1) * flow.shape[1] + frame.view(1, -1, 1)  # (B, S, 1)
     index = (fields * height + ys[:, None]) * width + xs[None]  # (n, n, B, S, P): window rows, columns first
-    pairs = flow.float().reshape(-1, 2).view(torch.int64).view(-1)  # each (dx, dy) as one 8-byte value: a fast 1-D gather
+    pairs = flow.float().reshape(-1, 2).view(torch.int64).view(-1)  # (dx, dy) as one 8-byte value: fast 1-D gather
     window = pairs.index_select(0, index.view(-1)).view(torch.float32).view(*index.shape, 2)
     if max_flow is not None:
         window = window.clamp(-max_flow, max_flow)
