@@ -207,7 +207,7 @@ def draw_trajectories(image: np.ndarray, positions: np.ndarray, scale: int) -> n
     """
     out = image.copy()
     colors = time_colors(positions.shape[1] - 1)
-    points = np.round((positions + 0.5) * scale * 16).astype(np.int64)  # pixel centres; 4 fractional bits
+    points = np.round(((positions + 0.5) * scale - 0.5) * 16).astype(np.int64)  # enlarged px, 4 fractional bits
     thickness = 2 if scale >= 3 else 1
     for trajectory in points:
         for l, color in enumerate(colors):
@@ -239,7 +239,7 @@ def trajectory_figure(frames: np.ndarray, mask: np.ndarray, truth: np.ndarray, p
     mask: bool (T', Hp, Wp); truth, predicted: float (T', Hp*Wp, K, L+1, 2) positions
     `(x, y)` px, tokens row-major; valid: bool (T', Hp*Wp, K). Trajectories of masked
     tokens that stay in the frame are drawn, dark to light in time, over the masked
-    region's outline. errors: optional per-slice numbers shown over column (c).
+    region's outline. errors: optional per-slice losses shown over column (c).
     Rows: up to `rows` slices spread over the clip; panels are `panel_scale(S)` times the frame.
     """
     scale = panel_scale(frames.shape[1])
@@ -247,7 +247,7 @@ def trajectory_figure(frames: np.ndarray, mask: np.ndarray, truth: np.ndarray, p
     for j in _rows(len(frames), rows):
         frame, shown = frames[j], (mask[j].reshape(-1, 1) & valid[j])
         background = outline(_enlarge(_dimmed(frame), scale), mask[j], (patch * scale,) * 2, (150, 150, 150), 1)
-        error = "" if errors is None else f", error {errors[j]:.2f}"
+        error = "" if errors is None else f", loss {errors[j]:.2f}"
         grid.append([
             caption(_enlarge(token_overlay(frame, mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"),
             caption(draw_trajectories(background, truth[j][shown], scale), "(b) ground truth"),
@@ -263,12 +263,12 @@ def reconstruction_figure(frames: np.ndarray, mask: np.ndarray, reconstruction: 
 
     frames, reconstruction: uint8 (T', S, S, 3), the first frame of each slice (the
     reconstruction keeps visible tokens and fills masked ones with the prediction);
-    mask: bool (T', Hp, Wp); errors: optional per-slice numbers shown over column (b).
+    mask: bool (T', Hp, Wp); errors: optional per-slice losses shown over column (b).
     """
     scale = panel_scale(frames.shape[1])
     grid = []
     for j in _rows(len(frames), rows):
-        error = "" if errors is None else f", error {errors[j]:.2f}"
+        error = "" if errors is None else f", loss {errors[j]:.2f}"
         grid.append([
             caption(_enlarge(token_overlay(frames[j], mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"),
             caption(outline(_enlarge(reconstruction[j], scale), mask[j], (patch * scale,) * 2, (150, 150, 150), 1),
@@ -425,7 +425,7 @@ def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, 
     With `traj_norm: token` the mean is one number for x and y, so a model that predicts
     the token mean (all zeros, e.g. untrained) draws 45-degree diagonals of the mean step;
     with `traj_norm: across_k` the token's mean motion itself comes from the truth.
-    Pixel targets give `reconstruction_figure`. Errors shown are the target's loss per slice.
+    Pixel targets give `reconstruction_figure`. Each row shows the slice's (position or pixel) loss.
     """
     config, target, model, step = _load(checkpoint)
     d, m = config.data, config.model
