@@ -23,6 +23,7 @@ elements of masked tokens and sums them with `builder.loss_weights`.
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
@@ -45,12 +46,13 @@ def to_tokens(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 def standardize(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
     """Zero mean, unit (population) variance over `dims`, counting only where `weight` (0/1, broadcastable) is 1."""
     if weight is None:
-        weight = torch.ones_like(x)
-    weight = weight.expand_as(x)
-    count = weight.sum(dims, keepdim=True).clamp(min=1)
+        weight = x.new_ones((1,) * x.dim())
+    repeats = math.prod(x.shape[d] for d in dims if weight.shape[d] == 1)  # each weight entry stands for this many
+    count = (weight.sum(dims, keepdim=True) * repeats).clamp(min=1)
     mean = (x * weight).sum(dims, keepdim=True) / count
-    var = ((x - mean) ** 2 * weight).sum(dims, keepdim=True) / count
-    return (x - mean) / (var + eps).sqrt() * weight
+    centred = x - mean
+    var = (centred.square() * weight).sum(dims, keepdim=True) / count
+    return centred.mul_(weight * (var + eps).rsqrt())
 
 
 def _all_valid(target: torch.Tensor) -> torch.Tensor:
