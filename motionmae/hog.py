@@ -35,7 +35,11 @@ def gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _sobel(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """8 x `gradients` (the integer Sobel sums, exact for integer-valued images)."""
-    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    return _sobel_of_padded(F.pad(images, (1, 1, 1, 1), mode="replicate"))
+
+
+def _sobel_of_padded(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_sobel` of images already padded by one replicated pixel on each side."""
     across = padded[..., :, 2:] - padded[..., :, :-2]  # central difference along x, (H+2, W)
     down = padded[..., 2:, :] - padded[..., :-2, :]  # along y, (H, W+2)
     dx = torch.add(across[..., :-2, :], across[..., 1:-1, :], alpha=2).add_(across[..., 2:, :])
@@ -81,13 +85,14 @@ def _strongest_channel(dx: torch.Tensor, dy: torch.Tensor, dim: int = 1) -> tupl
     magnitude; each of size 1 on `dim`. The pick is a lerp with weight 0 or 1: exact, and faster than `torch.where` on CPU.
     """
     energy = torch.addcmul(dx * dx, dy, dy)
-    best_x, best_y, best = dx.narrow(dim, 0, 1), dy.narrow(dim, 0, 1), energy.narrow(dim, 0, 1)
+    best_x, best_y, best = (t.narrow(dim, 0, 1).clone() for t in (dx, dy, energy))
+    better = torch.empty_like(best)
     for c in range(1, dx.shape[dim]):
         candidate = energy.narrow(dim, c, 1)
-        better = (candidate > best).to(dx.dtype)
-        best_x = torch.lerp(best_x, dx.narrow(dim, c, 1), better)
-        best_y = torch.lerp(best_y, dy.narrow(dim, c, 1), better)
-        best = torch.maximum(best, candidate)
+        torch.gt(candidate, best, out=better)
+        best_x.lerp_(dx.narrow(dim, c, 1), better)
+        best_y.lerp_(dy.narrow(dim, c, 1), better)
+        torch.maximum(best, candidate, out=best)
     return best_x, best_y, best
 
 
@@ -175,11 +180,22 @@ def _slot_index(images, colours, height, width, stride, slots, device):
     return (block * colours + c[:, None, None, None]) * slots
 
 
+def _replicate_padded(frames: torch.Tensor) -> torch.Tensor:
+    """Frames `(n, H, W, 3)` -> float `(3, n, H + 2, W + 2)`, border pixels replicated: one copy, not convert + pad."""
+    n, height, width, _ = frames.shape
+    padded = torch.empty(3, n, height + 2, width + 2, device=frames.device)
+    padded[:, :, 1:-1, 1:-1] = frames.permute(3, 0, 1, 2)
+    padded[:, :, 0, 1:-1] = padded[:, :, 1, 1:-1]
+    padded[:, :, -1, 1:-1] = padded[:, :, -2, 1:-1]
+    padded[..., 0] = padded[..., 1]
+    padded[..., -1] = padded[..., -2]
+    return padded
+
+
 def _cell_histograms(frames, slot, cell, bins, channels, stride):
     """`cell_histograms` of one chunk; `slot` from `_slot_index` for at least this many frames."""
     n, height, width, _ = frames.shape
-    images = frames.permute(3, 0, 1, 2).contiguous().float()  # (3, n, H, W) on 0-255: each channel contiguous
-    dx, dy = _sobel(images)  # 8 * 255 times the gradients of `gradients`; rescaled at the end
+    dx, dy = _sobel_of_padded(_replicate_padded(frames))  # (3, n, H, W), 8 * 255 times `gradients`; rescaled at the end
     if channels == "max":
         dx, dy, energy = _strongest_channel(dx, dy, dim=0)  # (1, n, H, W)
     else:
