@@ -52,7 +52,7 @@ def test_probe_shipped_videos(bikes, bigbuckbunny):
     assert (info.num_frames, info.width, info.height) == (132, 1280, 720)
 
 
-@pytest.mark.parametrize("name", ["bikes", "square_h264", "square_mpeg4", "square_mjpeg"])
+@pytest.mark.parametrize("name", ["bikes", "bigbuckbunny", "square_h264", "square_mpeg4", "square_mjpeg"])
 def test_random_access_equals_sequential_decode(name, request):
     path = request.getfixturevalue(name)
     reference = sequential_frames(path)
