@@ -254,15 +254,34 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     Indexed by `(epoch, index)` (from `EpochSampler`): every random choice
     (start, crop, flip, mask) comes from `sample_rng(seed, index, epoch)`, so a
-    sample does not depend on the worker that draws it. A video that fails to
+    sample does not depend on the worker that draws it. Videos without a
+    motion-cache entry are left out with one warning naming them (an error when
+    none has one), unless flow is computed on the fly. A video that fails to
     read is reported on stderr and replaced by the next one in the list.
     """
 
     def __init__(self, items: list[Item], data, raw_span: int, masks: MaskGenerator, seed: int = 0,
                  needs_flow: bool = True, train: bool = True):
-        self.items, self.data, self.raw_span, self.masks = items, data, raw_span, masks
+        self.data, self.raw_span, self.masks = data, raw_span, masks
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
         self.span_flow = SpanFlow(data) if needs_flow else None
+        if needs_flow and not data.flow_on_the_fly:
+            items = self._cached(items)
+        self.items = items
+
+    def _cached(self, items: list[Item]) -> list[Item]:
+        cache = self.span_flow.cache
+        missing = [item for item in items if not cache.entry_path(item.key).is_file()]
+        if not missing:
+            return items
+        hint = f"run `motionmae prepare LIST --cache {cache.root}` first, or set data.flow_on_the_fly=true"
+        if len(missing) == len(items):
+            raise FlowUnavailable(f"none of the {len(items)} videos is in the motion cache {cache.dir} "
+                                  f"(first: {missing[0].path}); {hint}")
+        names = ", ".join(str(item.path) for item in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        print(f"warning: {len(missing)} of {len(items)} videos are not in the motion cache {cache.dir} "
+              f"and are left out: {names}", file=sys.stderr)
+        return [item for item in items if item not in missing]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,5 +1,6 @@
 """Pretraining data: list files, epoch sampling, joint augmentation, the raw-span dataset."""
 
+import re
 from pathlib import Path
 
 import cv2
@@ -243,11 +244,14 @@ def uncached_list(synthetic_set):
 
 
 def test_a_video_without_cache_entry_is_named(synthetic_set, uncached_list, capsys):
-    ds = dataset(uncached_list, synthetic_set[1])
-    with pytest.raises(FlowUnavailable, match=r"square\.mp4.*motionmae prepare.*flow_on_the_fly"):
-        ds.load(ds.items[0], np.random.default_rng(0))
-    sample = ds[(0, 0)]  # skipped with a warning: the next video stands in
-    assert "warning: skipping" in capsys.readouterr().err and sample["label"].item() == 1
+    ds = dataset(uncached_list, synthetic_set[1])  # left out with one warning naming it
+    assert re.search(r"1 of 2 videos are not in the motion cache .* left out: .*square\.mp4",
+                     capsys.readouterr().err)
+    assert len(ds) == 1 and ds[(0, 0)]["label"].item() == 1
+    alone = uncached_list.with_name("alone.csv")
+    alone.write_text("extra/square.mp4 0\n")
+    with pytest.raises(FlowUnavailable, match=r"none of the 1 videos.*square\.mp4.*motionmae prepare.*flow_on_the_fly"):
+        dataset(alone, synthetic_set[1])
 
 
 def test_flow_on_the_fly_computes_real_flow_for_an_uncached_video(synthetic_set, uncached_list, capsys):
@@ -264,7 +268,7 @@ def test_a_bad_video_in_the_list_is_skipped_with_a_warning(synthetic_set, capsys
     (data / "extra" / "broken.mp4").write_bytes(b"not a video at all" * 100)
     listing = data / "broken.csv"
     listing.write_text("extra/broken.mp4 5\nvideos/move_up/move_up_00000.mp4 2\n")
-    ds = dataset(listing, cache)
+    ds = dataset(listing, cache, flow_on_the_fly=True)  # so the cache check does not leave it out first
     sample = ds[(0, 0)]
     err = capsys.readouterr().err
     assert "warning: skipping" in err and "broken.mp4" in err
