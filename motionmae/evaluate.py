@@ -49,8 +49,8 @@ from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict, sa
 from motionmae.data import (ClipDataset, ClipSpec, EpochSampler, Item, ListError, RandAugment, TrainAugment,
                             make_loader, read_list)
 from motionmae.models import VideoClassifier, VisionTransformer
-from motionmae.pretrain import (Distributed, MetricsLog, TrainingDiverged, cosine_schedule, normalize_video,
-                                param_groups, setup_distributed)
+from motionmae.pretrain import (Distributed, MetricsLog, apply_gradients, check_finite, cosine_schedule,
+                                mean_over_ranks, normalize_video, param_groups, setup_distributed)
 
 
 # ---------------------------------------------------------------- scores and accuracy
@@ -468,25 +468,16 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
                 with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = ddp(video)
                 loss = soft_cross_entropy(logits.float(), targets)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped, "
-                                           f"last good checkpoint kept at {checkpoint_path}")
+                check_finite(loss, step, epoch, checkpoint_path)
                 (loss / o.accum_steps).backward()
             clips += len(labels) * env.world
             if not sync:
                 continue
-            if o.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            apply_gradients(model, optimizer, scheduler, o.clip_grad)
             step += 1
             bar.update(1)
             if step % config.run.log_every == 0 or step == last_step:
-                value = loss.detach().float()
-                if env.world > 1:
-                    dist.all_reduce(value)
-                    value /= env.world
+                value = mean_over_ranks(loss, env)
                 rate = clips / (time.perf_counter() - started)
                 record = {"step": step, "epoch": epoch, "loss": value.item(),
                           "lr": max(g["lr"] for g in optimizer.param_groups), "clips_per_s": rate}

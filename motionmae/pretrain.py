@@ -120,6 +120,31 @@ class MetricsLog:
                     self.board.add_scalar(key, value, record["step"])
 
 
+def check_finite(loss: torch.Tensor, step: int, epoch: int, checkpoint: Path) -> None:
+    """Stop a run whose loss is NaN or infinite, pointing at the last good checkpoint."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped, "
+                               f"last good checkpoint kept at {checkpoint}")
+
+
+def apply_gradients(model: torch.nn.Module, optimizer, scheduler, clip_grad: float | None) -> None:
+    """Clip (optionally), step the optimizer and the lr schedule, clear the gradients."""
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+
+
+def mean_over_ranks(values: torch.Tensor, env: Distributed) -> torch.Tensor:
+    """Average a tensor of metrics over the DDP processes (identity in one process)."""
+    values = values.detach().float().clone()
+    if env.world > 1:
+        dist.all_reduce(values)
+        values /= env.world
+    return values
+
+
 def build_model(config: Config, target_dim: int) -> PretrainModel:
     m, d = config.model, config.data
     return PretrainModel(target_dim, m.size, d.frames, d.size, m.tubelet, m.patch, m.decoder_depth,
@@ -220,26 +245,16 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                 with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     pred = ddp(video, mask)
                 loss, parts = target.loss(pred.float(), y, valid, mask)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped, "
-                        f"last good checkpoint kept at {checkpoint_path}")
+                check_finite(loss, step, epoch, checkpoint_path)
                 (loss / o.accum_steps).backward()
             clips += frames.shape[0] * env.world
             if not sync:
                 continue
-            if o.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            apply_gradients(model, optimizer, scheduler, o.clip_grad)
             step += 1
             bar.update(1)
             if step % config.run.log_every == 0 or step == last_step:
-                values = torch.stack([loss.detach(), *parts.values()]).float()
-                if env.world > 1:
-                    dist.all_reduce(values)
-                    values /= env.world
+                values = mean_over_ranks(torch.stack([loss, *parts.values()]), env)
                 rate = clips / (time.perf_counter() - started)
                 record = {"step": step, "epoch": epoch, "loss": values[0].item(),
                           **{k: v.item() for k, v in zip(parts, values[1:])},
