@@ -45,12 +45,12 @@ from tqdm import tqdm
 
 from motionmae import checkpoints
 from motionmae.checkpoints import CheckpointError
-from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict, save_config
+from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
 from motionmae.data import (ClipDataset, ClipSpec, EpochSampler, Item, ListError, RandAugment, TrainAugment,
                             make_loader, read_list)
 from motionmae.models import VideoClassifier, VisionTransformer
-from motionmae.pretrain import (Distributed, MetricsLog, apply_gradients, check_finite, cosine_schedule,
-                                mean_over_ranks, normalize_video, param_groups, setup_distributed)
+from motionmae.pretrain import (Distributed, apply_gradients, check_finite, cosine_schedule, mean_over_ranks,
+                                normalize_video, open_run_folder, param_groups, setup_distributed)
 
 
 # ---------------------------------------------------------------- scores and accuracy
@@ -443,11 +443,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         return {"step": step, "epoch": step / steps_per_epoch, "val_top1": result["top1"],
                 "val_top5": result["top5"], "val_skipped": len(scores.skipped)}
 
-    log = None
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-        log = MetricsLog(out, step)
+    log = open_run_folder(out, config, step, env)
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="finetune", unit="step", disable=not (progress and env.main),
                dynamic_ncols=True)

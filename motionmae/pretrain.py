@@ -120,6 +120,15 @@ class MetricsLog:
                     self.board.add_scalar(key, value, record["step"])
 
 
+def open_run_folder(out: Path, config, step: int, env: Distributed) -> MetricsLog | None:
+    """On rank 0: create the run folder, write the resolved config.yaml, open the metrics log."""
+    if not env.main:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    return MetricsLog(out, step)
+
+
 def check_finite(loss: torch.Tensor, step: int, epoch: int, checkpoint: Path) -> None:
     """Stop a run whose loss is NaN or infinite, pointing at the last good checkpoint."""
     if not torch.isfinite(loss):
@@ -220,11 +229,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
         if env.world > 1:
             dist.barrier()
 
-    log = None
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-        log = MetricsLog(out, step)
+    log = open_run_folder(out, config, step, env)
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", disable=not env.main, dynamic_ncols=True)
     d = config.data

@@ -50,23 +50,23 @@ class VideoError(Exception):
 
 
 class VideoNotFoundError(VideoError):
-    pass
+    """The path does not exist or is not a file."""
 
 
 class EmptyVideoError(VideoError):
-    pass
+    """The file is empty or holds no decodable frame."""
 
 
 class NotAVideoError(VideoError):
-    pass
+    """FFmpeg cannot open the file as a media container."""
 
 
 class NoVideoStreamError(VideoError):
-    pass
+    """The container has no video stream (audio only, say)."""
 
 
 class FrameIndexError(VideoError, IndexError):
-    pass
+    """A requested frame index is out of range or could not be decoded."""
 
 
 # ---------------------------------------------------------------- metadata
