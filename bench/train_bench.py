@@ -90,7 +90,7 @@ def run_hf(steps: int) -> dict:
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
     from motionmae.models import SIZES, token_grid
-    from motionmae.pretrain import normalize_video
+    from motionmae.pretrain import normalize_video, param_groups
 
     c = CONFIG
     spec = SIZES[c["size"]]
@@ -101,10 +101,7 @@ def run_hf(steps: int) -> dict:
                             decoder_intermediate_size=4 * spec.decoder_dim, norm_pix_loss=True,
                             attn_implementation="sdpa")
     model = VideoMAEForPreTraining(config).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=1e-4, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))  # same grouping rule
     frames = torch.from_numpy(real_frames(c["frames"], c["image"], c["batch"]))
     mask = tube_masks(c["batch"], token_grid(c["frames"], c["image"]), c["ratio"])
 
