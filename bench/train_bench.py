@@ -64,13 +64,13 @@ def time_steps(step, steps: int) -> float:
 
 def run_ours(steps: int) -> dict:
     from motionmae.models import PretrainModel, token_grid
-    from motionmae.pretrain import normalize_video, param_groups
+    from motionmae.pretrain import adamw, normalize_video, param_groups
     from motionmae.targets import build_target
 
     c = CONFIG
     target = build_target("pixel")
     model = PretrainModel(target.dim, c["size"], c["frames"], c["image"], decoder_depth=c["decoder_depth"])
-    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
+    optimizer = adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95))  # as `motionmae pretrain` builds it
     frames = torch.from_numpy(real_frames(c["frames"], c["image"], c["batch"]))
     mask = tube_masks(c["batch"], token_grid(c["frames"], c["image"]), c["ratio"])
 
@@ -90,7 +90,7 @@ def run_hf(steps: int) -> dict:
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
     from motionmae.models import SIZES, token_grid
-    from motionmae.pretrain import normalize_video, param_groups
+    from motionmae.pretrain import adamw, normalize_video, param_groups
 
     c = CONFIG
     spec = SIZES[c["size"]]
@@ -101,7 +101,7 @@ def run_hf(steps: int) -> dict:
                             decoder_intermediate_size=4 * spec.decoder_dim, norm_pix_loss=True,
                             attn_implementation="sdpa")
     model = VideoMAEForPreTraining(config).train()
-    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))  # same grouping rule
+    optimizer = adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95))  # the same optimizer on both sides
     frames = torch.from_numpy(real_frames(c["frames"], c["image"], c["batch"]))
     mask = tube_masks(c["batch"], token_grid(c["frames"], c["image"]), c["ratio"])
 
@@ -120,7 +120,7 @@ def target_share(steps: int) -> dict:
     """Seconds per batch building MME trajectory targets vs a whole step (target + model + optimizer)."""
     from motionmae.flow import video_flow
     from motionmae.models import PretrainModel, token_grid
-    from motionmae.pretrain import normalize_video, param_groups
+    from motionmae.pretrain import adamw, normalize_video, param_groups
     from motionmae.targets import build_target, input_frames
 
     c, stride = CONFIG, 2
@@ -130,7 +130,7 @@ def target_share(steps: int) -> dict:
     flow = torch.from_numpy(np.stack([video_flow(clip) for clip in raw]))
     frames = torch.from_numpy(raw)
     model = PretrainModel(target.dim, c["size"], c["frames"], c["image"], decoder_depth=1)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
+    optimizer = adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95))
     mask = tube_masks(c["batch"], token_grid(c["frames"], c["image"]), 0.7)
 
     def build():

@@ -49,8 +49,8 @@ from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
 from motionmae.data import (ClipDataset, ClipSpec, EpochSampler, Item, ListError, RandAugment, TrainAugment,
                             make_loader, read_list)
 from motionmae.models import VideoClassifier, VisionTransformer
-from motionmae.pretrain import (Distributed, apply_gradients, check_finite, cosine_schedule, mean_over_ranks,
-                                normalize_video, open_run_folder, param_groups, setup_distributed)
+from motionmae.pretrain import (Distributed, adamw, apply_gradients, check_finite, cosine_schedule,
+                                mean_over_ranks, normalize_video, open_run_folder, param_groups, setup_distributed)
 
 
 # ---------------------------------------------------------------- scores and accuracy
@@ -321,7 +321,7 @@ def build_optimizer(model: VideoClassifier, config: FinetuneConfig, lr: float) -
     groups = layer_decay_groups(model, o.weight_decay, o.layer_decay)
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas))
+    return adamw(groups, lr, o.betas)
 
 
 def mix_batch(video: torch.Tensor, labels: torch.Tensor, num_classes: int, aug: AugmentConfig,
