@@ -166,13 +166,14 @@ class MotionCache:
         parts = [p if p not in ("", ".", "..") else "_" for p in video.split("/")]
         return self.dir / "entries" / Path(*parts).with_name(parts[-1] + ".flow")
 
-    def has(self, video: str) -> bool:
-        """True when a complete entry exists for this video key."""
+    def has(self, video: str, path=None) -> bool:
+        """True when a complete entry exists for this video key; given the video file, also that the
+        entry was made from a file of its size (a replaced video is extracted again)."""
         try:
-            self.info(video)
+            info = self.info(video)
         except CacheError:
             return False
-        return True
+        return path is None or info.source_bytes == os.path.getsize(path)
 
     def info(self, video: str) -> EntryInfo:
         """Header of an entry (kept in memory after the first read)."""
@@ -405,7 +406,7 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
 
     cache.write_params()
     report = PrepareReport(videos=len(videos))
-    todo = [(key, str(path)) for key, path in videos if not cache.has(key)]
+    todo = [(key, str(path)) for key, path in videos if not cache.has(key, path)]
     report.cached = len(videos) - len(todo)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True, file=sys.stderr)

@@ -158,3 +158,16 @@ def test_changing_short_side_makes_new_entries(dataset, tmp_path):
     assert len(first) == 1 and len(both) == 2 and set(first) < set(both)
     sizes = {MotionCache.from_dir(d).info("clip3.mp4").frame_size for d in tmp_path.glob("flow-*")}
     assert sizes == {(64, 86), (48, 64)}
+
+
+def test_a_replaced_video_is_extracted_again(tmp_path):
+    video = tmp_path / "clip.mp4"
+    write_video(video, panning_video(12, 0))
+    cache = MotionCache(tmp_path / "cache", CacheParams(short_side=None))
+    assert prepare([("clip.mp4", video)], cache, progress=False).done == 1
+    assert prepare([("clip.mp4", video)], cache, progress=False).cached == 1  # unchanged: reused
+    write_video(video, panning_video(20, 1))  # same name, other content
+    again = prepare([("clip.mp4", video)], MotionCache(tmp_path / "cache", CacheParams(short_side=None)),
+                    progress=False)
+    assert (again.done, again.cached) == (1, 0)
+    assert MotionCache(tmp_path / "cache", CacheParams(short_side=None)).info("clip.mp4").num_frames == 20
