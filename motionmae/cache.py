@@ -419,6 +419,7 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
             if reason is None:
                 report.done += 1
                 report.frames += frames
+                cache._infos.pop(video, None)  # written by a worker: re-read the new header when asked
             else:
                 report.failed.append({"video": video, "path": path, "reason": reason})
                 bar.write(f"skipped {path}: {reason}", file=sys.stderr)

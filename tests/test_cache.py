@@ -167,7 +167,7 @@ def test_a_replaced_video_is_extracted_again(tmp_path):
     assert prepare([("clip.mp4", video)], cache, progress=False).done == 1
     assert prepare([("clip.mp4", video)], cache, progress=False).cached == 1  # unchanged: reused
     write_video(video, panning_video(20, 1))  # same name, other content
-    again = prepare([("clip.mp4", video)], MotionCache(tmp_path / "cache", CacheParams(short_side=None)),
-                    progress=False)
+    again = prepare([("clip.mp4", video)], cache, progress=False)
     assert (again.done, again.cached) == (1, 0)
-    assert MotionCache(tmp_path / "cache", CacheParams(short_side=None)).info("clip.mp4").num_frames == 20
+    assert cache.info("clip.mp4").num_frames == 20
+    assert prepare([("clip.mp4", video)], cache, progress=False).cached == 1
