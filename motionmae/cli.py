@@ -20,6 +20,11 @@ class UserError(Exception):
     """A mistake in the command line or its inputs; printed as one line."""
 
 
+def _main_rank() -> bool:
+    """False in the non-zero ranks of a torchrun job: only rank 0 prints the summary."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
     """Add a sub-command whose --help ends with usage examples."""
     return sub.add_parser(
@@ -238,8 +243,9 @@ def cmd_pretrain(args) -> int:
         result = pretrain(config, resume=args.resume)
     except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
+    if _main_rank():
+        print(f"checkpoint: {result.checkpoint}")
+        print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
     return 0
 
 
@@ -329,6 +335,8 @@ def cmd_finetune(args) -> int:
         result = finetune(config, None if args.checkpoint == "none" else args.checkpoint, resume=args.resume)
     except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
+    if not _main_rank():
+        return 0
     if result.val:
         print(f"validation (1 clip x 1 crop): top-1 {result.val['val_top1']:.1%}, top-5 {result.val['val_top5']:.1%}"
               + (f", {result.val['val_skipped']} videos skipped" if result.val["val_skipped"] else ""))
@@ -348,6 +356,8 @@ def cmd_evaluate(args) -> int:
                           batch_size=args.batch_size, device=args.device, workers=args.workers)
     except (CheckpointError, ListError) as err:
         raise UserError(str(err)) from None
+    if not _main_rank():
+        return 0
     width = max(len(name) for name in result["class_names"])
     for name, rate in zip(result["class_names"], result["per_class"]):
         print(f"  {name:<{width}}  {'-' if rate is None else f'{rate:.1%}'}")
