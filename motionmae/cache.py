@@ -35,7 +35,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import re
 import socket
 import struct
 import sys
@@ -53,7 +52,6 @@ FORMAT_VERSION = 1
 MAGIC = b"MMEFLOW1"
 TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
 
 
 class CacheError(Exception):
@@ -319,32 +317,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------- listing videos
 
 
-_LIST_LINE = re.compile(r"^(?P<path>.+?)(?:[\s,]+-?\d+)?$")
-
-
 def list_videos(source) -> list[tuple[str, Path]]:
-    """`(key, path)` of the videos named by a list file, found under a folder, or one video file.
+    """`(key, path)` of the videos of a list file, folder or video file (`data.read_list`), sorted by key."""
+    from motionmae.data import read_list  # imported here: data builds on this module
 
-    List files hold one video per line (`relative/path.mp4 label`, label
-    optional, `#` comments), paths relative to the list file's folder.
-    Folders are searched recursively for video extensions. Sorted by key.
-    """
-    source = Path(source)
-    if source.is_dir():
-        paths = [p for p in source.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
-        root = source
-    elif source.suffix.lower() in VIDEO_EXTENSIONS:
-        paths, root = [source], source.parent
-    elif source.is_file():
-        root = source.parent
-        paths = []
-        for line in source.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                paths.append(root / _LIST_LINE.match(line)["path"])
-    else:
-        raise FileNotFoundError(f"{source}: no such list file, folder or video")
-    return sorted({video_key(p, root): p for p in paths}.items())
+    return sorted({item.key: item.path for item in read_list(source)}.items())
 
 
 def shard(videos: list, index: int, count: int) -> list:

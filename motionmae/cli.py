@@ -201,17 +201,16 @@ def _parse_shard(text: str) -> tuple[int, int]:
 def cmd_prepare(args) -> int:
     """Store the compensated flow of every video in the motion cache; exit 1 if any failed."""
     from motionmae.cache import CacheParams, MotionCache, list_videos, prepare, shard
+    from motionmae.data import ListError
     from motionmae.flow import FlowParams
 
     index, count = _parse_shard(args.shard)
     try:
         videos = list_videos(args.source)
-    except FileNotFoundError as err:
+    except ListError as err:
         raise UserError(str(err)) from None
     except UnicodeDecodeError:
         raise UserError(f"{args.source}: not a list file (binary content), folder or video") from None
-    if not videos:
-        raise UserError(f"{args.source}: no videos found")
     mine = shard(videos, index, count)
     params = CacheParams(
         flow=FlowParams(method=args.method, preset=args.preset, compensation=args.compensation),

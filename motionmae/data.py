@@ -30,9 +30,8 @@ import torch
 from motionmae.cache import CacheError, CacheParams, MotionCache, video_key
 from motionmae.flow import video_flow
 from motionmae.masking import MaskGenerator, sample_rng
-from motionmae.video import Clip, VideoError, VideoReader
+from motionmae.video import VIDEO_SUFFIXES, Clip, VideoError, VideoReader
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
 
 
 class ListError(ValueError):
@@ -47,8 +46,10 @@ class Item:
 
 
 def read_list(source) -> list[Item]:
-    """Videos of a list file (`path label` lines) or of a folder (recursive, unlabelled)."""
+    """Videos of a list file (`path label` lines), of a folder (recursive, unlabelled), or one video file."""
     source = Path(source)
+    if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+        return [Item(source, -1, source.name)]
     if source.is_dir():
         items = [Item(p, -1, video_key(p, source)) for p in sorted(source.rglob("*"))
                  if p.suffix.lower() in VIDEO_SUFFIXES]
