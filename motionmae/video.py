@@ -154,32 +154,38 @@ def probe(path) -> VideoInfo:
     the container's own count is missing, disagrees, or the file is damaged.
     """
     with _open(path) as container:
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        index = _build_index(container)
-        declared = stream.frames
-        count = len(index.pts) if index.pts is not None else 0
-        truncated = index.damaged
-        if index.pts is None or declared <= 0 or declared != count or index.damaged:
-            decoded, hit_damage = _count_by_decoding(container)
-            truncated = truncated or hit_damage or (declared > 0 and decoded < declared)
-            count = decoded if index.pts is None else min(count, decoded)
-        if count == 0:
-            raise EmptyVideoError(path, "contains no decodable frames")
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        if rate and container.duration:  # a header promising more than decodes: truncated
-            promised = container.duration / av.time_base * float(rate)
-            truncated = truncated or count < promised - 2
-        return VideoInfo(
-            path=str(path),
-            num_frames=count,
-            fps=float(rate) if rate else 0.0,
-            width=ctx.width,
-            height=ctx.height,
-            codec=ctx.name,
-            has_motion_vectors=ctx.name in MOTION_VECTOR_CODECS,
-            truncated=truncated,
-        )
+        return _describe(container, path)[0]
+
+
+def _describe(container, path) -> tuple[VideoInfo, _Index]:
+    """Metadata and demux index of an open container (see `probe`)."""
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    index = _build_index(container)
+    declared = stream.frames
+    count = len(index.pts) if index.pts is not None else 0
+    truncated = index.damaged
+    if index.pts is None or declared <= 0 or declared != count or index.damaged:
+        decoded, hit_damage = _count_by_decoding(container)
+        truncated = truncated or hit_damage or (declared > 0 and decoded < declared)
+        count = decoded if index.pts is None else min(count, decoded)
+    if count == 0:
+        raise EmptyVideoError(path, "contains no decodable frames")
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if rate and container.duration:  # a header promising more than decodes: truncated
+        promised = container.duration / av.time_base * float(rate)
+        truncated = truncated or count < promised - 2
+    info = VideoInfo(
+        path=str(path),
+        num_frames=count,
+        fps=float(rate) if rate else 0.0,
+        width=ctx.width,
+        height=ctx.height,
+        codec=ctx.name,
+        has_motion_vectors=ctx.name in MOTION_VECTOR_CODECS,
+        truncated=truncated,
+    )
+    return info, index
 
 
 # ---------------------------------------------------------------- frames and vectors
@@ -261,10 +267,13 @@ class VideoReader:
 
     def __init__(self, path, short_side: int | None = None):
         self.path = str(path)
-        self.info = probe(path)
         self.container = _open(path)
+        try:
+            self.info, self.index = _describe(self.container, path)
+        except BaseException:
+            self.container.close()
+            raise
         self.stream = self.container.streams.video[0]
-        self.index = _build_index(self.container)
         self.index_of_pts = None if self.index.pts is None else {int(p): i for i, p in enumerate(self.index.pts)}
         self.short_side = short_side
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
