@@ -222,29 +222,33 @@ def open_cache(data) -> MotionCache:
 
 
 class SpanFlow:
-    """Flow of frames `start..stop` of a video: float32 `(stop - start, H, W, 2)` at decode size.
+    """Flow of frames `start..stop` of a video under a crop box: float32 `(stop - start, S, S, 2)`, output px.
 
-    Read from the motion cache; when the video has no entry, computed from the
-    decoded frames if `data.flow_on_the_fly`, else `FlowUnavailable` names it.
+    Read from the motion cache straight into the box (one resampling of the
+    stored field); when the video has no entry, computed from the decoded
+    frames if `data.flow_on_the_fly`, else `FlowUnavailable` names it.
     """
 
     def __init__(self, data):
         self.cache = open_cache(data)
         self.on_the_fly = data.flow_on_the_fly
 
-    def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int) -> np.ndarray:
+    def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox) -> np.ndarray:
         try:
             info = self.cache.info(item.key)
         except CacheError as err:
             if not self.on_the_fly:
                 raise FlowUnavailable(f"{err}; run `motionmae prepare` on its list first, "
                                       f"or set data.flow_on_the_fly=true") from None
-            return video_flow(frames, self.cache.params.flow)[: stop - start]
+            return augment_flow(video_flow(frames, self.cache.params.flow)[: stop - start], box)
         stop_in = min(stop, info.num_flows)
-        flow = np.zeros((stop - start, *frames.shape[1:3], 2), np.float32)  # past the end: no motion
+        flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
         if start < stop_in:
-            flow[: stop_in - start] = self.cache.read(item.key, start, stop_in, size=frames.shape[1:3])
-        return flow
+            flow[: stop_in - start] = self.cache.read(item.key, start, stop_in, size=(box.size, box.size),
+                                                      crop=(box.x, box.y, box.w, box.h))
+        if box.flip:
+            flow = flow[:, :, ::-1] * np.array([-1.0, 1.0], np.float32)
+        return np.ascontiguousarray(flow)
 
 
 # ---------------------------------------------------------------- pretraining dataset
@@ -309,8 +313,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         frames = augment_frames(clip.frames, box)
         flow = None
         if self.needs_flow:
-            raw = self.span_flow(item, clip.frames, start, start + self.raw_span - 1)
-            flow = augment_flow(raw, box)
+            flow = self.span_flow(item, clip.frames, start, start + self.raw_span - 1, box)
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
         if clip.motion is not None:

@@ -19,7 +19,7 @@ from motionmae import checkpoints
 from motionmae import trajectory as TR
 from motionmae.cache import video_key
 from motionmae.config import config_from_dict
-from motionmae.data import (Item, SpanFlow, augment_flow, augment_frames, augment_vectors,
+from motionmae.data import (Item, SpanFlow, augment_frames, augment_vectors,
                             multiscale_crop)
 from motionmae.masking import MaskGenerator
 from motionmae.models import token_grid
@@ -340,8 +340,7 @@ def _clip(config, target, masks: MaskGenerator, video, start: int | None, rng: n
     if target.needs_flow:  # the motion cache's entry when the video has one, else computed here
         root = Path(d.train) if Path(d.train).is_dir() else Path(d.train).parent
         span_flow = SpanFlow(dataclasses.replace(d, flow_on_the_fly=True))
-        flow = augment_flow(span_flow(Item(Path(video), -1, video_key(video, root)), clip.frames, start,
-                                      start + span - 1), box)
+        flow = span_flow(Item(Path(video), -1, video_key(video, root)), clip.frames, start, start + span - 1, box)
     inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
     motion = has_motion = None
     if clip.motion is not None:
