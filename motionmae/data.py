@@ -302,11 +302,19 @@ class PretrainDataset(torch.utils.data.Dataset):
         raise ListError("no video in the list could be read")
 
     def load(self, item: Item, rng: np.random.Generator) -> dict:
+        return self.sample(item, rng)[0]
+
+    def sample(self, item: Item, rng: np.random.Generator, start: int | None = None) -> tuple[dict, CropBox]:
+        """One sample (the dict of the module docstring) and its crop box in decoded pixels.
+
+        `start`: the span's first raw frame; by default random in training, the middle otherwise.
+        """
         d = self.data
         with VideoReader(item.path, d.short_side) as reader:
             count = len(reader)
             last_start = max(0, count - self.raw_span)
-            start = int(rng.integers(last_start + 1)) if self.train else last_start // 2
+            if start is None:
+                start = int(rng.integers(last_start + 1)) if self.train else last_start // 2
             span = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
             clip = reader.read(span, motion=self.masks.needs_motion)
         box = multiscale_crop(clip.frames.shape[1], clip.frames.shape[2], d.size, d.scales, d.flip, rng, self.train)
@@ -326,7 +334,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             "mask": torch.from_numpy(mask),
             "label": torch.tensor(item.label),
             "mask_source": source,
-        }
+        }, box
 
 
 # ---------------------------------------------------------------- classification clips

@@ -19,13 +19,12 @@ from motionmae import checkpoints
 from motionmae import trajectory as TR
 from motionmae.cache import video_key
 from motionmae.config import config_from_dict
-from motionmae.data import (Item, SpanFlow, augment_frames, augment_vectors,
-                            multiscale_crop)
+from motionmae.data import Item, PretrainDataset
 from motionmae.masking import MaskGenerator
 from motionmae.models import token_grid
 from motionmae.pretrain import build_model, normalize_video
 from motionmae.targets import build_target, input_frames, to_tokens
-from motionmae.video import Clip, VideoReader
+from motionmae.video import probe
 
 MASK_COLOR = (40, 90, 230)  # RGB of masked tokens
 
@@ -320,34 +319,26 @@ def _load(checkpoint):
 def _clip(config, target, masks: MaskGenerator, video, start: int | None, rng: np.random.Generator):
     """A pretraining sample of `video` without augmentation: raw span, flow, mask, start and crop.
 
+    Made by the pretraining dataset in evaluation mode (centre crop, no flip), with
+    flow from the motion cache when the video has an entry there, else computed.
     frames uint8 (T_raw, S, S, 3); flow float32 (T_raw - 1, S, S, 2) or None; mask bool (N,).
     """
     d = config.data
     span = target.raw_span(d.frames, d.stride)
-    with VideoReader(video, d.short_side) as reader:
-        count = len(reader)
-        if count < span:
-            raise VisualizeError(f"{video}: has {count} frames; a clip of {d.frames} frames at stride {d.stride} "
-                                 f"with its {target.name} target needs {span}")
-        start = (count - span) // 2 if start is None else start
-        if not 0 <= start <= count - span:
-            raise VisualizeError(f"{video}: start {start} out of range; the clip needs {span} of its {count} frames, "
-                                 f"so start at 0 .. {count - span}")
-        clip = reader.read(start + np.arange(span), motion=masks.needs_motion)
-    box = multiscale_crop(*clip.frames.shape[1:3], d.size, d.scales, False, rng, train=False)
-    frames = augment_frames(clip.frames, box)
-    flow = None
-    if target.needs_flow:  # the motion cache's entry when the video has one, else computed here
-        root = Path(d.train) if Path(d.train).is_dir() else Path(d.train).parent
-        span_flow = SpanFlow(dataclasses.replace(d, flow_on_the_fly=True))
-        flow = span_flow(Item(Path(video), -1, video_key(video, root)), clip.frames, start, start + span - 1, box)
-    inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
-    motion = has_motion = None
-    if clip.motion is not None:
-        motion, has_motion = augment_vectors(clip.motion[inputs], box), clip.has_motion[inputs]
-    input_flow = None if flow is None else flow[: (d.frames - 1) * d.stride][:: d.stride]
-    mask, _ = masks.for_clip(Clip(frames[inputs], motion, has_motion, clip.indices[inputs]), rng, input_flow)
-    return frames, flow, mask, start, box
+    count = probe(video).num_frames
+    if count < span:
+        raise VisualizeError(f"{video}: has {count} frames; a clip of {d.frames} frames at stride {d.stride} "
+                             f"with its {target.name} target needs {span}")
+    start = (count - span) // 2 if start is None else start
+    if not 0 <= start <= count - span:
+        raise VisualizeError(f"{video}: start {start} out of range; the clip needs {span} of its {count} frames, "
+                             f"so start at 0 .. {count - span}")
+    dataset = PretrainDataset([], dataclasses.replace(d, flow_on_the_fly=True), span, masks,
+                              needs_flow=target.needs_flow, train=False)
+    root = Path(d.train) if Path(d.train).is_dir() else Path(d.train).parent
+    sample, box = dataset.sample(Item(Path(video), -1, video_key(video, root)), rng, start)
+    flow = sample["flow"].numpy() if target.needs_flow else None
+    return sample["frames"].numpy(), flow, sample["mask"].numpy(), start, box
 
 
 def _position_stats(displacement: torch.Tensor, valid: torch.Tensor, norm: str):
