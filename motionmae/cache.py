@@ -48,7 +48,7 @@ import numpy as np
 from motionmae.flow import FlowEstimator, FlowParams, pair_flow
 from motionmae.video import VideoError, VideoReader
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # part of the folder key: bump when the stored flow of a video changes (2: camera fit)
 MAGIC = b"MMEFLOW1"
 TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}

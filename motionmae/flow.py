@@ -37,6 +37,8 @@ DIS_PRESETS = {
     "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),
 }
 COMPENSATIONS = ("flow", "features", "none")
+MIN_RESIDUAL = 0.05  # px: the refit keeps every point closer than this to the RANSAC homography
+STILL_FACTOR = 0.8  # the homography must cut a still camera's median residual by 20 % to be used
 
 
 def to_gray(frames: np.ndarray) -> np.ndarray:
@@ -107,13 +109,28 @@ def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: i
 
 
 def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
-    """RANSAC fit (500 iterations at most); the identity when it fails or is implausible:
-    a camera moving a frame corner by more than CLAMP px, or folding the image."""
+    """RANSAC fit (500 iterations at most), refitted on the points within 3 robust standard
+    deviations of it. The identity when it fails, when it does not cut the median residual
+    of a still camera (a fit to flow noise), or when it is implausible: a camera moving a frame
+    corner by more than CLAMP px, or folding the image.
+
+    The refit and the still-camera test matter for sub-pixel motion (small frames): with a
+    fixed 1 px threshold an object moving 0.5 px/frame counts as camera, and a homography
+    fitted to noise moves parts of a still frame by tenths of a pixel.
+    """
     if len(src) < 8:
         return np.eye(3)
     homography, _ = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=500)
     if homography is None or not np.isfinite(homography).all():
         return np.eye(3)
+    residual = _residual(src, dst, homography)
+    close = residual <= max(3 * 1.4826 * np.median(residual), MIN_RESIDUAL)
+    if close.sum() >= 8:
+        refit, _ = cv2.findHomography(src[close], dst[close], 0)
+        if refit is not None and np.isfinite(refit).all():
+            homography = refit
+    if np.median(_residual(src, dst, homography)) > STILL_FACTOR * np.median(_residual(src, dst, np.eye(3))):
+        return np.eye(3)  # no better than a still camera: a fit to flow noise
     height, width = size
     corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float)
     mapped = corners @ homography.T
@@ -122,6 +139,12 @@ def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size:
     if np.abs(mapped[:, :2] / mapped[:, 2:] - corners[:, :2]).max() > CLAMP:
         return np.eye(3)
     return homography
+
+
+def _residual(src: np.ndarray, dst: np.ndarray, homography: np.ndarray) -> np.ndarray:
+    """Distance (px) between `dst` and `src` mapped by `homography`, per point."""
+    mapped = cv2.perspectiveTransform(src[None].astype(np.float64), homography)[0]
+    return np.linalg.norm(mapped - dst, axis=1)
 
 
 def homography_flow(homography: np.ndarray, height: int, width: int, stride: int = 1) -> np.ndarray:
