@@ -175,7 +175,8 @@ TASKS = {"pretrain": Config, "finetune": FinetuneConfig}
 
 
 def _merge(section, values: dict, where: str):
-    """Set fields of a dataclass instance from a dict, rejecting unknown keys."""
+    """Set fields of a dataclass instance from a dict, rejecting unknown keys; dict fields
+    (target and mask options) are updated key by key, so overrides add to a preset's options."""
     names = {f.name for f in dataclasses.fields(section)}
     for key, value in values.items():
         if key not in names:
@@ -185,6 +186,8 @@ def _merge(section, values: dict, where: str):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
             _merge(current, value, f"{where}.{key}")
+        elif isinstance(current, dict) and isinstance(value, dict):  # options: add to what is there
+            setattr(section, key, {**current, **value})
         else:
             setattr(section, key, _coerce(value, current, f"{where}.{key}"))
 

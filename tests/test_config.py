@@ -12,6 +12,11 @@ def test_overrides_are_parsed_as_yaml():
     assert config.mask.kind == "mgm" and config.run.amp is False
 
 
+def test_option_overrides_add_up():
+    config = load_config("demo", ["target.options.traj_norm=none", "target.options.shape=false"])
+    assert config.target.options == {"traj_norm": "none", "shape": False}
+
+
 def test_every_preset_loads():
     presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"mme", "videomae", "maskfeat", "mgm", "mme-mgm", "demo"} <= set(presets)
