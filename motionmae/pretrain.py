@@ -177,6 +177,23 @@ def build_dataset(config: Config, target) -> PretrainDataset:
                            seed=config.run.seed, needs_flow=target.needs_flow)
 
 
+def batch_loss(model, target, batch: dict, data, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, dict]:
+    """Loss and its parts for one `PretrainDataset` batch: targets built on `device`, then forward.
+
+    batch: "frames" uint8 (B, span, H, W, 3), "flow" (B, span-1, H, W, 2), "mask" bool (B, N);
+    `data`: the config's data section (frames, stride); `amp`: bf16 autocast of the forward pass.
+    """
+    frames = batch["frames"].to(device, non_blocking=True)
+    flow = batch["flow"].to(device, non_blocking=True) if target.needs_flow else None
+    mask = batch["mask"].to(device, non_blocking=True)
+    with torch.no_grad():
+        y, valid = target(frames, flow, data.frames, data.stride)
+    video = normalize_video(input_frames(frames, data.frames, data.stride))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        pred = model(video, mask)
+    return target.loss(pred.float(), y, valid, mask)
+
+
 @dataclass
 class PretrainResult:
     checkpoint: Path  # the final checkpoint (written by rank 0)
@@ -240,27 +257,18 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     log = open_run_folder(out, config, step, env)
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", disable=not env.main, dynamic_ncols=True)
-    d = config.data
     while step < last_step:
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
         started, clips, micro = time.perf_counter(), 0, 0
         for batch in loader:
-            frames = batch["frames"].to(env.device, non_blocking=True)
-            flow = batch["flow"].to(env.device, non_blocking=True) if target.needs_flow else None
-            mask = batch["mask"].to(env.device, non_blocking=True)
-            with torch.no_grad():
-                y, valid = target(frames, flow, d.frames, d.stride)
-            video = normalize_video(input_frames(frames, d.frames, d.stride))
             micro += 1
             sync = micro % o.accum_steps == 0
             with ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext():
-                with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    pred = ddp(video, mask)
-                loss, parts = target.loss(pred.float(), y, valid, mask)
+                loss, parts = batch_loss(ddp, target, batch, config.data, env.device, use_amp)
                 check_finite(loss, step, epoch, checkpoint_path)
                 (loss / o.accum_steps).backward()
-            clips += frames.shape[0] * env.world
+            clips += batch["frames"].shape[0] * env.world
             if not sync:
                 continue
             apply_gradients(model, optimizer, scheduler, o.clip_grad)
