@@ -17,11 +17,8 @@ For each shipped video (bikes.mp4, bigbuckbunny.mp4) it prints
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -29,40 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from motionmae.cache import CacheParams, MotionCache  # noqa: E402
+from motionmae.cache import CacheParams  # noqa: E402
 from motionmae.flow import FlowEstimator, FlowParams, pair_flow  # noqa: E402
+from motionmae.speed import decode_rate, machine_line, prepare_rate  # noqa: E402
 from motionmae.video import gray_frames, output_size, probe, shipped_videos  # noqa: E402
 
 STEPS = 6  # trajectory length (raw frames)
 CELL = 8  # one start point per 8x8 cell
-
-
-def machine() -> str:
-    import torch
-
-    return (f"{platform.platform()} | {platform.machine()} | {os.cpu_count()} CPUs | "
-            f"cv2 {cv2.__version__} threads {cv2.getNumThreads()} | torch threads {torch.get_num_threads()}")
-
-
-def decode_speed(path, short_side: int, repeat: int) -> float:
-    """Frames/s of sequential gray decoding at `short_side`."""
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        frames = sum(1 for _ in gray_frames(path, short_side))
-        best = min(best, time.perf_counter() - start)
-    return frames / best
-
-
-def prepare_speed(path, params: CacheParams, root: Path, repeat: int) -> tuple[float, MotionCache]:
-    """Frames/s of `MotionCache.extract` on one video (a fresh entry each time)."""
-    best = np.inf
-    for i in range(repeat):
-        cache = MotionCache(root / f"run{i}", params)
-        start = time.perf_counter()
-        frames = cache.extract(path.name, path)
-        best = min(best, time.perf_counter() - start)
-    return frames / best, cache
 
 
 def full_precision_flow(path, params: CacheParams) -> np.ndarray:
@@ -111,14 +81,15 @@ def main() -> None:
     cv2.setNumThreads(1)
     params = CacheParams(flow=FlowParams(preset=args.preset), short_side=args.short_side, stride=args.stride,
                          codec=args.codec, quality=args.quality)
-    print(f"machine: {machine()}")
-    print(f"config: {params}, trajectories of {STEPS} steps from 8x8 cell centres, best of {args.repeat}")
+    print(f"machine: {machine_line()}")
+    print(f"config: {params}, trajectories of {STEPS} steps from 8x8 cell centres, best of {args.repeat}, "
+          f"OpenCV threads {cv2.getNumThreads()}")
     with tempfile.TemporaryDirectory() as tmp:
         for path in shipped_videos():
             info = probe(path)
             width, height = output_size(info.width, info.height, args.short_side)
-            decode_fps = decode_speed(path, args.short_side, args.repeat)
-            prepare_fps, cache = prepare_speed(path, params, Path(tmp) / path.stem, args.repeat)
+            decode_fps = decode_rate(path, args.short_side, args.repeat, gray=True)
+            prepare_fps, cache = prepare_rate(path, params, Path(tmp) / path.stem, args.repeat)
             entry = cache.info(path.name)
             cache_bpf = cache.entry_path(path.name).stat().st_size / info.num_frames
             video_bpf = path.stat().st_size / info.num_frames

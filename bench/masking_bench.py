@@ -16,8 +16,6 @@ frame-difference fallback.
 """
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ import cv2
 import numpy as np
 
 from motionmae.masking import MaskGenerator, guidance
+from motionmae.speed import machine_line
 from motionmae.video import read_frames, write_video
 
 GRID = (8, 14, 14)
@@ -33,10 +32,6 @@ STRATEGIES = [
     ("tube", {}), ("random", {}), ("cube", {}),
     ("smm", {}), ("smm", {"sparse": True}), ("mgm", {}), ("mgm", {"sparse": True}),
 ]
-
-
-def machine() -> str:
-    return f"{platform.platform()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
 
 
 def name(kind, options) -> str:
@@ -125,7 +120,7 @@ def main():
     parser.add_argument("--ratio", type=float, default=0.75, help="mask ratio for coverage")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_line()}")
     speed(args.calls)
     with tempfile.TemporaryDirectory() as folder:
         coverage(args.videos, args.ratio, Path(folder))

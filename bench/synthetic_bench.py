@@ -9,8 +9,6 @@ time per video (render, H.264 encode, ground-truth .npz) on a sample of videos.
 """
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -18,11 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from motionmae import synthetic
+from motionmae.speed import machine_line
 from motionmae.video import write_video
-
-
-def machine() -> str:
-    return f"{platform.platform()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
 
 
 def stages(size: int, frames: int, samples: int, folder: Path) -> dict:
@@ -53,7 +48,7 @@ def main():
     args = parser.parse_args()
 
     total = args.videos_per_class * len(synthetic.CLASSES)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_line()}")
     print(f"config: {total} videos ({len(synthetic.CLASSES)} classes x {args.videos_per_class}), "
           f"{args.size} px x {args.frames} frames, --workers {args.workers}, x264 {synthetic.X264_OPTIONS}")
     with tempfile.TemporaryDirectory() as folder:

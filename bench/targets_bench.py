@@ -18,9 +18,6 @@ threads, so use `--clock wall` there.
 """
 
 import argparse
-import os
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,19 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
 from motionmae.config import load_config
 from motionmae.masking import tube_mask
 from motionmae.models import PretrainModel, token_grid
 from motionmae.pretrain import build_dataset
-from motionmae.synthetic import make_dataset
+from motionmae.speed import dataset_rate, machine_line, median_seconds, synthetic_training_set
 from motionmae.targets import TARGETS, build_target, input_frames
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
-
-
-def machine() -> str:
-    return f"{platform.platform()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
 
 
 def clip_batch(batch, span, size, seed=0):
@@ -54,30 +46,8 @@ def clip_batch(batch, span, size, seed=0):
     return frames, flow.view(batch, span - 1, 2, size, size).permute(0, 1, 3, 4, 2).contiguous()
 
 
-def median_ms(fn, repeats, clock=time.process_time):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return 1000 * statistics.median(times)
-
-
-def dataset_clips_per_second(config, target, videos_per_class, clips, clock):
-    """Clips/s of the config's `PretrainDataset` in this process, on a synthetic set and cache made in a temp folder."""
-    side = config.data.short_side
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        data = make_dataset(root / "data", videos_per_class=videos_per_class, size=side, progress=False)
-        prepare(list_videos(data / "train.csv"), MotionCache(root / "cache", CacheParams(short_side=side)), progress=False)
-        config.data.train, config.data.cache = str(data / "train.csv"), str(root / "cache")
-        dataset = build_dataset(config, target)
-        dataset[(0, 0)]
-        start = clock()
-        for i in range(clips):
-            dataset[(1 + i // len(dataset), i % len(dataset))]
-        return clips / (clock() - start), len(dataset)
+def median_ms(fn, repeats, clock):
+    return 1000 * median_seconds(fn, repeats, clock)
 
 
 def main():
@@ -95,7 +65,7 @@ def main():
     config = load_config(args.config)
     frames_n, stride, size = config.data.frames, config.data.stride, config.data.size
     batch = args.batch or config.optim.batch_size
-    print(f"machine: {machine()} | torch {torch.__version__} | {args.threads} threads | load {os.getloadavg()[0]:.2f}")
+    print(f"machine: {machine_line()} | {args.threads} threads")
     print(f"config: {args.config}: {batch} clips x {frames_n} frames at stride {stride}, {size} px, "
           f"ViT-{config.model.size}, mask {config.mask.kind} {config.mask.ratio}; median of {args.repeats}, "
           f"{args.clock} clock")
@@ -136,7 +106,10 @@ def main():
 
     cv2.setNumThreads(1)  # as in a data-loader worker
     torch.set_num_threads(1)
-    rate, videos = dataset_clips_per_second(config, target, args.videos_per_class, args.clips, clock)
+    with tempfile.TemporaryDirectory() as tmp:
+        synthetic_training_set(config, Path(tmp), args.videos_per_class)
+        dataset = build_dataset(config, target)
+        rate, videos = dataset_rate(dataset, args.clips, clock), len(dataset)
     print(f"  dataset: {rate:.1f} clips/s per worker ({args.clips} clips of {target.raw_span(frames_n, stride)} raw "
           f"frames from {videos} synthetic videos + motion cache; {batch / rate * 1000:.0f} ms per batch of {batch})")
 

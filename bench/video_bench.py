@@ -10,44 +10,26 @@ at native size and at short side 224. Single-threaded numpy/OpenCV for per-core 
 """
 
 import argparse
-import os
-import platform
-import time
 
 import cv2
 import numpy as np
 
-from motionmae.video import VideoReader, shipped_videos
-
-
-def machine() -> str:
-    return f"{platform.platform()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
-
-
-def best_time(fn, repeats: int) -> float:
-    """Best wall time of `repeats` calls (seconds)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from motionmae.speed import best_seconds, bikes, decode_rate, machine_line
+from motionmae.video import VideoReader
 
 
 def run(path, short_side, repeats: int, clip_len: int = 16, stride: int = 4):
+    plain = decode_rate(path, short_side, repeats)
+    vectors = decode_rate(path, short_side, repeats, motion=True)
     with VideoReader(path, short_side) as reader:
-        n = len(reader)
-        everything = np.arange(n)
-        plain = best_time(lambda: reader.read(everything), repeats)
-        vectors = best_time(lambda: reader.read(everything, motion=True), repeats)
         span = (clip_len - 1) * stride + 1
-        starts = np.random.default_rng(0).integers(0, n - span, size=20)
-        clips = best_time(lambda: [reader.read(s + stride * np.arange(clip_len)) for s in starts], repeats)
+        starts = np.random.default_rng(0).integers(0, len(reader) - span, size=20)
+        clips = best_seconds(lambda: [reader.read(s + stride * np.arange(clip_len)) for s in starts], repeats)
     per_clip = clips / len(starts)
-    span_time = span * plain / n  # decoding just the span at the sequential rate
+    span_time = span / plain  # decoding just the span at the sequential rate
     size = f"short side {short_side}" if short_side else "native"
-    print(f"  {size:>14}: plain {n / plain:7.1f} fps | with vectors {n / vectors:7.1f} fps "
-          f"(time ratio {vectors / plain:.2f}, goal <= 1.5) | clip {per_clip * 1e3:6.1f} ms "
+    print(f"  {size:>14}: plain {plain:7.1f} fps | with vectors {vectors:7.1f} fps "
+          f"(time ratio {plain / vectors:.2f}, goal <= 1.5) | clip {per_clip * 1e3:6.1f} ms "
           f"vs span {span_time * 1e3:6.1f} ms (ratio {per_clip / span_time:.2f}, goal <= 2)")
 
 
@@ -57,8 +39,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    path = args.video or next(v for v in shipped_videos() if v.name == "bikes.mp4")
-    print(f"machine: {machine()}")
+    path = args.video or bikes()
+    print(f"machine: {machine_line()}")
     print(f"video: {path}")
     print("config: 16-frame clips at stride 4, 20 random starts, best of", args.repeats)
     for short_side in (None, 224):

@@ -367,6 +367,32 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- bench
+
+
+def cmd_bench_speed(args) -> int:
+    """Time decode, prepare, a pretraining step and the data loader beside their peers; print the ratios."""
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: need at least 1")
+    from motionmae.speed import run_speed
+
+    try:
+        run_speed(args.out, quick=args.quick, thread_count=args.threads, tvl1_python=args.tvl1_python)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
+def cmd_bench_quality(args) -> int:
+    """Pretrain-and-probe ablations on the embedded data set (motionmae.ablations)."""
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: need at least 1")
+    from motionmae.ablations import run_quality
+
+    run_quality(budget=args.budget, seeds=args.seeds, out=args.out)
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -576,6 +602,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="data-loader workers (default: 2)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = _command(sub, "bench", "Benchmarks: speed beside peer tools, quality of the pretraining variants.", """
+        motionmae bench speed                    # decode, prepare, training step, data loader (about 3 min)
+        motionmae bench speed --quick            # small sizes: a smoke test
+        motionmae bench quality --budget small
+        `make bench` installs the peers (transformers, an OpenCV-contrib venv for TV-L1) and runs both.
+        """)
+    bench = p.add_subparsers(dest="bench", required=True, metavar="KIND")
+    p = _command(bench, "speed", "Time decode, prepare, a pretraining step and the data loader beside their peers.", """
+        motionmae bench speed
+        motionmae bench speed --quick --out runs/bench-speed-quick
+        motionmae bench speed --threads 2 --tvl1-python /opt/tvl1/bin/python
+        Prints the machine, each comparison's config, absolute figures and ratios, and writes
+        OUT/speed.json. TV-L1 (OpenCV contrib) runs in its own venv, made by `make bench`;
+        without it that peer is skipped, as is Hugging Face's VideoMAE without transformers.
+        """)
+    p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke test, not figures to quote")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and OpenCV threads of every timed process (default: 1, per-core figures)")
+    p.add_argument("--tvl1-python", default=".venv-tvl1/bin/python", metavar="PATH",
+                   help="Python of the venv with opencv-contrib for the TV-L1 peer (default: .venv-tvl1/bin/python)")
+    p.add_argument("--out", default="runs/bench-speed", metavar="DIR",
+                   help="folder of speed.json (default: runs/bench-speed)")
+    p.set_defaults(func=cmd_bench_speed)
+    p = _command(bench, "quality", "Pretrain-and-probe ablations of targets and masks on the embedded data set.", """
+        motionmae bench quality --budget small
+        motionmae bench quality --budget full --seeds 3 --out runs/bench-quality-full
+        """)
+    p.add_argument("--budget", choices=["small", "full"], default="small",
+                   help="training budget per variant (default: small)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per variant (default: 1)")
+    p.add_argument("--out", default="runs/bench-quality", metavar="DIR",
+                   help="results folder (default: runs/bench-quality)")
+    p.set_defaults(func=cmd_bench_quality)
 
     return parser
 
