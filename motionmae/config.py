@@ -81,6 +81,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the model: faster steps after a one-time compile (~1 min)
     checkpoint_every: int = 500  # steps
     log_every: int = 10  # steps
     max_steps: int | None = None  # stop early (for tries and tests)

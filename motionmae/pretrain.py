@@ -237,6 +237,8 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
         checkpoints.set_rng_state(state["rng"][env.rank] if env.rank < len(state["rng"]) else state["rng"][0])
         step = state["step"]
     ddp = DistributedDataParallel(model) if env.world > 1 else model
+    if config.run.compile:
+        ddp = torch.compile(ddp)  # the same parameters; `model` is still what is saved
 
     def save():
         rng = [None] * env.world

@@ -12,7 +12,7 @@ from motionmae.speed import tvl1_seconds
 COMPARISONS = {
     "decode": {"vectors_vs_plain_time"},
     "prepare": {"prepare_vs_decode_time"},  # + the TV-L1 ratios when its venv is there
-    "train": {"ours_vs_hf_speed", "ours_vs_hf_memory"},
+    "train": {"ours_vs_hf_speed", "ours_vs_hf_memory", "ours_compiled_vs_hf_speed", "ours_compiled_vs_hf_memory"},
     "loader": {"loader_vs_model_clips", "worker_vs_model_clips"},
 }
 
@@ -26,7 +26,7 @@ def test_quick_run_prints_and_writes_every_comparison_and_skips_a_missing_tvl1_e
     for section in ("[1/4] decode", "[2/4] prepare", "[3/4] pretraining step", "[4/4] data loader"):
         assert section in printed
     assert f"TV-L1 skipped: {missing} not found; `make bench` creates it" in printed
-    assert printed.count("ratio: ") == 4  # one line per comparison, none for the skipped peer
+    assert printed.count("ratio: ") == 5  # one per comparison (two for eager / compiled training), none for the skipped peer
 
     report = json.loads((tmp_path / "out" / "speed.json").read_text())
     assert not list((tmp_path / "out").glob(".*.tmp"))

@@ -47,6 +47,15 @@ def test_resume_continues_exactly(tiny_synthetic, tmp_path):
     assert losses(split) == losses(whole)  # bitwise equal on CPU
 
 
+def test_compiled_model_trains_like_the_eager_one(tiny_synthetic, tmp_path):
+    torch.set_num_threads(1)
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    pretrain(load_config("demo", overrides(tiny_synthetic, eager, "run.max_steps=3")))
+    result = pretrain(load_config("demo", overrides(tiny_synthetic, compiled, "run.max_steps=3", "run.compile=true")))
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
+    assert not any(key.startswith("_orig_mod") for key in checkpoints.load(result.checkpoint)["model"])
+
+
 def test_resume_across_an_epoch_boundary_with_workers(tiny_synthetic, tmp_path):
     torch.set_num_threads(1)
     # 36 training videos / batch 4 = 9 steps per epoch; stop inside epoch 1
