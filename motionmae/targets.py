@@ -26,6 +26,7 @@ import inspect
 import math
 
 import torch
+import torch.nn.functional as F
 
 from motionmae import hog as H
 from motionmae import trajectory as TR
@@ -56,7 +57,13 @@ def standardize(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | N
 
 
 def _all_valid(target: torch.Tensor) -> torch.Tensor:
+    """The `valid` of a target whose every element counts: a broadcast view (no memory)."""
     return torch.ones((1, 1, 1), dtype=torch.bool, device=target.device).expand(target.shape)
+
+
+def _is_all_valid(valid: torch.Tensor) -> bool:
+    """True for `_all_valid`'s view (all strides 0), without reading the tensor."""
+    return all(stride == 0 for stride in valid.stride())
 
 
 def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -432,9 +439,17 @@ def target_loss(pred, target, valid, mask, parts, weights=None, element_weight=N
     Returns (loss, {part: detached part loss}).
     """
     b, n, d = target.shape
+    if pred.shape[1] != n:
+        target = target[mask].view(b, -1, d)
+    if element_weight is None and _is_all_valid(valid) and pred.shape[1] != n:
+        # every element of every masked token counts (pixel, HOG, flow targets): plain means,
+        # without the (B, M, D) weight tensors, which cost a few hundred MB at ViT-B sizes
+        losses = {name: F.mse_loss(pred[..., part], target[..., part].to(pred.dtype)) for name, part in parts.items()}
+        total = sum((1.0 if weights is None else weights[name]) * value for name, value in losses.items())
+        return total, {name: value.detach() for name, value in losses.items()}
     valid = valid & mask[..., None]
     if pred.shape[1] != n:
-        target, valid = target[mask].view(b, -1, d), valid[mask].view(b, -1, d)
+        valid = valid[mask].view(b, -1, d)
     weight = valid.to(pred.dtype)
     if element_weight is not None:
         weight = weight * element_weight.to(weight)
