@@ -387,9 +387,12 @@ def cmd_bench_quality(args) -> int:
     """Pretrain-and-probe ablations on the embedded data set (motionmae.ablations)."""
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: need at least 1")
-    from motionmae.ablations import run_quality
+    from motionmae.ablations import QualityError, run_quality
 
-    run_quality(budget=args.budget, seeds=args.seeds, out=args.out)
+    try:
+        run_quality(budget=args.budget, seeds=args.seeds, out=args.out)
+    except QualityError as err:
+        raise UserError(str(err)) from None
     return 0
 
 
@@ -629,10 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(bench, "quality", "Pretrain-and-probe ablations of targets and masks on the embedded data set.", """
         motionmae bench quality --budget small
         motionmae bench quality --budget full --seeds 3 --out runs/bench-quality-full
+        Every variant pretrains, is linear-probed and fine-tuned under the same budget, once per seed.
+        A rerun skips the finished runs (OUT/results.jsonl) and resumes an interrupted one. Writes
+        OUT/quality.md (table, the papers' claims met or not), OUT/quality.png and OUT/quality.json.
         """)
     p.add_argument("--budget", choices=["small", "full"], default="small",
                    help="training budget per variant (default: small)")
-    p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per variant (default: 1)")
+    p.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per variant (default: 2)")
     p.add_argument("--out", default="runs/bench-quality", metavar="DIR",
                    help="results folder (default: runs/bench-quality)")
     p.set_defaults(func=cmd_bench_quality)

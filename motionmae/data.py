@@ -14,6 +14,13 @@ data-loader worker, so it travels with the batch:
     flow    float32 (T_raw - 1, S, S, 2)   (empty when the target needs no flow)
     mask    bool    (N,)                    True = masked
     label   int64   ()                      -1 when unlabelled
+
+With `data.shuffle_frames` (the temporal-shuffle ablation of MME's Fig. 3) the
+span's frames come in a random order, and everything is made from the shuffled
+span as if it were the video: the flow between consecutive shuffled frames is
+computed on the fly (the cached flow belongs to the true order), and no codec
+vectors are read (MGM falls back to that flow). Only pretraining samples are
+shuffled; probe and fine-tuning clips (`ClipDataset`) never are.
 """
 
 from __future__ import annotations
@@ -240,7 +247,7 @@ class SpanFlow:
             if not self.on_the_fly:
                 raise FlowUnavailable(f"{err}; run `motionmae prepare` on its list first, "
                                       f"or set data.flow_on_the_fly=true") from None
-            return augment_flow(video_flow(frames, self.cache.params.flow)[: stop - start], box)
+            return self.compute(frames, box)[: stop - start]
         stop_in = min(stop, info.num_flows)
         flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
         if start < stop_in:
@@ -249,6 +256,11 @@ class SpanFlow:
         if box.flip:
             flow = flow[:, :, ::-1] * np.array([-1.0, 1.0], np.float32)
         return np.ascontiguousarray(flow)
+
+    def compute(self, frames: np.ndarray, box: CropBox) -> np.ndarray:
+        """Flow between consecutive decoded frames uint8 `(T, H, W, 3)` with the cache's flow
+        parameters, under the box: `(T - 1, S, S, 2)` output px."""
+        return augment_flow(video_flow(frames, self.cache.params.flow), box)
 
 
 # ---------------------------------------------------------------- pretraining dataset
@@ -270,7 +282,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.data, self.raw_span, self.masks = data, raw_span, masks
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
         self.span_flow = SpanFlow(data) if needs_flow else None
-        if needs_flow and not data.flow_on_the_fly:
+        if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
             items = self._cached(items)
         self.items = items
 
@@ -316,12 +328,18 @@ class PretrainDataset(torch.utils.data.Dataset):
             if start is None:
                 start = int(rng.integers(last_start + 1)) if self.train else last_start // 2
             span = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
-            clip = reader.read(span, motion=self.masks.needs_motion)
+            clip = reader.read(span, motion=self.masks.needs_motion and not d.shuffle_frames)
         box = multiscale_crop(clip.frames.shape[1], clip.frames.shape[2], d.size, d.scales, d.flip, rng, self.train)
-        frames = augment_frames(clip.frames, box)
+        decoded = clip.frames
+        if d.shuffle_frames:
+            order = rng.permutation(len(span))
+            span, decoded = span[order], decoded[order]
+        frames = augment_frames(decoded, box)
         flow = None
-        if self.needs_flow:
-            flow = self.span_flow(item, clip.frames, start, start + self.raw_span - 1, box)
+        if self.needs_flow and d.shuffle_frames:
+            flow = self.span_flow.compute(decoded, box)
+        elif self.needs_flow:
+            flow = self.span_flow(item, decoded, start, start + self.raw_span - 1, box)
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
         if clip.motion is not None:

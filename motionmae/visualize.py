@@ -27,6 +27,7 @@ from motionmae.targets import build_target, input_frames, to_tokens
 from motionmae.video import probe
 
 MASK_COLOR = (40, 90, 230)  # RGB of masked tokens
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]  # RGB of chart series
 
 
 def upsample_tokens(tokens: np.ndarray, patch: tuple[int, int]) -> np.ndarray:
@@ -164,12 +165,62 @@ def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, siz
     cv2.putText(image, f"{x1:g}", (width - right - 40, height - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
                 cv2.LINE_AA)
     cv2.putText(image, title, (left, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
     for i, (name, (x, y)) in enumerate(series.items()):
-        color = palette[i % len(palette)]
+        color = PALETTE[i % len(PALETTE)]
         cv2.polylines(image, [to_pixels(x, y)], False, color, 2, cv2.LINE_AA)
         cv2.putText(image, name, (width - right - 150, top + 18 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1,
                     cv2.LINE_AA)
+    return image
+
+
+def bar_chart(groups: dict[str, dict[str, tuple[float, float | None]]], title: str,
+              line: tuple[str, float] | None = None, height: int = 460) -> np.ndarray:
+    """Grouped bars {group: {series: (value, error or None)}} from 0, with +-error whiskers, a legend,
+    group names written upwards under their bars and an optional labelled horizontal line
+    (name, value): RGB (H, W, 3)."""
+    series = list(dict.fromkeys(name for bars in groups.values() for name in bars))
+    bar, gap, left, right, top, bottom = 14, 14, 50, 20, 60, 150
+    width = max(480, left + len(groups) * (len(series) * bar + gap) + right)
+    tops = [value + (error or 0) for bars in groups.values() for value, error in bars.values()]
+    y1 = 1.1 * max([*tops, line[1] if line else 0.0, 1e-9])
+    image = np.full((height, width, 3), 255, np.uint8)
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+
+    def to_y(value: float) -> int:
+        return int(round(height - bottom - value / y1 * (height - top - bottom)))
+
+    tick = 10.0 ** np.floor(np.log10(y1 / 5))
+    tick *= next(m for m in (1, 2, 5, 10) if y1 / (tick * m) <= 5)  # 1, 2 or 5 x 10^k: at most 5 steps
+    for value in np.arange(0, y1, tick):
+        cv2.line(image, (left, to_y(value)), (width - right, to_y(value)), (225, 225, 225), 1)
+        cv2.putText(image, f"{value:.3g}", (4, to_y(value) + 4), font, 0.4, black, 1, cv2.LINE_AA)
+    for g, (group, bars) in enumerate(groups.items()):
+        x0 = left + gap // 2 + g * (len(series) * bar + gap)
+        for name, (value, error) in bars.items():
+            x = x0 + series.index(name) * bar
+            color = PALETTE[series.index(name) % len(PALETTE)]
+            cv2.rectangle(image, (x, to_y(value)), (x + bar - 2, to_y(0)), color, -1)
+            if error:
+                centre = x + bar // 2 - 1
+                cv2.line(image, (centre, to_y(value - error)), (centre, to_y(value + error)), black, 1)
+                for end in (value - error, value + error):
+                    cv2.line(image, (centre - 3, to_y(end)), (centre + 3, to_y(end)), black, 1)
+        label = np.full((16, bottom - 8, 3), 255, np.uint8)
+        text_width = cv2.getTextSize(group, font, 0.4, 1)[0][0]
+        cv2.putText(label, group, (label.shape[1] - text_width - 2, 12), font, 0.4, black, 1, cv2.LINE_AA)
+        label = np.rot90(label)  # reads upwards, ending under the bars
+        x = x0 + len(series) * bar // 2 - 8
+        image[height - bottom + 4:height - 4, x:x + 16] = label
+    if line:
+        cv2.line(image, (left, to_y(line[1])), (width - right, to_y(line[1])), (120, 120, 120), 1, cv2.LINE_AA)
+        cv2.putText(image, line[0], (width - right - 120, to_y(line[1]) - 4), font, 0.4, (90, 90, 90), 1,
+                    cv2.LINE_AA)
+    cv2.line(image, (left, to_y(0)), (width - right, to_y(0)), black, 1)
+    cv2.putText(image, title, (left, 22), font, 0.55, black, 1, cv2.LINE_AA)
+    for i, name in enumerate(series):
+        x = left + 160 * i
+        cv2.rectangle(image, (x, 34), (x + 12, 46), PALETTE[i % len(PALETTE)], -1)
+        cv2.putText(image, name, (x + 18, 45), font, 0.45, black, 1, cv2.LINE_AA)
     return image
 
 

@@ -232,6 +232,21 @@ def test_dataset_samples_feed_the_target_builder(synthetic_set):
     assert y.shape == (4, 8, 264) and valid.any() and torch.isfinite(y).all()
 
 
+def test_shuffled_frames_are_the_same_span_in_another_order_with_their_own_flow(synthetic_set):
+    data, cache = synthetic_set
+    plain = dataset(data / "train.csv", cache)[(0, 1)]
+    shuffled = dataset(data / "train.csv", cache, shuffle_frames=True)[(0, 1)]  # same start and crop
+    frames, mixed = plain["frames"].flatten(1), shuffled["frames"].flatten(1)
+    order = [next(i for i in range(len(frames)) if torch.equal(frames[i], f)) for f in mixed]
+    assert sorted(order) == list(range(len(frames))) and order != sorted(order)
+    assert shuffled["mask_source"] == "flow"  # no codec vectors: they describe the true order
+    # its flow follows the shuffled frames (flow of the crops themselves, at 32 px, as a reference)
+    expected = video_flow(shuffled["frames"].numpy()).ravel()
+    assert shuffled["flow"].shape == plain["flow"].shape
+    assert np.corrcoef(shuffled["flow"].numpy().ravel(), expected)[0, 1] > 0.5
+    assert abs(np.corrcoef(plain["flow"].numpy().ravel(), expected)[0, 1]) < 0.2
+
+
 @pytest.fixture(scope="module")
 def uncached_list(synthetic_set):
     """A list beside the set's lists: a square moving 2 px/frame (not in the cache), then a cached video."""

@@ -13,7 +13,7 @@ from motionmae.config import load_config
 from motionmae.pretrain import pretrain
 from motionmae.synthetic import render_video
 from motionmae.video import write_video
-from motionmae.visualize import panel_scale, visualize_checkpoint
+from motionmae.visualize import PALETTE, bar_chart, panel_scale, visualize_checkpoint
 
 FRAMES, STRIDE, TUBELET, SIZE = 8, 2, 2, 64  # the clip the checkpoints are trained on
 
@@ -112,3 +112,18 @@ def test_bad_inputs_give_one_line_errors(traj_checkpoint, tiny_synthetic, tmp_pa
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("motionmae visualize: error:") and message in result.stderr, result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bar_chart_draws_each_bar_to_its_height_with_whiskers():
+    image = bar_chart({"a": {"probe": (40.0, 5.0), "fine-tune": (20.0, None)}, "b": {"probe": (10.0, None)}},
+                      "title", line=("chance", 8.3))
+    assert image.dtype == np.uint8 and image.shape == (460, 480, 3)
+    plot = image[60:]  # below the title and legend
+    heights = [(plot == color).all(-1).sum(0) for color in PALETTE[:2]]  # per column, probe and fine-tune
+    tallest = [int(h.max()) for h in heights]
+    assert abs(tallest[0] / tallest[1] - 2.0) < 0.05  # 40 vs 20
+    probe_bars = sorted({int(h) for h in heights[0] if h})
+    assert abs(probe_bars[-1] / probe_bars[0] - 4.0) < 0.2  # a: 40, b: 10
+    black = (plot == 0).all(-1).sum(0)
+    bar_a = np.nonzero(heights[0] > tallest[0] / 2)[0]
+    assert black[bar_a].max() - black[bar_a[0]] > 0.2 * tallest[0]  # the +-5 whisker down its middle
