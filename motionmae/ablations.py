@@ -40,7 +40,6 @@ about 3.5 h per seed.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import time
@@ -166,7 +165,6 @@ def describe(name: str) -> str:
 def prepare_data(budget: Budget, methods: list[str], out: Path, short_side: int, workers: int) -> dict:
     """Synthetic sets and motion caches the methods use, made by `workers` processes:
     {(data, compensation): (list folder, cache root)}."""
-    gc.collect()  # PyAV frames decoded earlier in this process: a forked worker that frees them hangs
     paths = {}
     for data, compensation in sorted({(METHODS[m].data, METHODS[m].compensation) for m in methods}):
         started = time.perf_counter()

@@ -387,7 +387,10 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
     report.cached = len(videos) - len(todo)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    pool = multiprocessing.Pool(workers, _init_worker, (cache.root, cache.params)) if workers > 1 else None
+    # spawned, not forked: a forked worker inherits the parent's FFmpeg state and can hang
+    workers = min(workers, len(todo))
+    pool = (multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cache.root, cache.params))
+            if workers > 1 else None)
     if pool is None:
         _init_worker(cache.root, cache.params)
     try:

