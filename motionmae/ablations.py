@@ -19,23 +19,19 @@ checkpoints; a run that fails is reported in one line (its traceback in its
 folder's error.txt) and the others go on. At the end: OUT/quality.md (table
 and the papers' claims), OUT/quality.png (bar chart), OUT/quality.json.
 
-Budget arithmetic of "small" (BUDGETS), measured on this 2-core machine while
-nothing else ran, ViT-tiny, batch 16:
+Budget arithmetic of "small" (BUDGETS), measured by `make bench` on this 2-core
+machine while nothing else ran, ViT-tiny, batch 16, 60 videos per class:
 
-- data: the plain set (1,200 videos) and its flow cache 65 s; the camera set
-  and its two caches (compensated, not) 110 s.
-- pretraining, seconds per step: mme 0.41 (measured: 120 steps in 55 s),
-  videomae 0.40, maskfeat 0.57, mgm 0.51, mme-no-interp 0.49, pixel-shuffled
-  0.36, mme-shuffled 1.06 (its flow is computed on the fly); the other five
-  are mme or pixel at other settings, ~0.41-0.51. Sum over the 12 methods
-  ~6.0 s, so 2 epochs of 960 clips (120 steps) take 12 min per seed.
-- per run: linear probe 22 s (features of 1,200 videos), fine-tuning 1 epoch
-  42 s (60 steps + one validation), start-up ~4 s: 13.6 min per seed.
-- total: 2 seeds x (12 + 13.6) min + 3 min of data = 54 min. A shared machine
+- data: the plain set (720 videos) and its flow cache 76 s; the camera set and
+  its two caches (compensated, not) 117 s.
+- pretraining 2 epochs of 576 clips (72 steps): 36-63 s per method, 131 s for
+  mme-shuffled (its flow is computed on the fly).
+- linear probe 20-23 s (features of 720 videos), fine-tuning 1 epoch 35-38 s.
+- total: 24 runs in 44.8 min + 3.2 min of data = 48 min. A shared machine
   stretches this: the same MME run took 4x longer beside another 2-core job.
 
-"full" trains 10x longer (20 pretraining and 10 fine-tuning epochs):
-about 3.5 h per seed.
+"full" trains the demo set (100 videos per class) 10x longer (20 pretraining and
+10 fine-tuning epochs): roughly 4-5 h per seed.
 """
 
 from __future__ import annotations
@@ -108,8 +104,9 @@ class Budget:
 
 
 DEMO_DATA = {"videos_per_class": 100, "size": 64, "frames": 48}  # `make demo`'s set: 960 train / 240 val videos
+SMALL_DATA = {**DEMO_DATA, "videos_per_class": 60}  # 576 train / 144 val videos: 24 runs fit in an hour
 BUDGETS = {
-    "small": Budget(DEMO_DATA, pretrain_epochs=2, pretrain_warmup=1, batch=16, probe_epochs=20,
+    "small": Budget(SMALL_DATA, pretrain_epochs=2, pretrain_warmup=1, batch=16, probe_epochs=20,
                     finetune_epochs=1, finetune_warmup=0),
     "full": Budget(DEMO_DATA, pretrain_epochs=20, pretrain_warmup=2, batch=16, probe_epochs=20,
                    finetune_epochs=10, finetune_warmup=1),
