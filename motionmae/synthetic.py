@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import colorsys
 import json
-import os
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -528,13 +528,14 @@ def make_dataset(out, videos_per_class: int = 100, size: int = 64, frames: int =
     bar = tqdm(total=len(everything), initial=len(everything) - len(todo), unit="video",
                desc="make-synthetic", disable=not progress, dynamic_ncols=True)
     with bar:
-        if workers == 1:
+        workers = min(workers, len(todo))
+        if workers <= 1:
             for job in todo:
                 _write_job(job)
                 bar.update()
         else:
             # spawned, not forked: a forked worker inherits the parent's FFmpeg state and can hang
-            pool = ProcessPoolExecutor(min(workers, len(todo)) or 1, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
             try:
                 for _ in pool.map(_write_job, todo, chunksize=4):
                     bar.update()
