@@ -1,6 +1,6 @@
 """One pretraining step: motionmae vs Hugging Face transformers' VideoMAEForPreTraining.
 
-    .venv/bin/python bench/train_bench.py [--steps 5] [--threads 2]
+    .venv/bin/python bench/train_bench.py [--steps 5] [--threads 2] [--rounds 3]
 
 Same config for all (issue 7, `motionmae.speed.TRAIN`; ours eager and under torch.compile): ViT-S, 112 px, 16 frames,
 tube masking 0.9, decoder 4 blocks, batch 8, fp32 on CPU, same thread count; a step
@@ -55,10 +55,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="the sides take turns this many times (median)")
     args = parser.parse_args()
     print(f"machine: {machine_line()}")
     print(f"config: {TRAIN}, fp32, {args.threads} threads, median of {args.steps} steps after 1 warm-up")
-    compare_train(TRAIN, args.steps, args.threads)
+    compare_train(TRAIN, args.steps, args.threads, args.rounds)
     share = in_fresh_process(target_share, args.steps, args.threads)
     print(f"  MME target build {share['target_s'] * 1e3:.0f} ms of a {share['step_s'] * 1e3:.0f} ms step "
           f"= {share['target_s'] / share['step_s']:.1%} (goal <= 10%)")

@@ -50,9 +50,10 @@ TVL1_PYTHON = ".venv-tvl1/bin/python"  # the peer venv `make bench` creates
 TRAIN = {"size": "small", "image": 112, "frames": 16, "ratio": 0.9, "decoder_depth": 4, "batch": 8}
 QUICK = {  # --quick: small sizes for a smoke test
     "short_side": 128, "repeats": 1, "pairs": 2, "steps": 1, "videos_per_class": 1, "clips": 4,
-    "train": {**TRAIN, "size": "tiny", "batch": 2},
+    "train": {**TRAIN, "size": "tiny", "batch": 2}, "rounds": 1,
 }
-FULL = {"short_side": 256, "repeats": 5, "pairs": 12, "steps": 5, "videos_per_class": 2, "clips": 48, "train": TRAIN}
+FULL = {"short_side": 256, "repeats": 5, "pairs": 12, "steps": 5, "videos_per_class": 2, "clips": 48, "train": TRAIN,
+        "rounds": 3}
 
 
 # ---------------------------------------------------------------- machine and timing
@@ -380,23 +381,33 @@ def compare_prepare(path: Path, short_side: int, repeats: int, pairs: int, threa
     return result
 
 
-def compare_train(c: dict, steps: int, thread_count: int) -> dict:
+def compare_train(c: dict, steps: int, thread_count: int, rounds: int = 1) -> dict:
     """3. Pretraining step at `c`: ours eager and compiled vs Hugging Face's (skipped without
-    transformers), each in a fresh process."""
-    config = {**c, "dtype": "fp32", "threads": thread_count, "steps": f"median of {steps} after 1 warm-up"}
+    transformers), each in a fresh process, the sides taking turns for `rounds` rounds; a side's
+    figure is its median clips/s over the rounds and its largest peak memory."""
+    config = {**c, "dtype": "fp32", "threads": thread_count, "steps": f"median of {steps} after 1 warm-up",
+              "rounds": rounds}
     print(f"\n[3/4] pretraining step, ours vs Hugging Face VideoMAEForPreTraining: ViT-{c['size']}, {c['image']} px, "
           f"{c['frames']} frames, tube {c['ratio']}, decoder {c['decoder_depth']} blocks, batch {c['batch']}, "
-          f"fp32, torch threads {thread_count}, median of {steps} steps; each side in a fresh process")
+          f"fp32, torch threads {thread_count}, median of {steps} steps; each side in a fresh process, "
+          f"{rounds} round(s) taking turns")
     sides = {"ours": "motionmae", "ours-compiled": "motionmae compiled", "hf": "HF VideoMAE"}
     result = {"config": config, "figures": {}, "ratios": {}}
+    if importlib.util.find_spec("transformers") is None:
+        result["skipped"] = "transformers not installed"
+        print("  Hugging Face skipped: transformers is not installed; `make bench` installs it "
+              "(pip install -e '.[bench]')")
+        return result
+    runs = {side: [] for side in sides}
+    for _ in range(rounds):
+        for side in sides:
+            runs[side].append(in_fresh_process(train_rate, side, c, steps, thread_count))
     for side, label in sides.items():
-        if side == "hf" and importlib.util.find_spec("transformers") is None:
-            result["skipped"] = "transformers not installed"
-            print("  Hugging Face skipped: transformers is not installed; `make bench` installs it "
-                  "(pip install -e '.[bench]')")
-            return result
-        figures = result["figures"][side] = in_fresh_process(train_rate, side, c, steps, thread_count)
-        print(f"  {label:22s} {figures['clips_per_s']:7.2f} clips/s  peak {figures['peak_mb']:6.0f} MB")
+        rates = [run["clips_per_s"] for run in runs[side]]
+        figures = result["figures"][side] = {"clips_per_s": statistics.median(rates),
+                                             "peak_mb": max(run["peak_mb"] for run in runs[side]), "rounds": rates}
+        each = f"  (rounds: {', '.join(f'{rate:.2f}' for rate in rates)})" if rounds > 1 else ""
+        print(f"  {label:22s} {figures['clips_per_s']:7.2f} clips/s  peak {figures['peak_mb']:6.0f} MB{each}")
     hf = result["figures"]["hf"]
     for side in ("ours", "ours-compiled"):
         ours = result["figures"][side]
@@ -459,7 +470,7 @@ def run_speed(out, quick: bool = False, thread_count: int = 1, tvl1_python=TVL1_
             "decode": compare_decode(path, sizes["short_side"], sizes["repeats"]),
             "prepare": compare_prepare(path, sizes["short_side"], sizes["repeats"], sizes["pairs"], thread_count,
                                        tvl1_python),
-            "train": compare_train(sizes["train"], sizes["steps"], thread_count),
+            "train": compare_train(sizes["train"], sizes["steps"], thread_count, sizes["rounds"]),
             "loader": compare_loader(sizes["videos_per_class"], sizes["clips"], sizes["steps"]),
         }
     report = {"options": {"quick": quick, "threads": thread_count, "tvl1_python": str(tvl1_python)},

@@ -68,6 +68,18 @@ def test_masked_pixels_do_not_reach_the_encoder():
     assert not torch.allclose(encoder(video, mask), encoder(changed, mask))
 
 
+def test_visible_only_embedding_equals_the_convolution():
+    embed = VisionTransformer("tiny", frames=8, img_size=48, tubelet=2, patch=16).patch_embed
+    video = torch.randn(3, 3, 8, 48, 48)
+    mask = random_mask(3, 4 * 3 * 3, 0.75, seed=1)
+    every = embed(video)  # the Conv3d over all tubelets
+    visible = embed(video, mask)
+    assert visible.shape == (3, 9, 192)
+    assert torch.allclose(visible, every[~mask].reshape(3, 9, 192), atol=1e-5)
+    visible.sum().backward()
+    assert embed.proj.weight.grad.abs().sum() > 0 and embed.proj.bias.grad is not None
+
+
 def test_sincos_table_matches_the_transformer_formula():
     table = sincos_table(10, 8)[0]
     pos, i = 7, 3  # dimension pair i -> dims 2i (sin) and 2i+1 (cos)
