@@ -50,7 +50,7 @@ TVL1_PYTHON = ".venv-tvl1/bin/python"  # the peer venv `make bench` creates
 TRAIN = {"size": "small", "image": 112, "frames": 16, "ratio": 0.9, "decoder_depth": 4, "batch": 8}
 QUICK = {  # --quick: small sizes for a smoke test
     "short_side": 128, "repeats": 1, "pairs": 2, "steps": 1, "videos_per_class": 1, "clips": 4,
-    "train": {**TRAIN, "size": "tiny", "batch": 2}, "rounds": 1,
+    "train": {**TRAIN, "size": "tiny", "batch": 2}, "rounds": 2,
 }
 FULL = {"short_side": 256, "repeats": 5, "pairs": 12, "steps": 5, "videos_per_class": 2, "clips": 48, "train": TRAIN,
         "rounds": 3}

@@ -39,6 +39,9 @@ def test_quick_run_prints_and_writes_every_comparison_and_skips_a_missing_tvl1_e
         assert set(comparison["ratios"]) == ratios, name
         for value in comparison["ratios"].values():
             assert math.isfinite(value) and value > 0, (name, value)
+    for side in report["comparisons"]["train"]["figures"].values():  # --quick takes 2 rounds: the median of 2
+        assert len(side["rounds"]) == 2 and side["clips_per_s"] == pytest.approx(sum(side["rounds"]) / 2)
+    assert "(rounds: " in printed
     assert report["comparisons"]["prepare"]["skipped"].startswith(f"{missing} not found")
     assert "tvl1_ms_per_pair" not in report["comparisons"]["prepare"]["figures"]
 
