@@ -248,11 +248,11 @@ class TrajectoryTarget(Target):
 
 
 def _standardize_pixels(x: torch.Tensor) -> torch.Tensor:
-    """`(B, N, P, C)` pixels in [0, 1] standardized over P (unbiased std + 1e-6), in place.
+    """`(B, N, P, C)` pixels in [0, 1] standardized over P (unbiased std + 1e-6).
 
     One pass of sums of the values and their squares, taken relative to each token's first
-    pixel so that float32 keeps them exact (within 1e-4 of the two-pass formula); a third of
-    the time of `torch.var_mean` on a CPU."""
+    pixel so that float32 keeps them exact (within 1e-4 of the two-pass formula; a flat
+    channel gives exact zeros); a third of the time of `torch.var_mean` on a CPU."""
     n = x.shape[2]
     shifted = x - x[:, :, :1]
     total, squares = shifted.sum(2, keepdim=True), shifted.square().sum(2, keepdim=True)

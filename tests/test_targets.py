@@ -171,6 +171,13 @@ def test_pixel_target_is_videomae_per_patch_normalized_pixels():
     patch = patch.reshape(-1, 3)
     expected = (patch - patch.mean(0)) / (patch.var(0).sqrt() + 1e-6)
     assert torch.allclose(y[0, 6 + 3 + 1].view(-1, 3), expected, atol=1e-5)
+    frames[:, :, :16, :16] = 200  # token 0 of every slice: one flat colour
+    frames[:, :, 0, 0, 0] = 201  # but one pixel a level brighter: a near-flat patch
+    y, _ = target(frames, None, num_frames=4, stride=3)
+    patch = frames[0, [0, 3], :16, :16].float().reshape(-1, 3) / 255
+    expected = (patch - patch.mean(0)) / (patch.var(0).sqrt() + 1e-6)
+    assert torch.allclose(y[0, 0].view(-1, 3)[:, 0], expected[:, 0], atol=1e-4)
+    assert (y[0, 0].view(-1, 3)[:, 1:] == 0).all()  # flat channels: exact zeros (two passes give rounding x 1e6)
 
 
 def test_hog_target_is_maskfeat_hog_of_the_middle_frame():
