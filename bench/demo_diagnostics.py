@@ -3,7 +3,7 @@
     .venv/bin/python bench/demo_diagnostics.py targets [--data data/synthetic] [--cache cache/motion] [--set k=v ...]
     .venv/bin/python bench/demo_diagnostics.py truth   [--data ...] [--cache ...]
     .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT
-    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|vit] [--patch 16] [--lr 3e-3] [--epochs 8]
+    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|convstem|vit|vit-convstem] [--patch 16] [--depth 12] [--lr 3e-3] [--epochs 8]
 
 targets: how much of the class a linear classifier reads from the pretraining targets
     themselves, pooled over one clip per video (mean over tokens, mean per time slice,
@@ -17,7 +17,10 @@ zero: the loss of a pretrained checkpoint on 64 training clips beside the loss o
     predicting zero and of copying each masked token's target from the same token at
     the nearest visible time. A model that learnt nothing sits at the zero predictor.
 supervised: is the data set learnable at all in the demo's budget? A small 3D CNN
-    (4 conv blocks, 0.29 M parameters) or our ViT-tiny classifier, trained with labels
+    (4 conv blocks, 0.29 M parameters), the ViT's convolutional stem alone (mean over its
+    tokens, LayerNorm, linear), our ViT-tiny classifier, or that ViT with the
+    convolutional stem in place of the tubelet embedding (16 px patches), optionally
+    cut to its first --depth blocks, trained with labels
     from scratch on the demo's clips (16 frames at stride 2, 64 px, one random crop of
     50-100 % area per video, drawn once, no flip; AdamW, one-cycle lr up to --lr,
     batch 16); validation top-1 (centre clip) after every epoch.
@@ -180,6 +183,33 @@ def small_cnn(classes: int) -> torch.nn.Module:
     return torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(width, classes))
 
 
+class Mean(torch.nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x.mean(self.dim)
+
+
+class ConvStem(torch.nn.Module):
+    """Drop-in for the tubelet embedding: four 3x3x3 conv-BN-ReLU layers of stride 2 in
+    space (and 2 in time in the third), then a 1x1x1 conv to the width: (B, 3, T, S, S)
+    -> (B, N, D) with the tubelet grid (T/2, S/16, S/16)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        layers, width = [], 3
+        for out, stride in ((24, (1, 2, 2)), (48, (1, 2, 2)), (96, (2, 2, 2)), (192, (1, 2, 2))):
+            layers += [torch.nn.Conv3d(width, out, 3, stride, 1, bias=False), torch.nn.BatchNorm3d(out),
+                       torch.nn.ReLU(inplace=True)]
+            width = out
+        self.convs = torch.nn.Sequential(*layers, torch.nn.Conv3d(width, dim, 1))
+
+    def forward(self, video, mask=None):
+        return self.convs(video).flatten(2).transpose(1, 2)
+
+
 def cmd_supervised(args):
     import time
 
@@ -192,11 +222,16 @@ def cmd_supervised(args):
     torch.manual_seed(0)
     if args.model == "cnn":
         model = small_cnn(classes)
+    elif args.model == "convstem":
+        model = torch.nn.Sequential(ConvStem(192), Mean(1), torch.nn.LayerNorm(192), torch.nn.Linear(192, classes))
     else:
         model = VideoClassifier(classes, "tiny", spec.frames, spec.size, patch=args.patch)
+        if args.model == "vit-convstem":
+            model.encoder.patch_embed = ConvStem(model.encoder.dim)
+        model.encoder.blocks = model.encoder.blocks[:args.depth]
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * len(loaders["train"]))
-    print(f"{args.model} (patch {args.patch}), lr {args.lr}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+    print(f"{args.model} (patch {args.patch}, depth {args.depth}), lr {args.lr}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"{len(train_items)} train / {len(val_items)} val videos, chance {1 / classes:.1%}")
     start = time.time()
     for epoch in range(args.epochs):
@@ -228,8 +263,9 @@ def main():
     sub.add_parser("zero").add_argument("checkpoint")
     supervised = sub.add_parser("supervised")
     supervised.add_argument("--data", default="data/synthetic")
-    supervised.add_argument("--model", choices=["cnn", "vit"], default="cnn")
+    supervised.add_argument("--model", choices=["cnn", "convstem", "vit", "vit-convstem"], default="cnn")
     supervised.add_argument("--patch", type=int, default=16, help="ViT patch side (px)")
+    supervised.add_argument("--depth", type=int, default=12, help="ViT blocks kept (of ViT-tiny's 12)")
     supervised.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     supervised.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
