@@ -390,7 +390,8 @@ def cmd_bench_quality(args) -> int:
     from motionmae.ablations import QualityError, run_quality
 
     try:
-        run_quality(budget=args.budget, seeds=args.seeds, out=args.out)
+        run_quality(budget=args.budget, seeds=args.seeds, out=args.out,
+                    methods=args.methods.split(",") if args.methods else None)
     except QualityError as err:
         raise UserError(str(err)) from None
     return 0
@@ -632,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(bench, "quality", "Pretrain-and-probe ablations of targets and masks on the embedded data set.", """
         motionmae bench quality --budget small
         motionmae bench quality --budget full --seeds 3 --out runs/bench-quality-full
+        motionmae bench quality --methods mme,videomae --seeds 1 --out runs/bench-mme-vs-videomae
         Every variant pretrains, is linear-probed and fine-tuned under the same budget, once per seed.
         A rerun skips the finished runs (OUT/results.jsonl) and resumes an interrupted one. Writes
         OUT/quality.md (table, the papers' claims met or not), OUT/quality.png and OUT/quality.json.
@@ -639,6 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=["small", "full"], default="small",
                    help="training budget per variant (default: small)")
     p.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per variant (default: 2)")
+    p.add_argument("--methods", metavar="A,B",
+                   help="comma-separated subset of the variants (default: all; an unknown name lists them)")
     p.add_argument("--out", default="runs/bench-quality", metavar="DIR",
                    help="results folder (default: runs/bench-quality)")
     p.set_defaults(func=cmd_bench_quality)
