@@ -3,7 +3,8 @@
     .venv/bin/python bench/demo_diagnostics.py targets [--data data/synthetic] [--cache cache/motion] [--set k=v ...]
     .venv/bin/python bench/demo_diagnostics.py truth   [--data ...] [--cache ...]
     .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT
-    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|convstem|vit|vit-convstem] [--patch 16] [--depth 12] [--lr 3e-3] [--epochs 8]
+    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|convstem|vit|vit-convstem]
+                                                          [--patch 16] [--depth 12] [--pool mean|max] [--lr 3e-3] [--epochs 8]
 
 targets: how much of the class a linear classifier reads from the pretraining targets
     themselves, pooled over one clip per video (mean over tokens, mean per time slice,
@@ -20,7 +21,7 @@ supervised: is the data set learnable at all in the demo's budget? A small 3D CN
     (4 conv blocks, 0.29 M parameters), the ViT's convolutional stem alone (mean over its
     tokens, LayerNorm, linear), our ViT-tiny classifier, or that ViT with the
     convolutional stem in place of the tubelet embedding (16 px patches), optionally
-    cut to its first --depth blocks, trained with labels
+    cut to its first --depth blocks, its tokens max-pooled with --pool max, trained with labels
     from scratch on the demo's clips (16 frames at stride 2, 64 px, one random crop of
     50-100 % area per video, drawn once, no flip; AdamW, one-cycle lr up to --lr,
     batch 16); validation top-1 (centre clip) after every epoch.
@@ -210,6 +211,18 @@ class ConvStem(torch.nn.Module):
         return self.convs(video).flatten(2).transpose(1, 2)
 
 
+class MaxPooled(torch.nn.Module):
+    """A VideoClassifier whose tokens are max-pooled instead of averaged: logits (B, classes)."""
+
+    def __init__(self, classifier: VideoClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, video):
+        c = self.classifier
+        return c.head(c.fc_norm(c.encoder(video).amax(1)))
+
+
 def cmd_supervised(args):
     import time
 
@@ -229,9 +242,11 @@ def cmd_supervised(args):
         if args.model == "vit-convstem":
             model.encoder.patch_embed = ConvStem(model.encoder.dim)
         model.encoder.blocks = model.encoder.blocks[:args.depth]
+        if args.pool == "max":
+            model = MaxPooled(model)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * len(loaders["train"]))
-    print(f"{args.model} (patch {args.patch}, depth {args.depth}), lr {args.lr}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+    print(f"{args.model} (patch {args.patch}, depth {args.depth}, {args.pool} pool), lr {args.lr}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"{len(train_items)} train / {len(val_items)} val videos, chance {1 / classes:.1%}")
     start = time.time()
     for epoch in range(args.epochs):
@@ -266,6 +281,7 @@ def main():
     supervised.add_argument("--model", choices=["cnn", "convstem", "vit", "vit-convstem"], default="cnn")
     supervised.add_argument("--patch", type=int, default=16, help="ViT patch side (px)")
     supervised.add_argument("--depth", type=int, default=12, help="ViT blocks kept (of ViT-tiny's 12)")
+    supervised.add_argument("--pool", choices=["mean", "max"], default="mean", help="ViT token pooling")
     supervised.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     supervised.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
