@@ -4,7 +4,7 @@
     .venv/bin/python bench/demo_diagnostics.py truth   [--data ...] [--cache ...]
     .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT
     .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|convstem|vit|vit-convstem]
-                                                          [--patch 16] [--depth 12] [--pool mean|max] [--lr 3e-3] [--epochs 8]
+        [--patch 16] [--depth 12] [--pool mean|max] [--lr 3e-3] [--epochs 8] [--data ...]
 
 targets: how much of the class a linear classifier reads from the pretraining targets
     themselves, pooled over one clip per video (mean over tokens, mean per time slice,
@@ -20,8 +20,8 @@ zero: the loss of a pretrained checkpoint on 64 training clips beside the loss o
 supervised: is the data set learnable at all in the demo's budget? A small 3D CNN
     (4 conv blocks, 0.29 M parameters), the ViT's convolutional stem alone (mean over its
     tokens, LayerNorm, linear), our ViT-tiny classifier, or that ViT with the
-    convolutional stem in place of the tubelet embedding (16 px patches), optionally
-    cut to its first --depth blocks, its tokens max-pooled with --pool max, trained with labels
+    convolutional stem in place of the tubelet embedding (16 px patches); the ViT cut to
+    its first --depth blocks, its tokens max-pooled with --pool max. Trained with labels
     from scratch on the demo's clips (16 frames at stride 2, 64 px, one random crop of
     50-100 % area per video, drawn once, no flip; AdamW, one-cycle lr up to --lr,
     batch 16); validation top-1 (centre clip) after every epoch.
@@ -29,6 +29,7 @@ supervised: is the data set learnable at all in the demo's budget? A small 3D CN
 
 import argparse
 import sys
+import time
 
 import numpy as np
 import torch
@@ -181,10 +182,13 @@ def small_cnn(classes: int) -> torch.nn.Module:
         layers += [torch.nn.Conv3d(width, out, 3, padding=1, bias=False), torch.nn.BatchNorm3d(out),
                    torch.nn.ReLU(inplace=True), torch.nn.MaxPool3d(pool)]
         width = out
-    return torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(width, classes))
+    head = [torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(width, classes)]
+    return torch.nn.Sequential(*layers, *head)
 
 
 class Mean(torch.nn.Module):
+    """Mean over one axis, as a layer."""
+
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
@@ -224,8 +228,6 @@ class MaxPooled(torch.nn.Module):
 
 
 def cmd_supervised(args):
-    import time
-
     spec = ClipSpec(frames=16, stride=2, size=64, short_side=64)
     train_items, val_items = read_list(f"{args.data}/train.csv"), read_list(f"{args.data}/val.csv")
     classes = max(i.label for i in train_items) + 1
@@ -246,8 +248,10 @@ def cmd_supervised(args):
             model = MaxPooled(model)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * len(loaders["train"]))
-    print(f"{args.model} (patch {args.patch}, depth {args.depth}, {args.pool} pool), lr {args.lr}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-          f"{len(train_items)} train / {len(val_items)} val videos, chance {1 / classes:.1%}")
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"{args.model} (patch {args.patch}, depth {args.depth}, {args.pool} pool), lr {args.lr}, "
+          f"{parameters:.2f} M parameters, {len(train_items)} train / {len(val_items)} val videos, "
+          f"chance {1 / classes:.1%}")
     start = time.time()
     for epoch in range(args.epochs):
         model.train()

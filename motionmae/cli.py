@@ -391,7 +391,7 @@ def cmd_bench_quality(args) -> int:
 
     try:
         run_quality(budget=args.budget, seeds=args.seeds, out=args.out,
-                    methods=args.methods.split(",") if args.methods else None)
+                    methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
     except QualityError as err:
         raise UserError(str(err)) from None
     return 0
