@@ -246,10 +246,11 @@ def cmd_supervised(args):
         model.encoder.blocks = model.encoder.blocks[:args.depth]
         if args.pool == "max":
             model = MaxPooled(model)
-    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.05)  # lr: OneCycleLR sets it
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * len(loaders["train"]))
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"{args.model} (patch {args.patch}, depth {args.depth}, {args.pool} pool), lr {args.lr}, "
+    vit = f" (patch {args.patch}, depth {args.depth}, {args.pool} pool)" if args.model.startswith("vit") else ""
+    print(f"{args.model}{vit}, lr {args.lr}, "
           f"{parameters:.2f} M parameters, {len(train_items)} train / {len(val_items)} val videos, "
           f"chance {1 / classes:.1%}")
     start = time.time()
@@ -289,6 +290,8 @@ def main():
     supervised.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     supervised.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
+    if args.command == "supervised" and args.model in ("convstem", "vit-convstem") and args.patch != 16:
+        parser.error("the convolutional stem makes 16 px patches; drop --patch")
     print(f"machine: {machine_line()}", file=sys.stderr)
     torch.set_num_threads(2)
     {"targets": cmd_targets, "truth": cmd_truth, "zero": cmd_zero, "supervised": cmd_supervised}[args.command](args)
