@@ -46,6 +46,9 @@ class ModelConfig:
     decoder_dim: int | None = None  # None: VideoMAE's width for the encoder size
     decoder_heads: int | None = None
     drop_path: float = 0.0
+    head: str = "linear"  # linear (one layer, all outputs) | mlp (one MLP per target part: the MME release)
+    head_hidden: int = 512  # mlp heads: hidden width
+    head_activations: dict = field(default_factory=dict)  # mlp heads: part -> identity | tanh | sigmoid
 
 
 @dataclass

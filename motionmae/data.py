@@ -11,7 +11,7 @@ codec motion vectors of the input frames, and a mask made here, in the
 data-loader worker, so it travels with the batch:
 
     frames  uint8   (T_raw, S, S, 3)
-    flow    float32 (T_raw - 1, S, S, 2)   (empty when the target needs no flow)
+    flow    float32 (T_raw - 1, S, S, 2)   (empty when neither the target nor mgm's guidance needs flow)
     mask    bool    (N,)                    True = masked
     label   int64   ()                      -1 when unlabelled
 
@@ -344,8 +344,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         motion = has_motion = None
         if clip.motion is not None:
             motion, has_motion = augment_vectors(clip.motion[inputs], box), clip.has_motion[inputs]
-        input_flow = None if flow is None else flow[: (d.frames - 1) * d.stride][:: d.stride]
-        mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, span[inputs]), rng, input_flow)
+        mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, span[inputs]), rng, flow, d.stride)
         return {
             "frames": torch.from_numpy(frames),
             "flow": torch.from_numpy(flow) if flow is not None else torch.zeros(0),

@@ -222,3 +222,25 @@ def _cell_histograms(frames, slot, cell, bins, channels, stride):
 def hog(images: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max") -> torch.Tensor:
     """HOG of `(M, 3, H, W)` images in [0, 1] -> `(M, C*bins, H/cell, W/cell)`."""
     return cell_grid(pixel_hog(images, bins, channels), cell)
+
+
+def release_hog(images: torch.Tensor, cell: int = 8, bins: int = 9) -> torch.Tensor:
+    """The official MME release's HOG: `(M, C, H, W)` images (it feeds ImageNet-normalized
+    frames) -> `(M, C*bins, H/cell, W/cell)`, one histogram per channel, channel-major.
+
+    As the release computes it: per-pixel magnitude of the integer-weight Sobel sums (8x
+    `gradients`), orientation `atan2(-dy, -dx)` taken into [0, 180) deg with bin i centred at
+    i * 180/bins deg, the magnitude split between the bins below (floor) and above (ceil) as
+    `ceil - p` and `p - floor`, so a pixel whose orientation falls exactly on a bin centre
+    (every purely horizontal gradient, dy = 0) votes nothing; the cell's votes are averaged
+    (not summed) and not normalized.
+    """
+    dx, dy = _sobel(images)
+    magnitude = torch.hypot(dx, dy)
+    position = torch.atan2(-dy, -dx) * (bins / math.pi)
+    position = torch.where(position < 0, position + bins, position)
+    low, high = torch.floor(position), torch.ceil(position)
+    hist = torch.zeros(images.shape[:2] + (bins,) + images.shape[2:], dtype=images.dtype, device=images.device)
+    hist.scatter_add_(2, torch.remainder(high, bins).long()[:, :, None], ((position - low) * magnitude)[:, :, None])
+    hist.scatter_add_(2, torch.remainder(low, bins).long()[:, :, None], ((high - position) * magnitude)[:, :, None])
+    return F.avg_pool2d(hist.flatten(1, 2), cell)

@@ -23,12 +23,15 @@ the most moving tokens of the next ring first).
 Motion guidance for mgm is a per-token magnitude map `(T', Hp, Wp)` built by
 `guidance(clip, grid)` from, in order of preference, codec motion vectors,
 flow (e.g. from the motion cache) or frame difference; it reports the source
-used so the data set can record it per sample.
+used so the data set can record it per sample. Flow guides each input frame by
+the raw frames from it to the next input frame, so a token slice is guided by
+the motion over the raw frames it covers.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import cv2
@@ -311,11 +314,23 @@ def vector_magnitude(motion: np.ndarray, has_motion: np.ndarray) -> tuple[np.nda
     return np.hypot(motion[..., 0], motion[..., 1]), np.asarray(has_motion, bool)
 
 
-def flow_magnitude(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flow (T-1, H, W, 2) px -> per-frame magnitude (T, H, W) since the previous frame; frame 0 invalid."""
+def flow_magnitude(flow: np.ndarray, frames: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Flow of a raw span -> magnitude per input frame (T, H, W) and validity (T,).
+
+    flow: (F, H, W, 2) px, field f carrying raw frame f to f + 1; input frame i is raw
+    frame i*stride. Frame i gets the mean magnitude of fields i*s .. i*s + s - 1, the
+    motion over the raw frames from it to the next input frame (a token slice of frames
+    2j, 2j+1 thus covers raw frames 2js .. 2js + 2s); frames whose fields are all past
+    the span are invalid.
+    """
     magnitude = np.hypot(flow[..., 0], flow[..., 1])
-    valid = np.arange(len(flow) + 1) > 0
-    return np.concatenate([np.zeros_like(magnitude[:1]), magnitude]), valid
+    out = np.zeros((frames, *magnitude.shape[1:]), np.float32)
+    valid = np.zeros(frames, bool)
+    for i in range(frames):
+        fields = magnitude[i * stride:(i + 1) * stride]
+        if len(fields):
+            out[i], valid[i] = fields.mean(axis=0), True
+    return out, valid
 
 
 def difference_magnitude(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -326,13 +341,15 @@ def difference_magnitude(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([np.zeros_like(change[:1]), change]), valid
 
 
-def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv") -> tuple[np.ndarray, str]:
+def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv",
+             stride: int = 1) -> tuple[np.ndarray, str]:
     """Per-token motion magnitude (T', Hp, Wp) of a clip and the source used.
 
     clip: anything with `frames` uint8 (T, H, W, 3), `motion` (T, h8, w8, 2)
     or None and `has_motion` bool (T,) or None (a `video.Clip`), already
-    cropped like the frames. flow: optional (T-1, H, W, 2) between the
-    clip's frames. Tries `prefer` first, then the others in the order
+    cropped like the frames. flow: optional (F, H, W, 2) of the raw span the
+    clip's frames were taken from `stride` apart (`flow_magnitude`; with stride 1,
+    (T-1, H, W, 2) between the clip's frames). Tries `prefer` first, then the others in the order
     mv, flow, diff; mv counts as available when at least one frame has
     vectors, diff always is (for clips of 2 frames or more).
     """
@@ -342,7 +359,7 @@ def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv") -> 
         if source == "mv" and clip.motion is not None and clip.has_motion is not None and clip.has_motion.any():
             return token_magnitude(*vector_magnitude(clip.motion, clip.has_motion), grid), "mv"
         if source == "flow" and flow is not None:
-            return token_magnitude(*flow_magnitude(flow), grid), "flow"
+            return token_magnitude(*flow_magnitude(flow, len(clip.frames), stride), grid), "flow"
         if source == "diff" and len(clip.frames) > 1:
             return token_magnitude(*difference_magnitude(clip.frames), grid), "diff"
     raise ValueError("a single-frame clip without motion vectors or flow gives no motion guidance")
@@ -387,12 +404,43 @@ class MaskGenerator:
     def needs_motion(self) -> bool:
         return self.kind == "mgm"
 
+    @property
+    def needs_flow(self) -> bool:
+        """The data set must load the span's flow: mgm guided by flow first."""
+        return self.kind == "mgm" and self.prefer == "flow"
+
     def __call__(self, rng: np.random.Generator, magnitude: np.ndarray | None = None) -> np.ndarray:
         return make_mask(self.kind, self.grid, self.ratio, rng, magnitude, **self.options)
 
-    def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-        """Mask bool (N,) for a clip, and the guidance source used."""
+    def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None,
+                 stride: int = 1) -> tuple[np.ndarray, str]:
+        """Mask bool (N,) for a clip, and the guidance source used; flow and stride as in `guidance`."""
         if not self.needs_motion:
             return self(rng), "none"
-        magnitude, source = guidance(clip, self.grid, flow, self.prefer)
+        magnitude, source = guidance(clip, self.grid, flow, self.prefer, stride)
         return self(rng, magnitude), source
+
+
+class GuidanceNotice:
+    """Says once, on stderr, that mgm masks could not use the configured guidance source.
+
+    Call it with each batch's per-sample sources (`mask_source`); the first batch in which
+    some sample fell back to another source prints one line naming both.
+    """
+
+    REASONS = {"mv": "the videos carry no codec motion vectors", "flow": "no flow was loaded"}
+
+    def __init__(self, kind: str, prefer: str, stream=None):
+        self.active, self.prefer, self.stream = kind == "mgm", prefer, stream
+
+    def __call__(self, sources) -> str | None:
+        if not self.active:
+            return None
+        other = sorted({s for s in sources if s != self.prefer})
+        if not other:
+            return None
+        self.active = False
+        line = (f"warning: mask.guidance {self.prefer} could not be used for some clips "
+                f"({self.REASONS.get(self.prefer, 'unavailable')}); they were guided by {', '.join(other)}")
+        print(line, file=self.stream or sys.stderr)
+        return line

@@ -179,14 +179,50 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
 
-class Decoder(nn.Module):
-    """Light transformer over visible tokens + mask tokens; predicts targets of masked tokens."""
+ACTIVATIONS = {"identity": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
-    def __init__(self, dim: int, depth: int, heads: int, out_dim: int):
+
+class PartHeads(nn.Module):
+    """One MLP head per target part, outputs concatenated in part order (the official MME
+    release's heads: Linear(dim, hidden), GELU, Linear(hidden, part), then an activation).
+
+    parts: name -> number of outputs, in the target's order; activations: name -> "identity"
+    (default) | "tanh" | "sigmoid".
+    """
+
+    def __init__(self, dim: int, parts: dict[str, int], hidden: int = 512, activations: dict | None = None):
+        super().__init__()
+        activations = activations or {}
+        unknown = set(activations) - set(parts)
+        if unknown:
+            raise ValueError(f"head activation for unknown target part(s) {', '.join(sorted(unknown))} "
+                             f"(parts: {', '.join(parts)})")
+        bad = {a for a in activations.values() if a not in ACTIVATIONS}
+        if bad:
+            raise ValueError(f"head activation must be one of {', '.join(ACTIVATIONS)}, got {', '.join(sorted(bad))}")
+        self.heads = nn.ModuleDict({name: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, size),
+                                                        ACTIVATIONS[activations.get(name, "identity")]())
+                                    for name, size in parts.items()})
+
+    def forward(self, x):
+        return torch.cat([head(x) for head in self.heads.values()], dim=-1)
+
+
+class Decoder(nn.Module):
+    """Light transformer over visible tokens + mask tokens; predicts targets of masked tokens.
+
+    The head is one linear layer over all `out_dim` outputs, or `PartHeads` when `parts`
+    (name -> number of outputs, summing to `out_dim`) is given.
+    """
+
+    def __init__(self, dim: int, depth: int, heads: int, out_dim: int, parts: dict[str, int] | None = None,
+                 head_hidden: int = 512, activations: dict | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, out_dim)
+        if parts is not None and sum(parts.values()) != out_dim:
+            raise ValueError(f"target parts {parts} do not add up to {out_dim} outputs")
+        self.head = nn.Linear(dim, out_dim) if parts is None else PartHeads(dim, parts, head_hidden, activations)
 
     def forward(self, x, num_masked: int):
         for block in self.blocks:
@@ -197,12 +233,15 @@ class Decoder(nn.Module):
 class PretrainModel(nn.Module):
     """Masked video autoencoder: `forward(video, mask) -> (B, N_masked, target_dim)`.
 
-    Predictions are in the order of the masked tokens, i.e. `target[mask]`.
+    Predictions are in the order of the masked tokens, i.e. `target[mask]`. `head_parts`
+    (target part -> outputs) gives the decoder one MLP head per part (`PartHeads`, with
+    `head_hidden` and `head_activations`); None: one linear head.
     """
 
     def __init__(self, target_dim: int, size: str = "base", frames: int = 16, img_size: int = 224,
                  tubelet: int = 2, patch: int = 16, decoder_depth: int = 4, decoder_dim: int | None = None,
-                 decoder_heads: int | None = None, drop_path: float = 0.0):
+                 decoder_heads: int | None = None, drop_path: float = 0.0, head_parts: dict[str, int] | None = None,
+                 head_hidden: int = 512, head_activations: dict | None = None):
         super().__init__()
         spec = SIZES[size]
         decoder_dim = decoder_dim or spec.decoder_dim
@@ -212,7 +251,8 @@ class PretrainModel(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("decoder_pos_embed", sincos_table(self.encoder.num_tokens, decoder_dim),
                              persistent=False)
-        self.decoder = Decoder(decoder_dim, decoder_depth, decoder_heads, target_dim)
+        self.decoder = Decoder(decoder_dim, decoder_depth, decoder_heads, target_dim, head_parts, head_hidden,
+                               head_activations)
         init_weights(self.encoder_to_decoder)
         init_weights(self.decoder)
         nn.init.trunc_normal_(self.mask_token, std=0.02)

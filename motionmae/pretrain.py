@@ -27,12 +27,12 @@ from tqdm import tqdm
 from motionmae import checkpoints
 from motionmae.config import Config, save_config
 from motionmae.data import EpochSampler, PretrainDataset, make_loader, read_list
-from motionmae.masking import MaskGenerator
+from motionmae.masking import GuidanceNotice, MaskGenerator
 from motionmae.models import PretrainModel, token_grid
+from motionmae.targets import IMAGENET_MEAN as MEAN
+from motionmae.targets import IMAGENET_STD as STD
 from motionmae.targets import build_target, input_frames
 
-MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean and std (VideoMAE's input normalization)
-STD = (0.229, 0.224, 0.225)
 
 
 class TrainingDiverged(RuntimeError):
@@ -162,10 +162,18 @@ def mean_over_ranks(values: torch.Tensor, env: Distributed) -> torch.Tensor:
     return values
 
 
-def build_model(config: Config, target_dim: int) -> PretrainModel:
+def build_model(config: Config, target_dim: int, parts: dict | None = None) -> PretrainModel:
+    """The config's model for a target of `target_dim` outputs; `model.head: mlp` needs the target's
+    `parts` (name -> slice) for its per-part heads (a single part "all" when not given)."""
     m, d = config.model, config.data
+    if m.head not in ("linear", "mlp"):
+        raise ValueError(f"model.head must be 'linear' or 'mlp', got {m.head!r}")
+    head_parts = None
+    if m.head == "mlp":
+        head_parts = {name: s.stop - s.start for name, s in (parts or {"all": slice(0, target_dim)}).items()}
     return PretrainModel(target_dim, m.size, d.frames, d.size, m.tubelet, m.patch, m.decoder_depth,
-                         m.decoder_dim, m.decoder_heads, m.drop_path)
+                         m.decoder_dim, m.decoder_heads, m.drop_path, head_parts, m.head_hidden,
+                         dict(m.head_activations))
 
 
 def build_dataset(config: Config, target) -> PretrainDataset:
@@ -174,7 +182,7 @@ def build_dataset(config: Config, target) -> PretrainDataset:
     masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance,
                           options=dict(config.mask.options))
     return PretrainDataset(read_list(d.train), d, target.raw_span(d.frames, d.stride), masks,
-                           seed=config.run.seed, needs_flow=target.needs_flow)
+                           seed=config.run.seed, needs_flow=target.needs_flow or masks.needs_flow)
 
 
 def batch_loss(model, target, batch: dict, data, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, dict]:
@@ -213,7 +221,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                            rank=env.rank, world=env.world)
     loader = make_loader(dataset, config.data.workers, env.device.type == "cuda", batch_sampler=sampler)
 
-    model = build_model(config, target.dim).to(env.device)
+    model = build_model(config, target.dim, target.parts).to(env.device)
     o = config.optim
     global_batch = o.batch_size * o.accum_steps * env.world
     lr = o.base_lr * global_batch / 256
@@ -259,12 +267,14 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     log = open_run_folder(out, config, step, env)
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", disable=not env.main, dynamic_ncols=True)
+    notice = GuidanceNotice(config.mask.kind if env.main else "none", config.mask.guidance)
     while step < last_step:
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
         started, clips, micro = time.perf_counter(), 0, 0
         for batch in loader:
             micro += 1
+            notice(batch["mask_source"])
             sync = micro % o.accum_steps == 0
             with ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext():
                 loss, parts = batch_loss(ddp, target, batch, config.data, env.device, use_amp)

@@ -44,16 +44,37 @@ def to_tokens(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, tubelet * patch * patch, c)
 
 
-def standardize(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """Zero mean, unit (population) variance over `dims`, counting only where `weight` (0/1, broadcastable) is 1."""
+def standardize(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None = None, eps: float = 1e-6,
+                unbiased: bool = False) -> torch.Tensor:
+    """Zero mean and unit variance over `dims`, counting only where `weight` (0/1, broadcastable) is 1.
+
+    Population variance: `(x - mean) / sqrt(var + eps)`. `unbiased=True` is the official MME
+    release's PatchStd: `(x - mean) / (std + eps)` with the unbiased std (n - 1 in the
+    denominator; a single value standardizes to 0).
+    """
     if weight is None:
         weight = x.new_ones((1,) * x.dim())
     repeats = math.prod(x.shape[d] for d in dims if weight.shape[d] == 1)  # each weight entry stands for this many
-    count = (weight.sum(dims, keepdim=True) * repeats).clamp(min=1)
-    mean = (x * weight).sum(dims, keepdim=True) / count
+    count = weight.sum(dims, keepdim=True) * repeats
+    mean = (x * weight).sum(dims, keepdim=True) / count.clamp(min=1)
     centred = x - mean
-    var = (centred.square() * weight).sum(dims, keepdim=True) / count
-    return centred.mul_(weight * (var + eps).rsqrt())
+    squares = (centred.square() * weight).sum(dims, keepdim=True)
+    if unbiased:
+        return centred.mul_(weight / ((squares / (count - 1).clamp(min=1)).sqrt() + eps))
+    return centred.mul_(weight * (squares / count.clamp(min=1) + eps).rsqrt())
+
+
+def dead_zone(displacement: torch.Tensor, width: float) -> torch.Tensor:
+    """Gate `(..., L, 2)` px steps by their trajectory's net motion per step, `r = |mean over L|`.
+
+    The gate is 0 for `r <= width/2`, 1 for `r >= width`, and linear between, so a
+    trajectory that moves faster than `width` px per step keeps its steps unchanged (speed
+    and direction), and one that drifts like flow noise around a still point becomes 0.
+    """
+    if width <= 0:
+        return displacement
+    net = displacement.mean(dim=-2, keepdim=True).norm(dim=-1, keepdim=True)
+    return displacement * ((net - width / 2) / (width / 2)).clamp_(0, 1)
 
 
 def _all_valid(target: torch.Tensor) -> torch.Tensor:
@@ -101,6 +122,7 @@ class Target:
         self.parts: dict[str, slice] = {}
         self.loss_weights: dict[str, float] = {}
         self.element_weight: torch.Tensor | None = None  # (D,) or None
+        self.reduction = "mean"  # of `target_loss`: "mean" per part, or "sum" (paper Eq. 1)
 
     def raw_span(self, num_frames: int, stride: int) -> int:
         """Raw frames this target needs; the inputs alone need `(T-1)*s + 1`."""
@@ -108,7 +130,8 @@ class Target:
 
     def loss(self, pred, target, valid, mask):
         """`target_loss` with this builder's parts and weights."""
-        return target_loss(pred, target, valid, mask, self.parts, self.loss_weights, self.element_weight)
+        return target_loss(pred, target, valid, mask, self.parts, self.loss_weights, self.element_weight,
+                           self.reduction)
 
     def __repr__(self):
         return f"{type(self).__name__}(dim={self.dim}, parts={ {k: (s.start, s.stop) for k, s in self.parts.items()} })"
@@ -120,21 +143,31 @@ class TrajectoryTarget(Target):
     Layout of D = K*L*(2 + C*bins): position part `(K, L, 2)` (displacements px), then
     shape part `(K, L, C*bins)` (HOG at p_0 .. p_{L-1} on its raw frame), k-major.
 
-    Options (paper behaviour by default; release = official XinyuSun/MME script):
+    Options (paper behaviour by default; release = official XinyuSun/MME script; docs/fidelity.md):
       traj_len       L steps (paper 6, release 4)
       interpolate    True: steps of 1 raw frame; False: steps of s raw frames (flow at the
                      input stride, chained from the dense flow)
-      shape          False: position part only ("w/o shape")
+      shape          False: position part only ("w/o shape"; the release's K400 script)
       merge          None | "mean" | "max": merge the K trajectories into one (mean, or the
                      valid one with the longest path)
-      traj_norm      "token" (one mean/var over the token's position part) | "across_k"
-                     (release PatchStd: each value across the K trajectories) | "none"
-      shape_norm     the same choices for the shape part (release: "none")
+      traj_norm      "scale" (default: steps / traj_scale after the dead zone, so direction and
+                     speed stay and still points give 0) | "token" (one mean/var over the token's
+                     position part) | "across_k" (release PatchStd: each value across the K
+                     trajectories, unbiased std) | "none" (px)
+      traj_scale     px per step that "scale" maps to 1 (default 1.0)
+      dead_zone      px per step: a trajectory whose net motion per step is below dead_zone/2
+                     gives 0, above dead_zone it is kept as it is, linear between (`dead_zone`)
+      shape_norm     "token" | "across_k" | "none" for the shape part (release: "none")
       hog_channels   "max" (9 bins) | "each" (9 per RGB channel, release)
-      shape_step_weight  loss weight of shape steps after the first (release 0.1)
+      shape_step_weight  loss weight of shape steps after the first (release VolumeHOG: 0.1)
       validity       "trajectory" (each leaves the loss on its own) | "token" (release: all
                      K count when any stays in frame)
-      lookup         "bilinear" | "nearest" (release) flow and HOG reads
+      lookup         "bilinear" | "nearest" (flow and HOG read at the nearest pixel) | "cell"
+                     (flow at the nearest pixel, HOG of the 8x8 cell that contains the point:
+                     the release's trajectory-aligned HOG)
+      tracker        "paper" (sub-pixel positions, Eq. 6) | "release" (integer positions from
+                     pixel (8i+4, 8j+4), flow rounded to whole px and not filtered, positions
+                     clamped to the frame, in frame = p_0 .. p_{L-1} inside)
       hog_stride     1: exact trajectory-aligned HOG (the cell around every pixel position);
                      2 (default) or 4: cells kept every 2 or 4 px and read between them, 1.6x
                      faster on CPU, 3-4 % off on real video (`hog.cell_histograms`, docs/benchmarks.md)
@@ -145,19 +178,30 @@ class TrajectoryTarget(Target):
     name = "traj"
     needs_flow = True
 
-    def __init__(self, traj_len=6, interpolate=True, shape=True, merge=None, traj_norm="token", shape_norm="token",
-                 hog_channels="max", shape_step_weight=1.0, validity="trajectory", lookup="bilinear", median=True,
-                 max_flow=20.0, position_weight=1.0, shape_weight=1.0, bins=9, cell=8, hog_stride=2, tubelet=2, patch=16):
+    def __init__(self, traj_len=6, interpolate=True, shape=True, merge=None, traj_norm="scale", traj_scale=1.0,
+                 dead_zone=0.3, shape_norm="token", hog_channels="max", shape_step_weight=1.0, validity="trajectory",
+                 lookup="bilinear", tracker="paper", median=True, max_flow=20.0, position_weight=1.0, shape_weight=1.0,
+                 bins=9, cell=8, hog_stride=2, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
-        for option, value, choices in (("merge", merge, (None, "mean", "max")), ("traj_norm", traj_norm, ("token", "across_k", "none")),
+        for option, value, choices in (("merge", merge, (None, "mean", "max")),
+                                       ("traj_norm", traj_norm, ("scale", "token", "across_k", "none")),
                                        ("shape_norm", shape_norm, ("token", "across_k", "none")),
-                                       ("validity", validity, ("trajectory", "token")), ("lookup", lookup, ("bilinear", "nearest")),
+                                       ("validity", validity, ("trajectory", "token")),
+                                       ("lookup", lookup, ("bilinear", "nearest", "cell")),
+                                       ("tracker", tracker, ("paper", "release")),
                                        ("hog_channels", hog_channels, ("max", "each"))):
             if value not in choices:
                 raise ValueError(f"{option} must be one of {choices}, got {value!r}")
+        if traj_scale <= 0 or dead_zone < 0:
+            raise ValueError(f"traj_scale must be > 0 and dead_zone >= 0 (px per step), got {traj_scale}, {dead_zone}")
+        if tracker == "release" and not interpolate:
+            raise ValueError("tracker 'release' follows dense flow only (interpolate: true)")
         self.traj_len, self.interpolate, self.shape, self.merge = traj_len, interpolate, shape, merge
-        self.traj_norm, self.shape_norm, self.hog_channels = traj_norm, shape_norm, hog_channels
+        self.traj_norm, self.traj_scale, self.dead_zone = traj_norm, float(traj_scale), float(dead_zone)
+        self.shape_norm, self.hog_channels, self.tracker = shape_norm, hog_channels, tracker
         self.validity, self.lookup, self.median, self.max_flow = validity, lookup, median, max_flow
+        if lookup == "cell":
+            hog_stride = cell  # the cell grid itself
         if cell % hog_stride:
             raise ValueError(f"hog_stride {hog_stride} must divide the cell size {cell}")
         self.bins, self.cell, self.hog_stride = bins, cell, hog_stride
@@ -178,6 +222,17 @@ class TrajectoryTarget(Target):
     def raw_span(self, num_frames: int, stride: int) -> int:
         return TR.raw_span(num_frames, stride, self.traj_len, self.tubelet, self.interpolate)
 
+    def _tracks(self, flow, starts, points, step):
+        """Steps `(B*S, L, P, 2)` px, the points HOG is read at `(B*S, L, P, 2)` px and in-frame flags `(B*S, P)`."""
+        h, w = flow.shape[2:4]
+        if self.tracker == "release":
+            steps, read_at, valid = TR.track_release(flow, starts, self.traj_len, points, self.max_flow)
+            return steps.flatten(0, 1), read_at.flatten(0, 1), valid.flatten(0, 1)
+        flow_lookup = "bilinear" if self.lookup == "bilinear" else "nearest"
+        dense = TR.track(flow, starts, self.traj_len * step, points, flow_lookup, self.median, self.max_flow)
+        positions = dense[:, :, ::step].flatten(0, 1)  # (B*S, L + 1, P, 2)
+        return positions[:, 1:] - positions[:, :-1], positions[:, :-1], TR.inside(dense, h, w).flatten(0, 1)
+
     @torch.no_grad()
     def __call__(self, frames, flow, num_frames, stride):
         _check_span(self, frames, flow, num_frames, stride)
@@ -188,10 +243,8 @@ class TrajectoryTarget(Target):
 
         # Tracking: all K points of all tokens of slice j start on raw frame r_j.
         points = TR.start_points(h, w, self.patch, self.cell, frames.device).expand(b, slices, -1, -1)
-        dense = TR.track(flow.float().contiguous(), starts, steps * step, points, self.lookup, self.median, self.max_flow)
-        valid = TR.inside(dense, h, w).flatten(0, 1)  # (B*S, P)
-        positions = dense[:, :, ::step].flatten(0, 1)  # (B*S, L + 1, P, 2)
-        features = [positions[:, 1:] - positions[:, :-1]]  # z^p: (B*S, L, P, 2)
+        moves, tracked, valid = self._tracks(flow.float().contiguous(), starts, points, step)
+        features = [moves]  # z^p: (B*S, L, P, 2)
 
         # Shape: HOG of the cell around p_l on raw frame r_j + l*step. Slices share raw frames, so
         # cell maps are made once per distinct frame, a chunk at a time, and read while in cache.
@@ -201,12 +254,13 @@ class TrajectoryTarget(Target):
             batch = torch.arange(b, device=frames.device)
             rows = (batch[:, None] * frames.shape[1] + used).flatten()  # (B*U,) rows of frames.flatten(0, 1)
             which = (batch[:, None, None] * len(used) + visit).flatten()  # (B*S*L,) each group's place in rows
-            tracked = positions[:, :steps].flatten(0, 1)  # (B*S*L, P, 2)
+            tracked = tracked.flatten(0, 1)  # (B*S*L, P, 2)
             hogs = tracked.new_empty(*tracked.shape[:2], self.shape_dim)
+            hog_lookup = "bilinear" if self.lookup == "bilinear" else "nearest"
             for first, cells in H.cell_histogram_chunks(frames.flatten(0, 1), self.cell, self.bins, self.hog_channels,
                                                         self.hog_stride, index=rows):
                 groups = ((which >= first) & (which < first + len(cells))).nonzero()[:, 0]
-                hogs[groups] = TR.sample_maps(cells, which[groups] - first, tracked[groups], self.lookup,
+                hogs[groups] = TR.sample_maps(cells, which[groups] - first, tracked[groups], hog_lookup,
                                               offset=(self.cell - 1) / 2, spacing=self.hog_stride)
             features.append(hogs.view(b * slices, steps, *hogs.shape[1:]))  # z^s: (B*S, L, P, C*bins)
 
@@ -219,11 +273,18 @@ class TrajectoryTarget(Target):
         if self.validity == "token":
             valid = valid.any(dim=2, keepdim=True).expand_as(valid)
         weight = valid[..., None, None].float()
-        norms = (self.traj_norm, self.shape_norm)
-        features = [self._normalized(f, weight, norm) for f, norm in zip(features, norms)]
+        features[0] = self._position(features[0], weight)
+        if self.shape:
+            features[1] = _normalized(features[1], weight, self.shape_norm)
         target = torch.cat([f.flatten(2) for f in features], dim=-1)
         mask = torch.cat([valid[..., None].expand(-1, -1, -1, steps * f.shape[-1]).flatten(2) for f in features], dim=-1)
         return target, mask
+
+    def _position(self, moves, weight):
+        """Normalized position part `(B, N, K, L, 2)` per `traj_norm`; 0 where `weight` is 0."""
+        if self.traj_norm == "scale":
+            return dead_zone(moves, self.dead_zone).mul_(weight / self.traj_scale)
+        return _normalized(moves, weight, self.traj_norm)
 
     def _merged(self, features, valid):
         """One trajectory per token: the mean of the valid ones, or the valid one with the longest path."""
@@ -237,14 +298,15 @@ class TrajectoryTarget(Target):
             features = [f.gather(2, best.expand(-1, -1, 1, *f.shape[3:])) for f in features]
         return features, valid.any(dim=2, keepdim=True)
 
-    @staticmethod
-    def _normalized(f, weight, norm):
-        if norm == "token":
-            return standardize(f, (2, 3, 4), weight)
-        if norm == "across_k":
-            return standardize(f, (2,), weight)
-        return f * weight
 
+def _normalized(f, weight, norm):
+    """`(B, N, K, L, c)` standardized over the token ("token") or across its K trajectories ("across_k",
+    unbiased std as the release's PatchStd), or left as it is ("none"); 0 where `weight` is 0."""
+    if norm == "token":
+        return standardize(f, (2, 3, 4), weight)
+    if norm == "across_k":
+        return standardize(f, (2,), weight, unbiased=True)
+    return f * weight
 
 
 def _standardize_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -285,18 +347,26 @@ class PixelTarget(Target):
         return x, _all_valid(x)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB on [0, 1]: the encoder's input normalization (VideoMAE)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class HOGTarget(Target):
     """MaskFeat: HOG of the tubelet's middle input frame (raw r_j + (t//2)*s), 9 bins per RGB channel.
 
     Layout `(cells, 3*bins)`, cells row-major: D = 4*27 = 108. `norm`: "none" (MME's
-    recipe: no L2), "l2" (per cell and channel, MaskFeat) or "token".
+    recipe: no L2), "l2" (per cell and channel, MaskFeat) or "token". `style`: "maskfeat"
+    (`hog.hog` of the frame on [0, 1], cell sums) or "release" (the official MME release's
+    'base' HOG target: `hog.release_hog` of the ImageNet-normalized frame, cell means).
     """
 
     name = "hog"
 
-    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
+    def __init__(self, norm="none", style="maskfeat", bins=9, cell=8, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
-        self.norm, self.bins, self.cell = norm, bins, cell
+        if style not in ("maskfeat", "release"):
+            raise ValueError(f"style must be 'maskfeat' or 'release', got {style!r}")
+        self.norm, self.style, self.bins, self.cell = norm, style, bins, cell
         self.dim = (patch // cell) ** 2 * 3 * bins
         self.parts, self.loss_weights = {"hog": slice(0, self.dim)}, {"hog": 1.0}
 
@@ -306,7 +376,11 @@ class HOGTarget(Target):
         b = frames.shape[0]
         middle = frames[:, (self.tubelet // 2) * stride:(num_frames - 1) * stride + 1:self.tubelet * stride]
         images = middle.permute(0, 1, 4, 2, 3).flatten(0, 1).float() / 255
-        cells = H.hog(images, self.cell, self.bins, channels="each")  # (B*S, 3*bins, Hc, Wc)
+        if self.style == "release":
+            mean, std = (torch.tensor(v, device=images.device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+            cells = H.release_hog((images - mean) / std, self.cell, self.bins)
+        else:
+            cells = H.hog(images, self.cell, self.bins, channels="each")  # (B*S, 3*bins, Hc, Wc)
         cells = cells.view(b, -1, *cells.shape[1:]).permute(0, 1, 3, 4, 2)
         x = to_tokens(cells, 1, self.patch // self.cell)  # (B, N, K, 3*bins)
         x = _normalize(x.unflatten(-1, (3, self.bins)), self.norm).flatten(2)
@@ -419,18 +493,24 @@ class CombinedTarget(Target):
 TARGETS = {"traj": TrajectoryTarget, "pixel": PixelTarget, "hog": HOGTarget,
            "flow": FlowTarget, "hof": HOFTarget, "mbh": MBHTarget}
 
-# The official MME release's switches (XinyuSun/MME pretraining script for Kinetics).
-RELEASE_TRAJ = dict(traj_len=4, traj_norm="across_k", shape_norm="none", hog_channels="each",
-                    shape_step_weight=0.1, validity="token", lookup="nearest",
-                    hog_stride=1)  # its nearest-pixel HOG reads need the cell at every pixel
+# The official MME release's Kinetics-400 pretraining script (XinyuSun/MME, target 'idt',
+# variant 'base'): `build_target("hog+traj", **RELEASE)` = HOG of each tubelet's second frame
+# plus 4-step trajectories without a shape part, PatchStd, token validity, summed loss
+# (configs/mme-release-k400.yaml; docs/fidelity.md lists what still differs).
+RELEASE_TRAJ = dict(traj_len=4, shape=False, traj_norm="across_k", validity="token", tracker="release")
+RELEASE = dict(RELEASE_TRAJ, style="release", loss_reduction="sum")
 
 
-def build_target(name: str, **options) -> Target:
+def build_target(name: str, loss_reduction: str = "mean", **options) -> Target:
     """Target builder by name: "traj", "pixel", "hog", "flow", "hof", "mbh", or several joined by "+".
 
     For a combination each part receives the options its constructor accepts; an option
-    no part accepts is an error.
+    no part accepts is an error. `loss_reduction` (`target_loss`): "mean" (each part
+    averaged over its elements, parts added with their weights) or "sum" (paper Eq. 1:
+    squared errors summed over each masked token's elements, averaged over masked tokens).
     """
+    if loss_reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
     names = name.split("+")
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
@@ -440,22 +520,30 @@ def build_target(name: str, **options) -> Target:
     if stray:
         raise ValueError(f"target {name!r} takes no option(s) {', '.join(sorted(stray))}")
     targets = [TARGETS[n](**{k: v for k, v in options.items() if k in a}) for n, a in zip(names, accepted)]
-    return targets[0] if len(targets) == 1 else CombinedTarget(targets)
+    target = targets[0] if len(targets) == 1 else CombinedTarget(targets)
+    target.reduction = loss_reduction
+    return target
 
 
-def target_loss(pred, target, valid, mask, parts, weights=None, element_weight=None):
+def target_loss(pred, target, valid, mask, parts, weights=None, element_weight=None, reduction="mean"):
     """Masked MSE, each part averaged over its valid elements of masked tokens, then summed with `weights`.
 
     pred:   (B, N, D) for all tokens, or (B, M, D) for the M masked tokens in token order
     target, valid: (B, N, D) from a builder; mask: (B, N) bool, True = masked
     parts:  name -> slice of D; weights: name -> float (default 1 each)
     element_weight: optional (D,) weight of each element within its part's mean
+    reduction: "mean" as above, or "sum": a part's loss is the sum of its weighted squared
+        errors over valid elements divided by the number of masked tokens (the paper's
+        Eq. 1 and Eq. 7, and the release: a token's 9 shape values per step weigh 9:2
+        against its 2 position values)
     Returns (loss, {part: detached part loss}).
     """
     b, n, d = target.shape
     if pred.shape[1] != n:
         target = target[mask].view(b, -1, d)
-    if element_weight is None and _is_all_valid(valid) and pred.shape[1] != n:
+    if reduction == "sum":
+        tokens = max(int(mask.sum()), 1)
+    if element_weight is None and _is_all_valid(valid) and pred.shape[1] != n and reduction == "mean":
         # every element of every masked token counts (pixel, HOG, flow targets): plain means,
         # without the (B, M, D) weight tensors, which cost a few hundred MB at ViT-B sizes
         losses = {name: F.mse_loss(pred[..., part], target[..., part].to(pred.dtype)) for name, part in parts.items()}
@@ -470,6 +558,7 @@ def target_loss(pred, target, valid, mask, parts, weights=None, element_weight=N
     error = (pred - target.to(pred.dtype)) ** 2 * weight
     total, losses = 0.0, {}
     for name, part in parts.items():
-        losses[name] = error[..., part].sum() / weight[..., part].sum().clamp(min=1e-12)
+        count = tokens if reduction == "sum" else weight[..., part].sum().clamp(min=1e-12)
+        losses[name] = error[..., part].sum() / count
         total = total + (1.0 if weights is None else weights[name]) * losses[name]
     return total, {name: value.detach() for name, value in losses.items()}

@@ -154,6 +154,36 @@ def track(flow: torch.Tensor, starts: torch.Tensor, steps: int, points: torch.Te
     return torch.stack(positions, dim=2)
 
 
+def track_release(flow: torch.Tensor, starts: torch.Tensor, steps: int, points: torch.Tensor,
+                  max_flow: float | None = 20.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The official MME release's tracker on whole pixels: no median filter, no sub-pixel reads.
+
+    flow `(B, F, H, W, 2)` px, rounded to whole px and clamped to `max_flow`; starts `(S,)` as in
+    `track`; points `(B, S, P, 2)` cell centres `(8i + 3.5, 8j + 3.5)`, which start on pixel
+    `(8i + 4, 8j + 4)`. Each step checks that the point is in the frame, clamps it to the
+    frame, reads the flow at its pixel and moves by it. Returns the steps `(B, S, steps, P, 2)`
+    px, the clamped pixels read `(B, S, steps, P, 2)` and in-frame flags `(B, S, P)` (True when
+    p_0 .. p_{steps-1} are all in the frame; the last position is not checked).
+    """
+    b, _, height, width, _ = flow.shape
+    batch = torch.arange(b, device=flow.device).view(-1, 1, 1)
+    p = torch.floor(points) + 1
+    valid = torch.ones(p.shape[:-1], dtype=torch.bool, device=flow.device)
+    moves, reads = [], []
+    for i in range(steps):
+        x, y = p[..., 0], p[..., 1]
+        valid &= (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+        p = torch.stack((x.clamp(0, width - 1), y.clamp(0, height - 1)), dim=-1)
+        field = (starts + i).view(1, -1, 1)
+        move = flow[batch, field, p[..., 1].long(), p[..., 0].long()].round()
+        if max_flow is not None:
+            move = move.clamp(-max_flow, max_flow)
+        moves.append(move)
+        reads.append(p)
+        p = p + move
+    return torch.stack(moves, dim=2), torch.stack(reads, dim=2), valid
+
+
 def inside(positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """True where a trajectory `(..., S, P, 2)` stays in the frame at every step -> `(..., P)`."""
     x, y = positions[..., 0], positions[..., 1]

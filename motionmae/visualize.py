@@ -362,7 +362,7 @@ def _load(checkpoint):
     target = build_target(config.target.name, tubelet=m.tubelet, patch=m.patch, **config.target.options)
     if target.name not in ("traj", "pixel"):
         raise VisualizeError(f"{checkpoint}: visualize draws traj and pixel targets; this one predicts {target.name}")
-    model = build_model(config, target.dim)
+    model = build_model(config, target.dim, target.parts)
     checkpoints.load_state_dict_strict(model, state["model"], str(checkpoint))
     return config, target, model.eval(), state.get("step")
 
@@ -385,23 +385,25 @@ def _clip(config, target, masks: MaskGenerator, video, start: int | None, rng: n
         raise VisualizeError(f"{video}: start {start} out of range; the clip needs {span} of its {count} frames, "
                              f"so start at 0 .. {count - span}")
     dataset = PretrainDataset([], dataclasses.replace(d, flow_on_the_fly=True), span, masks,
-                              needs_flow=target.needs_flow, train=False)
+                              needs_flow=target.needs_flow or masks.needs_flow, train=False)
     root = Path(d.train) if Path(d.train).is_dir() else Path(d.train).parent
     sample, box = dataset.sample(Item(Path(video), -1, video_key(video, root)), rng, start)
     flow = sample["flow"].numpy() if target.needs_flow else None
     return sample["frames"].numpy(), flow, sample["mask"].numpy(), start, box
 
 
-def _position_stats(displacement: torch.Tensor, valid: torch.Tensor, norm: str):
-    """Mean and std with which the traj target standardized displacements `(N, K, L, 2)` px; valid (N, K)."""
-    if norm == "none":
-        return 0.0, 1.0
-    dims = (1, 2, 3) if norm == "token" else (1,)
+def _position_stats(displacement: torch.Tensor, valid: torch.Tensor, target):
+    """Offset and scale with which the traj target normalized displacements `(N, K, L, 2)` px; valid (N, K)."""
+    if target.traj_norm in ("none", "scale"):
+        return 0.0, (target.traj_scale if target.traj_norm == "scale" else 1.0)
+    dims = (1, 2, 3) if target.traj_norm == "token" else (1,)
     weight = valid[..., None, None].float().expand_as(displacement)
-    count = weight.sum(dims, keepdim=True).clamp(min=1)
-    mean = (displacement * weight).sum(dims, keepdim=True) / count
-    var = ((displacement - mean) ** 2 * weight).sum(dims, keepdim=True) / count
-    return mean, (var + 1e-6).sqrt()
+    count = weight.sum(dims, keepdim=True)
+    mean = (displacement * weight).sum(dims, keepdim=True) / count.clamp(min=1)
+    squares = ((displacement - mean) ** 2 * weight).sum(dims, keepdim=True)
+    if target.traj_norm == "across_k":  # the release's PatchStd: unbiased std + 1e-6
+        return mean, (squares / (count - 1).clamp(min=1)).sqrt() + 1e-6
+    return mean, (squares / count.clamp(min=1) + 1e-6).sqrt()
 
 
 def _trajectories(target, config, frames, flow, prediction, grid):
@@ -417,7 +419,7 @@ def _trajectories(target, config, frames, flow, prediction, grid):
     displacement, ok = raw(frames, flow, d.frames, d.stride)  # (1, N, K*L*2) px, zero where invalid
     displacement = displacement.view(-1, target.num_points, steps, 2)
     valid = ok.view(-1, target.num_points, steps, 2)[..., 0, 0]
-    mean, std = _position_stats(displacement, valid, target.traj_norm)
+    mean, std = _position_stats(displacement, valid, target)
     position = target.parts["position"]
     predicted = prediction[:, position].view_as(displacement) * std + mean
     starts = TR.start_points(d.size, d.size, target.patch, target.cell).view(-1, (target.patch // target.cell) ** 2, 2)
@@ -459,11 +461,11 @@ def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, 
     cache of `data.cache` or computed on the fly; the mask is the checkpoint's strategy
     (`mask_ratio` overrides its ratio) drawn with `seed`.
 
-    Trajectory targets give `trajectory_figure`. The model predicts standardized
-    displacements, which are drawn in pixels with the true displacements' mean and std
-    per token (as VideoMAE's visualization de-normalizes pixels): the offset and scale of
-    the drawn prediction come from the truth, its direction and shape from the model.
-    With `traj_norm: token` the mean is one number for x and y, so a model that predicts
+    Trajectory targets give `trajectory_figure`. With `traj_norm: scale` (default) the
+    predicted displacements are drawn times `traj_scale` px. Standardized ones are drawn
+    in pixels with the true displacements' mean and std per token (as VideoMAE's
+    visualization de-normalizes pixels): the offset and scale of the drawn prediction
+    come from the truth, its direction and shape from the model. With `traj_norm: token` the mean is one number for x and y, so a model that predicts
     the token mean (all zeros, e.g. untrained) draws 45-degree diagonals of the mean step;
     with `traj_norm: across_k` the token's mean motion itself comes from the truth.
     Pixel targets give `reconstruction_figure`. Each row shows the slice's (position or pixel) loss.

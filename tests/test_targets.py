@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from motionmae import hog as H
 from motionmae import trajectory as TR
 from motionmae.flow import video_flow
-from motionmae.targets import RELEASE_TRAJ, build_target, target_loss
+from motionmae.targets import IMAGENET_MEAN, IMAGENET_STD, RELEASE, build_target, dead_zone, target_loss
 from motionmae.video import read_frames
 
 
@@ -21,27 +21,116 @@ def random_clip(span, height, width, batch=1, flow_scale=2.0, seed=0):
 
 
 def test_traj_target_of_a_224px_clip_has_paper_shape_and_patch_norm():
-    target = build_target("traj")
-    assert target.dim == 4 * 6 * (2 + 9) == 264
-    frames, flow = random_clip(target.raw_span(16, 2), 224, 224)
-    y, valid = target(frames, flow, num_frames=16, stride=2)
-    assert y.shape == valid.shape == (1, 1568, 264)
-    full = valid[0].all(dim=1)
-    assert full.float().mean() > 0.9  # the small motion keeps most trajectories in frame
-    for part in target.parts.values():
-        values = y[0, full][:, part]
-        assert values.mean(1).abs().max() < 1e-4
-        assert (values.var(1, unbiased=False) - 1).abs().max() < 1e-2
+    frames, flow = random_clip(build_target("traj").raw_span(16, 2), 224, 224)
+    raw = build_target("traj", traj_norm="none")(frames, flow, num_frames=16, stride=2)[0]
+    for norm in ("scale", "token"):
+        target = build_target("traj", traj_norm=norm)
+        assert target.dim == 4 * 6 * (2 + 9) == 264
+        y, valid = target(frames, flow, num_frames=16, stride=2)
+        assert y.shape == valid.shape == (1, 1568, 264)
+        full = valid[0].all(dim=1)
+        assert full.float().mean() > 0.9  # the small motion keeps most trajectories in frame
+        shape, position = target.parts["shape"], target.parts["position"]
+        parts = [shape, position] if norm == "token" else [shape]
+        for part in parts:  # standardized per token
+            values = y[0, full][:, part]
+            assert values.mean(1).abs().max() < 1e-4
+            assert (values.var(1, unbiased=False) - 1).abs().max() < 1e-2
+    # the default: displacements in px (traj_scale 1) through the dead zone
+    y = build_target("traj")(frames, flow, num_frames=16, stride=2)[0]
+    moves = raw[0, full][:, position].view(-1, 4, 6, 2)
+    assert torch.allclose(y[0, full][:, position].view(-1, 4, 6, 2), dead_zone(moves, 0.3))
+    assert 0 < dead_zone(moves, 0.3).eq(moves).all(-1).all(-1).float().mean() < 1  # both kept and gated ones
 
 
-def test_across_k_norm_standardizes_each_value_over_the_k_trajectories():
+def test_across_k_norm_is_the_release_patch_std_over_the_k_trajectories():
     target = build_target("traj", traj_norm="across_k", shape_norm="across_k", traj_len=4)
     frames, flow = random_clip(target.raw_span(4, 2), 64, 64)
     y, valid = target(frames, flow, num_frames=4, stride=2)
     full = valid[0].all(dim=1)
     position = y[0, full][:, target.parts["position"]].view(-1, 4, 4 * 2)  # (tokens, K, L*2)
     assert position.mean(1).abs().max() < 1e-4
-    assert (position.var(1, unbiased=False) - 1).abs().max() < 0.05
+    assert (position.var(1, unbiased=True) - 1).abs().max() < 1e-3  # unbiased: n - 1 = 3 in the denominator
+    raw = build_target("traj", traj_norm="none", traj_len=4, shape=False)(frames, flow, num_frames=4, stride=2)[0]
+    moves = raw[0, full].view(-1, 4, 8)
+    expected = (moves - moves.mean(1, keepdim=True)) / (moves.std(1, keepdim=True) + 1e-6)
+    assert torch.allclose(position, expected, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the default position normalization
+
+
+def uniform_flow_clip(span, velocity, height=32, width=32):
+    """Random frames and a flow moving everything by `velocity` (dx, dy) px per frame."""
+    frames = torch.randint(0, 256, (1, span, height, width, 3), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    return frames, torch.tensor(velocity, dtype=torch.float32).expand(1, span - 1, height, width, 2).contiguous()
+
+
+def position_part(target, frames, flow, frames_n=2, stride=1):
+    y, valid = target(frames, flow, num_frames=frames_n, stride=stride)
+    return y[..., target.parts["position"]], valid[..., target.parts["position"]]
+
+
+def test_default_keeps_direction_right_left_up_down_are_four_targets():
+    target = build_target("traj", shape=False)
+    span = target.raw_span(2, 1)
+    directions = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}
+    ys = {}
+    for name, (dx, dy) in directions.items():
+        y, _ = position_part(target, *uniform_flow_clip(span, (0.8 * dx, 0.8 * dy), 64, 64))
+        token = y[0, 5].view(4, 6, 2)  # an inner token: its trajectories stay in frame
+        assert torch.allclose(token, torch.tensor([0.8 * dx, 0.8 * dy]).expand(4, 6, 2))
+        ys[name] = token
+    names = list(ys)
+    assert all(not torch.allclose(ys[a], ys[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    # the old default standardized each token: right and up collide, as do left and down
+    token_norm = build_target("traj", shape=False, traj_norm="token")
+    old = {name: position_part(token_norm, *uniform_flow_clip(span, (0.8 * dx, 0.8 * dy), 64, 64))[0][0, 5]
+           for name, (dx, dy) in directions.items()}
+    assert torch.allclose(old["right"], old["up"]) and torch.allclose(old["left"], old["down"])
+
+
+def noise_flow(span, size, correlated, seed=0, level=0.1):
+    """Still-scene flow noise of `level` px RMS per component: i.i.d. per pixel, or smooth over ~16 px."""
+    g = torch.Generator().manual_seed(seed)
+    if not correlated:
+        noise = torch.randn(1, span - 1, size, size, 2, generator=g)
+    else:
+        coarse = torch.randn((span - 1) * 2, 1, size // 16, size // 16, generator=g)
+        noise = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+        noise = noise.view(1, span - 1, 2, size, size).permute(0, 1, 3, 4, 2)
+    return (noise / noise.pow(2).mean().sqrt() * level).contiguous()
+
+
+@pytest.mark.parametrize("correlated", [False, True])
+def test_default_sends_still_noise_to_about_zero(correlated):
+    target = build_target("traj", shape=False)
+    span, size = target.raw_span(16, 2), 64
+    frames = torch.randint(0, 256, (1, span, size, size, 3), generator=torch.Generator().manual_seed(1),
+                           dtype=torch.uint8)
+    flow = noise_flow(span, size, correlated)
+    y, valid = position_part(target, frames, flow, 16, 2)
+    assert valid.float().mean() > 0.9
+    assert y[valid].pow(2).mean().sqrt() <= 0.1
+    # without the dead zone the noise stays, and the old per-token norm blows it up to unit variance
+    kept, _ = position_part(build_target("traj", shape=False, dead_zone=0.0), frames, flow, 16, 2)
+    assert kept[valid].pow(2).mean().sqrt() > 0.02
+    old, _ = position_part(build_target("traj", shape=False, traj_norm="token"), frames, flow, 16, 2)
+    assert old[valid].pow(2).mean().sqrt() > 0.3
+
+
+def test_default_doubling_the_speed_doubles_the_target():
+    target = build_target("traj", shape=False, traj_scale=0.5)
+    span = target.raw_span(2, 1)
+    for velocity in [(0.4, 0.0), (0.3, -0.2), (-0.5, 0.6)]:  # above the dead zone (0.3 px per step)
+        once, valid = position_part(target, *uniform_flow_clip(span, velocity, 64, 64))
+        twice, valid_twice = position_part(target, *uniform_flow_clip(span, (2 * velocity[0], 2 * velocity[1]), 64, 64))
+        assert valid[0, 5].all() and valid_twice[0, 5].all()  # an inner token stays in frame at both speeds
+        assert torch.allclose(once[0, 5].view(4, 6, 2), torch.tensor(velocity) / 0.5)
+        assert torch.allclose(twice[0, 5], 2 * once[0, 5])
+    slow, _ = position_part(target, *uniform_flow_clip(span, (0.1, 0.1), 64, 64))  # 0.14 px per step: in the dead zone
+    assert slow.abs().max() == 0
 
 
 def test_flipping_frames_and_flow_negates_x_motion_and_mirrors_hog():
