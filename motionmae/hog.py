@@ -224,11 +224,14 @@ def hog(images: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max
     return cell_grid(pixel_hog(images, bins, channels), cell)
 
 
-def release_hog(images: torch.Tensor, cell: int = 8, bins: int = 9) -> torch.Tensor:
-    """The official MME release's HOG: `(M, C, H, W)` images (it feeds ImageNet-normalized
-    frames) -> `(M, C*bins, H/cell, W/cell)`, one histogram per channel, channel-major.
+def release_hog(images: torch.Tensor, cell: int = 8, bins: int = 9, scale=None) -> torch.Tensor:
+    """The official MME release's HOG target: `(M, C, H, W)` images -> `(M, C*bins, H/cell, W/cell)`,
+    one histogram per channel, channel-major.
 
-    As the release computes it: per-pixel magnitude of the integer-weight Sobel sums (8x
+    The release feeds ImageNet-normalized frames, `(u/255 - mean_c) / std_c`. Pass the frames
+    on the 0-255 scale with `scale[c] = 1 / (255 * std_c)`: the mean drops out of gradients,
+    and integer-valued frames give exact gradients, so the rule below is exact. As the
+    release computes it: per-pixel magnitude of the integer-weight Sobel sums (8x
     `gradients`), orientation `atan2(-dy, -dx)` taken into [0, 180) deg with bin i centred at
     i * 180/bins deg, the magnitude split between the bins below (floor) and above (ceil) as
     `ceil - p` and `p - floor`, so a pixel whose orientation falls exactly on a bin centre
@@ -236,6 +239,9 @@ def release_hog(images: torch.Tensor, cell: int = 8, bins: int = 9) -> torch.Ten
     (not summed) and not normalized.
     """
     dx, dy = _sobel(images)
+    if scale is not None:
+        scale = torch.as_tensor(scale, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        dx, dy = dx * scale, dy * scale
     magnitude = torch.hypot(dx, dy)
     position = torch.atan2(-dy, -dx) * (bins / math.pi)
     position = torch.where(position < 0, position + bins, position)

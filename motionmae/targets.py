@@ -375,12 +375,11 @@ class HOGTarget(Target):
         _check_span(self, frames, flow, num_frames, stride)
         b = frames.shape[0]
         middle = frames[:, (self.tubelet // 2) * stride:(num_frames - 1) * stride + 1:self.tubelet * stride]
-        images = middle.permute(0, 1, 4, 2, 3).flatten(0, 1).float() / 255
-        if self.style == "release":
-            mean, std = (torch.tensor(v, device=images.device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-            cells = H.release_hog((images - mean) / std, self.cell, self.bins)
+        images = middle.permute(0, 1, 4, 2, 3).flatten(0, 1).float()
+        if self.style == "release":  # of the ImageNet-normalized frame, as the encoder sees it
+            cells = H.release_hog(images, self.cell, self.bins, [1 / (255 * s) for s in IMAGENET_STD])
         else:
-            cells = H.hog(images, self.cell, self.bins, channels="each")  # (B*S, 3*bins, Hc, Wc)
+            cells = H.hog(images / 255, self.cell, self.bins, channels="each")  # (B*S, 3*bins, Hc, Wc)
         cells = cells.view(b, -1, *cells.shape[1:]).permute(0, 1, 3, 4, 2)
         x = to_tokens(cells, 1, self.patch // self.cell)  # (B, N, K, 3*bins)
         x = _normalize(x.unflatten(-1, (3, self.bins)), self.norm).flatten(2)

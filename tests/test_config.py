@@ -42,3 +42,18 @@ def test_errors_are_clear(tmp_path):
     bad.write_text("optim: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(bad))
+
+
+def test_release_preset_builds_the_release_target_and_decoder():
+    from motionmae.pretrain import build_model
+    from motionmae.targets import RELEASE, build_target
+
+    config = load_config("mme-release-k400", ["model.size=tiny", "data.size=32"])
+    options = config.target.options
+    target = build_target(config.target.name, **options)
+    assert config.target.name == "hog+traj" and {**options} == RELEASE
+    assert target.dim == 108 + 32 and target.reduction == "sum"
+    model = build_model(config, target.dim, target.parts)
+    assert model.encoder_to_decoder.out_features == 192 and len(model.decoder.blocks) == 1
+    assert list(model.decoder.head.heads) == ["hog", "position"]
+    assert config.data.stride == 4 and config.data.frames == 16 and config.mask.ratio == 0.7

@@ -97,3 +97,25 @@ def test_classifier_and_drop_path():
     model.train()
     torch.manual_seed(0)
     assert not torch.equal(model(video), model(video))  # stochastic depth is active in training
+
+
+def test_part_heads_are_mlps_with_their_activations():
+    parts = {"hog": 108, "position": 32}
+    model = PretrainModel(140, "tiny", frames=4, img_size=32, decoder_depth=1, decoder_dim=192, decoder_heads=6,
+                          head_parts=parts, head_activations={"hog": "sigmoid", "position": "tanh"})
+    heads = model.decoder.head.heads
+    assert list(heads) == ["hog", "position"]
+    assert [(h[0].in_features, h[0].out_features, h[2].out_features) for h in heads.values()] == [(192, 512, 108),
+                                                                                                  (192, 512, 32)]
+    video = torch.randn(2, 3, 4, 32, 32) * 30  # large inputs drive the outputs towards the activations' bounds
+    out = model(video, random_mask(2, model.encoder.num_tokens, 0.5))
+    assert out.shape == (2, 4, 140)
+    assert out[..., :108].min() > 0 and out[..., :108].max() < 1
+    assert out[..., 108:].abs().max() < 1 and out[..., 108:].min() < 0
+    out.sum().backward()
+    with pytest.raises(ValueError, match="do not add up"):
+        PretrainModel(141, "tiny", frames=4, img_size=32, head_parts=parts)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        PretrainModel(140, "tiny", frames=4, img_size=32, head_parts=parts, head_activations={"hog": "relu"})
+    with pytest.raises(ValueError, match="unknown target part"):
+        PretrainModel(140, "tiny", frames=4, img_size=32, head_parts=parts, head_activations={"shape": "tanh"})

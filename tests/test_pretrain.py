@@ -109,7 +109,7 @@ def test_ddp_two_processes_match_one_process(tiny_synthetic, tmp_path):
     assert losses(two) == pytest.approx(losses(one), rel=2e-2)
 
 
-@pytest.mark.parametrize("preset", ["videomae", "maskfeat", "mgm", "mme-mgm"])
+@pytest.mark.parametrize("preset", ["videomae", "maskfeat", "mgm", "mme-mgm", "mme-release-k400"])
 def test_every_method_preset_trains(preset, tiny_synthetic, tmp_path):
     """Each method's target and mask run through the real loop (model shrunk to the demo's size)."""
     torch.set_num_threads(1)

@@ -220,18 +220,124 @@ def test_loss_averages_parts_separately_over_masked_tokens():
     assert masked_only.item() == pytest.approx(2.0)
 
 
-def test_release_switches():
-    target = build_target("traj", **RELEASE_TRAJ)
-    assert target.dim == 4 * 4 * (2 + 27)
+def release_reference(frames, flow, num_frames, stride, steps=4):
+    """The official release's K400 target, written slowly from its description (docs/fidelity.md).
+
+    frames uint8 (span, H, W, 3), flow (span - 1, H, W, 2) numpy. Per token, in token order:
+    HOG (K, 3, 9) of the tubelet's second input frame (ImageNet-normalized channels, Sobel
+    with replicated border, orientation atan2 of the negated gradient in [0, 180) deg, bin i
+    centred at 20i deg, magnitude split floor/ceil, mean over the 8x8 cell), trajectories
+    (K, L, 2) from pixel (8i+4, 8j+4) of the slice's first raw frame (in-frame check, clamp,
+    rounded flow at the pixel, move), each (step, coordinate) standardized across the K
+    trajectories with the unbiased std + 1e-6, and the token's validity (any in frame).
+    """
+    _, height, width, _ = frames.shape
+    hog_out, traj_out, valid_out = [], [], []
+    sobel = (1, 2, 1)
+    for j in range(num_frames // 2):
+        image = (frames[(2 * j + 1) * stride] / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        hist = np.zeros((height // 8, width // 8, 3, 9))
+        for c in range(3):
+            def at(y, x):
+                return image[min(max(y, 0), height - 1), min(max(x, 0), width - 1), c]
+            for y in range(height):
+                for x in range(width):
+                    gx = sum(w * (at(y + k - 1, x - 1) - at(y + k - 1, x + 1)) for k, w in enumerate(sobel))
+                    gy = sum(w * (at(y - 1, x + k - 1) - at(y + 1, x + k - 1)) for k, w in enumerate(sobel))
+                    position = np.arctan2(gy, gx) / np.pi * 9
+                    position += 9 if position < 0 else 0
+                    low, high = np.floor(position), np.ceil(position)
+                    hist[y // 8, x // 8, c, int(high) % 9] += (position - low) * np.hypot(gx, gy)
+                    hist[y // 8, x // 8, c, int(low) % 9] += (high - position) * np.hypot(gx, gy)
+        hist /= 64
+        moves = np.zeros((height // 8, width // 8, steps, 2))
+        inside = np.ones((height // 8, width // 8), bool)
+        for ci in range(height // 8):
+            for cj in range(width // 8):
+                x, y = 8 * cj + 4, 8 * ci + 4
+                for step in range(steps):
+                    inside[ci, cj] &= 0 <= x <= width - 1 and 0 <= y <= height - 1
+                    x, y = min(max(x, 0), width - 1), min(max(y, 0), height - 1)
+                    dx, dy = np.clip(np.round(flow[2 * j * stride + step, int(y), int(x)]), -20, 20)
+                    moves[ci, cj, step] = dx, dy
+                    x, y = x + dx, y + dy
+        for ti in range(height // 16):
+            for tj in range(width // 16):
+                cells = [(2 * ti + a, 2 * tj + b) for a in range(2) for b in range(2)]
+                hog_out.append(np.stack([hist[c] for c in cells]))
+                token = np.stack([moves[c] for c in cells])  # (K, L, 2)
+                traj_out.append((token - token.mean(0)) / (token.std(0, ddof=1) + 1e-6))
+                valid_out.append(any(inside[c] for c in cells))
+    return np.stack(hog_out), np.stack(traj_out), np.array(valid_out)
+
+
+def test_release_preset_matches_a_reference_written_from_the_release_description():
+    target = build_target("hog+traj", **RELEASE)
+    assert target.dim == 4 * 27 + 4 * 4 * 2 and list(target.parts) == ["hog", "position"]
     assert target.raw_span(16, 4) == 14 * 4 + 4 + 1
-    weight = target.element_weight[target.parts["shape"]].view(4, 4, 27)
-    assert weight[:, 0].eq(1).all() and weight[:, 1:].eq(0.1).all()
-    y = torch.zeros(1, 1, target.dim)
-    pred = y.clone()
-    pred[..., target.parts["shape"]] = 1.0
-    pred.view(1, 1, -1)[..., target.parts["shape"]].view(4, 4, 27)[:, 0] = 3.0
-    _, parts = target.loss(pred, y, torch.ones_like(y, dtype=torch.bool), torch.ones(1, 1, dtype=torch.bool))
-    assert parts["shape"].item() == pytest.approx((9 * 1 + 1 * 0.1 * 3) / (1 + 0.1 * 3))  # weighted mean
+    span, size = target.raw_span(4, 3), 32
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (1, span, size, size, 3), generator=g, dtype=torch.uint8)
+    frames[0, :, 8:24, :16] = frames[0, :, 8:9, :16]  # columns constant down a block: dy = 0 there (votes nothing)
+    flow = torch.randn(1, span - 1, size, size, 2, generator=g) * 1.5
+    flow[0, :, :16] += torch.tensor([0.0, -7.0])  # the top row of tokens leaves the frame
+    y, valid = target(frames, flow, num_frames=4, stride=3)
+    hog, traj, inside = release_reference(frames[0].numpy(), flow[0].numpy(), 4, 3)
+    assert 0 < inside.sum() < len(inside)  # tokens in frame and out
+    got_hog = y[0, :, target.parts["hog"]].view(-1, 4, 3, 9).numpy()
+    assert np.allclose(got_hog, hog, rtol=1e-4, atol=1e-5) and hog[:, :, :, 0].max() > 0
+    got = y[0, :, target.parts["position"]].view(-1, 4, 4, 2).numpy()
+    token_valid = valid[0, :, target.parts["position"]]
+    assert torch.equal(token_valid, torch.from_numpy(inside)[:, None].expand_as(token_valid))
+    assert np.allclose(got[inside], traj[inside], atol=1e-4)
+    # the summed loss (Eq. 1, as the release): squared errors summed per masked token, averaged over them
+    mask = torch.zeros(1, len(inside), dtype=torch.bool)
+    mask[0, ::2] = True
+    pred = y + 0.5
+    loss, parts = target.loss(pred[mask].view(1, -1, target.dim), y, valid, mask)
+    masked = mask[0].numpy()
+    assert parts["hog"].item() == pytest.approx(108 * 0.25)
+    assert parts["position"].item() == pytest.approx(32 * 0.25 * inside[masked].mean())
+    assert loss.item() == pytest.approx(parts["hog"].item() + parts["position"].item())
+
+
+def test_summed_loss_weighs_shape_to_position_9_to_2():
+    target = build_target("traj", loss_reduction="sum")
+    y = torch.zeros(2, 3, target.dim)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    _, parts = target.loss(y + 1.0, y, torch.ones_like(y, dtype=torch.bool), mask)
+    assert parts["shape"].item() / parts["position"].item() == pytest.approx(9 / 2)
+    assert parts["position"].item() == pytest.approx(4 * 6 * 2)  # per token: K * L * 2 errors of 1
+    _, means = build_target("traj").loss(y + 1.0, y, torch.ones_like(y, dtype=torch.bool), mask)
+    assert means["shape"].item() == means["position"].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="loss_reduction"):
+        build_target("traj", loss_reduction="max")
+
+
+def test_release_tracker_moves_whole_pixels_from_the_cell_pixel():
+    target = build_target("traj", tracker="release", traj_norm="none", shape=False, traj_len=3)
+    frames, flow = uniform_flow_clip(target.raw_span(2, 1), (1.4, -0.6))  # rounds to (1, -1)
+    y, valid = target(frames, flow, num_frames=2, stride=1)
+    assert torch.equal(y[0, 0].view(4, 3, 2), torch.tensor([1.0, -1.0]).expand(4, 3, 2))
+    # top row of cells starts at y = 4: at 4, 3, 2 it stays in frame (the position after the last step is not checked)
+    assert valid.all()
+    _, valid = target(*uniform_flow_clip(target.raw_span(2, 1), (0.0, -2.2)), num_frames=2, stride=1)
+    top = valid[0, 0].view(4, 3, 2)[:, 0, 0]  # cells row-major: the first two start on the top row, y = 4
+    assert top.tolist() == [True, True, True, True]  # y = 4, 2, 0: in frame (then -2 is not checked)
+    _, valid = target(*uniform_flow_clip(target.raw_span(2, 1), (0.0, -2.6)), num_frames=2, stride=1)
+    assert valid[0, 0].view(4, 3, 2)[:, 0, 0].tolist() == [False, False, True, True]  # y = 4, 1, -2: out
+
+
+def test_cell_lookup_reads_the_hog_of_the_cell_that_contains_the_point():
+    target = build_target("traj", lookup="cell", shape_norm="none", traj_norm="none", traj_len=3)
+    frames, flow = uniform_flow_clip(target.raw_span(2, 1), (3.0, 0.0))
+    y, _ = target(frames, flow, num_frames=2, stride=1)
+    shape = y[0, 0, target.parts["shape"]].view(4, 3, 9)  # token 0: cells (0, 0), (0, 1), (1, 0), (1, 1)
+    cells = H.hog(frames[0].permute(0, 3, 1, 2).float() / 255)  # (span, 9, 4, 4) cell grid per frame
+    for k, (row, col) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        for step in range(3):
+            x = 8 * col + 3.5 + 3 * step  # 3.5, 6.5, 9.5 -> cells 0, 0, 1
+            assert torch.allclose(shape[k, step], cells[step, :, row, int((x + 0.5) // 8)], atol=1e-5)
 
 
 def test_merged_trajectories():
