@@ -288,3 +288,18 @@ def test_a_bad_video_in_the_list_is_skipped_with_a_warning(synthetic_set, capsys
     err = capsys.readouterr().err
     assert "warning: skipping" in err and "broken.mp4" in err
     assert sample["label"].item() == 2 and sample["frames"].shape[1:] == (32, 32, 3)
+
+
+def test_flow_guidance_loads_flow_for_a_pixel_target(synthetic_set):
+    from motionmae.config import load_config
+    from motionmae.pretrain import build_dataset
+
+    data, cache = synthetic_set
+    overrides = [f"data.train={data / 'train.csv'}", f"data.cache={cache}", "data.short_side=64", "data.size=32",
+                 "data.frames=4", "data.stride=2", "mask.kind=mgm", "mask.ratio=0.5"]
+    for guidance, source, flow_fields in (("flow", "flow", 6), ("mv", "mv", 0)):
+        config = load_config("videomae", overrides + [f"mask.guidance={guidance}"])
+        target = build_target("pixel")
+        sample = build_dataset(config, target)[(0, 1)]  # move_right
+        assert sample["mask_source"] == source and sample["flow"].shape[:1] == (flow_fields,)
+    assert sample["flow"].numel() == 0 and not target.needs_flow

@@ -11,6 +11,7 @@ import torch
 
 from motionmae import cli
 from motionmae.masking import (
+    GuidanceNotice,
     MaskGenerator,
     guidance,
     make_mask,
@@ -21,7 +22,7 @@ from motionmae.masking import (
     smm_track,
     token_magnitude,
 )
-from motionmae.video import read_frames, write_video
+from motionmae.video import Clip, read_frames, write_video
 
 GRID = (8, 14, 14)
 STRATEGIES = [
@@ -231,6 +232,43 @@ def test_mjpeg_without_vectors_falls_back_and_reports_it(object_videos):
     assert sources == {"flow"}
     assert by_flow.min() >= 0.8
     assert guidance(clip, GRID, flow, prefer="diff")[1] == "diff"
+
+
+@pytest.mark.parametrize("first_field, first_slice", [(8, 1), (20, 3)])
+def test_flow_guides_each_slice_by_the_raw_frames_it_covers(first_field, first_slice):
+    # 8 input frames at stride 3: slice j covers raw frames 6j .. 6j + 6 (flow fields 6j .. 6j + 5).
+    # A region starts moving at `first_field`, midway through a slice: the mask follows it from that slice on.
+    frames, stride, size = 8, 3, 64
+    grid = (4, 4, 4)
+    flow = np.zeros((frames * stride, size, size, 2), np.float32)
+    flow[first_field:, 32:48, 0:16] = (2.0, -1.0)  # token row 2, column 0
+    clip = Clip(np.zeros((frames, size, size, 3), np.uint8), None, None, np.arange(frames) * stride)
+    magnitude, source = guidance(clip, grid, flow, prefer="flow", stride=stride)
+    assert source == "flow"
+    assert magnitude[:first_slice].max() == 0
+    for j in range(first_slice, 4):
+        assert magnitude[j].argmax() == 2 * 4 + 0 and magnitude[j, 2, 0] > 0
+    generator = MaskGenerator("mgm", 0.25, grid, prefer="flow")
+    for seed in range(10):
+        mask, _ = generator.for_clip(clip, np.random.default_rng(seed), flow, stride)
+        assert mask.reshape(grid)[first_slice:, 2, 0].all()
+    # a span that ends on the last input frame: that frame has no fields, slice 3 is guided by fields 18 .. 20
+    magnitude, _ = guidance(clip, grid, flow[:(frames - 1) * stride], prefer="flow", stride=stride)
+    moving = 21 - max(first_field, 18)
+    assert magnitude[3, 2, 0] == pytest.approx(np.hypot(2, 1) * moving / 3)
+
+
+def test_guidance_notice_says_once_per_run():
+    import io
+
+    stream = io.StringIO()
+    notice = GuidanceNotice("mgm", "mv", stream)
+    assert notice(["mv", "mv"]) is None
+    line = notice(["mv", "diff", "flow"])
+    assert "mask.guidance mv" in line and "diff, flow" in line and "no codec motion vectors" in line
+    assert notice(["diff"]) is None
+    assert stream.getvalue() == line + "\n"
+    assert GuidanceNotice("tube", "mv", stream)(["none"]) is None
 
 
 # ---------------------------------------------------------------- data-loader side
