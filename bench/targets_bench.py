@@ -1,6 +1,8 @@
-"""Target-building time per batch on CPU, its share of a pretraining step, and the dataset's clips/s.
+"""Target-building time per batch on CPU, its share of a pretraining step, and the dataset's clips/s;
+or (`--normalization`) what each position normalization makes of still and moving points.
 
     .venv/bin/python bench/targets_bench.py [--config demo] [--batch 16] [--repeats 5] [--threads 1] [--clock cpu]
+    .venv/bin/python bench/targets_bench.py --normalization [--videos-per-class 8] [--seed 0]
 
 Builds every target (traj, traj with the exact HOG `hog_stride=1`, and the baselines)
 on one batch of random frames and smooth random flow at the config's clip geometry
@@ -15,9 +17,21 @@ demo config) and the clips/s of one worker.
 `--clock cpu` (default) times this process's CPU time, which other jobs on a shared
 machine do not inflate as much as wall time; with `--threads` above 1 it sums the
 threads, so use `--clock wall` there.
+
+`--normalization` writes the embedded synthetic data set (`--videos-per-class`, the
+config's geometry) and its motion cache to a temporary folder, takes the centre clip of
+every training video as a pretraining sample (cached flow, no augmentation) and sorts
+its trajectories by the generator's ground-truth flow over each 8x8 start cell and the
+trajectory's L raw frames: "still" (true motion below 0.02 px/frame everywhere in the
+cell) and "moving" (mean true motion at least 0.2 px/frame). It prints, per
+`traj_norm`, the RMS of the position targets on each set, their ratio, and the share
+of the position part's energy on moving points; then the net motion per step of the
+raw trajectories on both sets (quantiles, px), which is what `dead_zone` and
+`traj_scale` are chosen from.
 """
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +42,12 @@ import torch
 import torch.nn.functional as F
 
 from motionmae.config import load_config
-from motionmae.masking import tube_mask
+from motionmae.data import PretrainDataset, read_list
+from motionmae.masking import MaskGenerator, tube_mask
 from motionmae.models import PretrainModel, token_grid
 from motionmae.pretrain import build_dataset
 from motionmae.speed import dataset_rate, machine_line, median_seconds, synthetic_training_set
+from motionmae.synthetic import true_flow
 from motionmae.targets import TARGETS, build_target, input_frames
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
@@ -50,6 +66,78 @@ def median_ms(fn, repeats, clock):
     return 1000 * median_seconds(fn, repeats, clock)
 
 
+NORMS = {  # label -> target options
+    "token (old default)": {"traj_norm": "token"},
+    "scale (new default)": {},
+    "scale, no dead zone": {"dead_zone": 0.0},
+    "across_k (release)": {"traj_norm": "across_k"},
+    "none (px)": {"traj_norm": "none"},
+}
+
+
+def point_motion(truth_flow, start, steps, cell):
+    """Per 8x8 start cell of a slice starting on raw frame `start`: (max, mean) true motion px/frame over the
+    cell and the trajectory's `steps` frames, each `(H/cell, W/cell)`."""
+    speed = np.linalg.norm(truth_flow[start:start + steps], axis=-1)  # (L, H, W)
+    h, w = speed.shape[1:]
+    cells = speed.reshape(len(speed), h // cell, cell, w // cell, cell)
+    return cells.max(axis=(0, 2, 4)), cells.mean(axis=(0, 2, 4))
+
+
+def token_order(cells, tokens, k):
+    """A `(Hc, Wc)` map over the start cells of one slice -> `(tokens * tokens, K)` in the target's order."""
+    side = int(math.isqrt(k))
+    return cells.reshape(tokens, side, tokens, side).transpose(0, 2, 1, 3).reshape(-1, k)
+
+
+def normalization(args, config):
+    """Target RMS on still vs moving points per position normalization (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        synthetic_training_set(config, Path(tmp), args.videos_per_class, seed=args.seed)
+        d = config.data
+        raw = build_target("traj", traj_norm="none", shape=False)
+        targets = {label: build_target("traj", shape=False, **options) for label, options in NORMS.items()}
+        grid = token_grid(d.frames, d.size, config.model.tubelet, config.model.patch)
+        dataset = PretrainDataset(read_list(d.train), d, raw.raw_span(d.frames, d.stride), MaskGenerator("tube", 0.5, grid),
+                                  train=False)
+        k, steps, cell = raw.num_points, raw.traj_len, raw.cell
+        values = {label: {"still": [], "moving": []} for label in targets}
+        net = {"still": [], "moving": []}
+        for item in dataset.items:
+            sample, _ = dataset.sample(item, np.random.default_rng(0))
+            truth = np.load(item.path.with_suffix(".npz"))
+            start = max(0, len(truth["pose"]) - dataset.raw_span) // 2
+            motion = true_flow(truth)[start:start + dataset.raw_span - 1]
+            frames, flow = sample["frames"][None], sample["flow"][None]
+            moves, valid = raw(frames, flow, d.frames, d.stride)
+            tokens = d.size // config.model.patch
+            for j in range(grid[0]):
+                peak, mean = point_motion(motion, j * config.model.tubelet * d.stride, steps, cell)
+                sets = {"still": token_order(peak < 0.02, tokens, k), "moving": token_order(mean >= 0.2, tokens, k)}
+                rows = slice(j * tokens * tokens, (j + 1) * tokens * tokens)
+                ok = valid[0, rows].view(-1, k, steps * 2)[..., 0].numpy()
+                step = moves[0, rows].view(-1, k, steps, 2).mean(2).norm(dim=-1).numpy()
+                for name, chosen in sets.items():
+                    net[name].append(step[chosen & ok])
+                for label, target in targets.items():
+                    y = target(frames, flow, d.frames, d.stride)[0][0, rows].view(-1, k, steps * 2).numpy()
+                    for name, chosen in sets.items():
+                        values[label][name].append(y[chosen & ok].ravel())
+    count = {name: sum(len(a) for a in arrays) for name, arrays in net.items()}
+    print(f"data: {len(dataset.items)} synthetic training videos ({args.videos_per_class} per class, seed {args.seed}), "
+          f"centre clips of {d.frames} frames at stride {d.stride}, {d.size} px, cached flow; trajectories: "
+          f"{count['still']} still, {count['moving']} moving")
+    print(f"  {'traj_norm':22s} {'RMS still':>10s} {'RMS moving':>11s} {'moving/still':>13s} {'energy on moving':>17s}")
+    for label, sets in values.items():
+        still, moving = (np.concatenate(sets[name]) for name in ("still", "moving"))
+        rms = [float(np.sqrt(np.mean(v ** 2))) for v in (still, moving)]
+        share = (moving ** 2).sum() / max((moving ** 2).sum() + (still ** 2).sum(), 1e-12)
+        print(f"  {label:22s} {rms[0]:10.3f} {rms[1]:11.3f} {rms[1] / max(rms[0], 1e-12):13.2f} {share:17.1%}")
+    for name, arrays in net.items():
+        quantiles = np.percentile(np.concatenate(arrays), [10, 50, 90, 99])
+        print(f"  net motion per step, {name:6s} (px): " + ", ".join(f"p{q} {v:.3f}" for q, v in zip((10, 50, 90, 99), quantiles)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="demo", help="preset or YAML file giving the clip geometry and model")
@@ -59,10 +147,18 @@ def main():
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="cpu: process CPU time (default); wall")
     parser.add_argument("--videos-per-class", type=int, default=2, help="synthetic videos per class for the dataset timing")
     parser.add_argument("--clips", type=int, default=48, help="clips drawn for the dataset timing")
+    parser.add_argument("--normalization", action="store_true",
+                        help="measure the position normalizations on still vs moving points instead of timing")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data set seed (--normalization)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = CLOCKS[args.clock]
     config = load_config(args.config)
+    if args.normalization:
+        print(f"machine: {machine_line()} | {args.threads} threads")
+        print(f"config: {args.config}; traj_scale 1 px and dead_zone 0.3 px per step (defaults)")
+        normalization(args, config)
+        return
     frames_n, stride, size = config.data.frames, config.data.stride, config.data.size
     batch = args.batch or config.optim.batch_size
     print(f"machine: {machine_line()} | {args.threads} threads")

@@ -272,12 +272,12 @@ def train_rate(side: str, c: dict, steps: int, thread_count: int) -> dict:
 # ---------------------------------------------------------------- data loader vs model, demo config
 
 
-def synthetic_training_set(config, root: Path, videos_per_class: int) -> None:
+def synthetic_training_set(config, root: Path, videos_per_class: int, seed: int = 0) -> None:
     """Write a small synthetic set and its motion cache under `root` (config's short side); point `config` there."""
     from motionmae.synthetic import make_dataset
 
     side = config.data.short_side
-    data = make_dataset(root / "data", videos_per_class=videos_per_class, size=side, progress=False)
+    data = make_dataset(root / "data", videos_per_class=videos_per_class, size=side, seed=seed, progress=False)
     prepare(list_videos(data / "train.csv"), MotionCache(root / "cache", CacheParams(short_side=side)), progress=False)
     config.data.train, config.data.cache = str(data / "train.csv"), str(root / "cache")
 
