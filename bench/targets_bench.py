@@ -70,6 +70,7 @@ NORMS = {  # label -> target options
     "token (old default)": {"traj_norm": "token"},
     "scale (new default)": {},
     "scale, no dead zone": {"dead_zone": 0.0},
+    "scale, dead zone 0.5": {"dead_zone": 0.5},
     "across_k (release)": {"traj_norm": "across_k"},
     "none (px)": {"traj_norm": "none"},
 }

@@ -342,7 +342,8 @@ def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tupl
     elif "num_frames" in config:  # Hugging Face
         frames, img_size = config["num_frames"], config["image_size"]
 
-    if ckpt.layout.startswith("MME") or not any(k.startswith(("decoder.", "head.")) for k in s):
+    part_heads = "decoder.blocks.0.norm1.weight" in s and "decoder.head.weight" not in s  # ours, `model.head: mlp`
+    if ckpt.layout.startswith("MME") or part_heads or not any(k.startswith(("decoder.", "head.")) for k in s):
         model = VisionTransformer(size, frames, img_size, tubelet, patch, final_norm="encoder.norm.weight" in s)
     elif "head.weight" in s:
         model = VideoClassifier(s["head.weight"].shape[0], size, frames, img_size, tubelet, patch)

@@ -11,6 +11,7 @@ import torch
 
 from motionmae import checkpoints
 from motionmae.config import load_config
+from motionmae.interop import model_from_checkpoint
 from motionmae.pretrain import TrainingDiverged, param_groups, pretrain
 
 
@@ -119,3 +120,7 @@ def test_every_method_preset_trains(preset, tiny_synthetic, tmp_path):
     state = checkpoints.load(result.checkpoint)
     assert state["target"]["name"] == config.target.name and len(losses(tmp_path)) == 2
     assert all(loss == loss and loss < 1e3 for loss in losses(tmp_path))
+    model, _ = model_from_checkpoint(result.checkpoint)  # what `convert` and fine-tuning read
+    assert torch.equal(model.state_dict()["patch_embed.proj.weight" if preset == "mme-release-k400"
+                                          else "encoder.patch_embed.proj.weight"],
+                       result.model.encoder.patch_embed.proj.weight)
