@@ -428,7 +428,7 @@ class GuidanceNotice:
     some sample fell back to another source prints one line naming both.
     """
 
-    REASONS = {"mv": "the videos carry no codec motion vectors", "flow": "no flow was loaded"}
+    REASONS = {"mv": "no codec motion vectors: codec, intra frames or data.shuffle_frames", "flow": "no flow loaded"}
 
     def __init__(self, kind: str, prefer: str, stream=None):
         self.active, self.prefer, self.stream = kind == "mgm", prefer, stream

@@ -34,7 +34,6 @@ from motionmae.targets import IMAGENET_STD as STD
 from motionmae.targets import build_target, input_frames
 
 
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
