@@ -17,6 +17,7 @@ import os
 import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ SAFE_GLOBALS = [argparse.Namespace]
 # motionmae 0.1 pickled NumPy's RNG state as an array; `upgrade` alone accepts the globals that rebuild one
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whichever module holds it
 NUMPY_ARRAY_GLOBALS = [(_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
-                       (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype]
+                       (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype,
+                       type(np.dtype(np.uint32))]  # the key's dtype class (numpy.dtypes.UInt32DType in NumPy 2)
 
 
 class CheckpointError(Exception):
@@ -75,14 +77,15 @@ def _load_safetensors(path: Path) -> dict:
 def _one_line(err: Exception) -> str:
     """The reason in torch's multi-line weights-only message, else the error's first line."""
     text = str(err).strip()
-    found = re.search(r"WeightsUnpickler error: (.*)", text)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     return found.group(1) if found else f"{err.__class__.__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _refused(path: Path, err: Exception) -> str:
-    found = re.search(r"GLOBAL ([\w.]+) was not an allowed global", str(err))
+    """One line for a file that torch.load(weights_only=True) would not rebuild."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
     if found is None:
-        return f"{path}: not a readable checkpoint ({_one_line(err)})"
+        return f"{path}: not a readable checkpoint, or one that needs unsafe unpickling ({_one_line(err)})"
     name = found.group(1)
     if name.startswith("numpy."):
         return (f"{path}: holds NumPy arrays ({name}), which safe loading refuses; pretraining checkpoints of "
@@ -105,7 +108,8 @@ def load(path, map_location="cpu", extra_globals=()) -> dict:
     try:
         if path.suffix == ".safetensors":
             return _load_safetensors(path)
-        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_globals]):
+        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_globals]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error says enough
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(_refused(path, err)) from None
