@@ -475,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
         tokens (dark to light in time), original frame. Predictions are drawn in pixels with the
         true displacements' per-token mean and std (the target is standardized per token).
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="pretraining checkpoint (`motionmae pretrain`), or its .safetensors export")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining checkpoint (`motionmae pretrain`), or its .safetensors export")
     p.add_argument("video", metavar="VIDEO", help="any video; flow comes from the motion cache or is computed")
     p.add_argument("--out", default="traj.png", help="output PNG (default: traj.png)")
     p.add_argument("--start", type=int, default=None, help="first raw frame of the clip (default: the middle clip)")
@@ -564,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input crop side in pixels, when IN does not record it (default: 224)")
     p.set_defaults(func=cmd_convert)
 
-    p = _command(sub, "upgrade-checkpoint", "Re-save a motionmae 0.1 pretraining checkpoint so that it loads safely.", """
+    p = _command(sub, "upgrade-checkpoint", "Re-save a motionmae 0.1 pretraining checkpoint to load safely.", """
         motionmae upgrade-checkpoint runs/mme/checkpoint.pt                 # in place, atomically
         motionmae upgrade-checkpoint old/checkpoint.pt runs/mme/checkpoint.pt
         motionmae 0.1 pickled NumPy's RNG state as an array, which safe loading refuses. This reads
@@ -580,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae linear-probe ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --sampling segment --train-views 2x3
         Features are computed once per view and cached in OUT/features/; a second run reuses them.
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="pretraining (or fine-tuning) checkpoint, or its .safetensors export")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining (or fine-tuning) checkpoint, or its .safetensors export")
     p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
     p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
     p.add_argument("--out", default=None, help="results and feature cache (default: CKPT's folder/linear-probe)")
@@ -612,8 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae finetune none --train ... --val ... --set model.size=tiny     # from random init (baseline)
         torchrun --nproc-per-node 8 -m motionmae finetune ckpt.pt --train ... --val ... --config finetune-k400
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="pretraining checkpoint (or its .safetensors export) whose encoder is "
-                                                        "fine-tuned, or 'none'")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining checkpoint (or its .safetensors export) whose encoder is fine-tuned, or 'none'")
     p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
     p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
     p.add_argument("--config", default="finetune-demo",
@@ -630,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae evaluate runs/finetune-ssv2/checkpoint.pt --val ssv2/val.csv --clips 2 --crops 3
         Videos that cannot be read are skipped and counted; accuracy is over the videos read.
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="fine-tuning checkpoint (`motionmae finetune`), or its .safetensors export")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="fine-tuning checkpoint (`motionmae finetune`), or its .safetensors export")
     p.add_argument("--val", required=True, metavar="LIST", help="labelled test list")
     p.add_argument("--clips", type=int, default=None, help="temporal views per video (default: the config's)")
     p.add_argument("--crops", type=int, default=None, choices=[1, 2, 3],

@@ -420,11 +420,10 @@ def save_motionmae(model: nn.Module, path, source: str, recorded: Checkpoint | N
     whose model and data sections describe the network, so `model_from_checkpoint` rebuilds it as it was.
     """
     save = save_safetensors if safetensors else atomic_save
-    state = {f"encoder.{k}": v for k, v in model.state_dict().items()} if isinstance(model, VisionTransformer) \
-        else model.state_dict()
+    encoder = model if isinstance(model, VisionTransformer) else model.encoder
+    state = {f"encoder.{k}": v for k, v in model.state_dict().items()} if encoder is model else model.state_dict()
     if recorded is not None and recorded.layout == "motionmae checkpoint":
         return save({"model": state, "config": recorded.config, "source": source, **recorded.extra}, path)
-    encoder = model if isinstance(model, VisionTransformer) else model.encoder
     config = FinetuneConfig() if isinstance(model, VideoClassifier) else Config()
     config.model.size, config.model.tubelet, config.model.patch = encoder.size, encoder.tubelet, encoder.patch
     config.data.frames, config.data.size = encoder.grid[0] * encoder.tubelet, encoder.grid[1] * encoder.patch

@@ -16,7 +16,7 @@ from motionmae import checkpoints
 from motionmae.checkpoints import CheckpointError
 from motionmae.cli import main
 from motionmae.config import load_config
-from motionmae.evaluate import evaluate, finetune
+from motionmae.evaluate import finetune, load_classifier
 from motionmae.interop import model_from_checkpoint
 from motionmae.models import VisionTransformer
 from motionmae.pretrain import pretrain
@@ -156,7 +156,8 @@ def test_a_hostile_pickle_runs_no_code_and_gives_one_line(command, data, pretrai
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    expected = "needs unsafe unpickling" if command.endswith("protocol-5") else f"refused: unpickling it would call {SYSTEM}"
+    expected = ("needs unsafe unpickling" if command.endswith("protocol-5")
+                else f"refused: unpickling it would call {SYSTEM}")
     assert lines[0].startswith(f"motionmae {argv[0]}: error: {evil}: ") and expected in lines[0]
     assert "Traceback" not in out + err
 
@@ -234,9 +235,10 @@ def test_safetensors_export_loads_back_identically(pretrained, finetuned, data, 
     video = next((data / "videos").rglob("*.mp4"))
     assert np.array_equal(visualize_checkpoint(pretrained, video, seed=1).reconstruction,
                           visualize_checkpoint(tmp_path / "pretrained.safetensors", video, seed=1).reconstruction)
-    kwargs = dict(clips=1, crops=1, workers=0, progress=False)
-    assert (evaluate(finetuned, data / "val.csv", out=tmp_path / "a", **kwargs)["confusion"]
-            == evaluate(tmp_path / "finetuned.safetensors", data / "val.csv", out=tmp_path / "b", **kwargs)["confusion"])
+    (pt, pt_config), (st, st_config) = load_classifier(finetuned), load_classifier(tmp_path / "finetuned.safetensors")
+    assert st_config == pt_config and all(torch.equal(v, pt.state_dict()[k]) for k, v in st.state_dict().items())
+    assert main(["evaluate", str(tmp_path / "finetuned.safetensors"), "--val", str(data / "val.csv"), "--clips", "1",
+                 "--crops", "1", "--workers", "0", "--out", str(tmp_path / "evaluate")]) == 0
 
     assert main(["convert", str(pretrained), str(tmp_path / "x.pt"), "--to", "safetensors"]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
