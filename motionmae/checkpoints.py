@@ -1,42 +1,161 @@
-"""Checkpoints on disk: atomic save, load, and the random-number state they carry."""
+"""Checkpoints on disk: atomic save, safe load, and the random-number state they carry.
+
+Loading never runs code from the file. A `.safetensors` file holds only tensors (and text
+metadata); anything else goes through `torch.load(weights_only=True)`, which rebuilds tensors
+and plain values (dict, list, tuple, str, numbers, None) and refuses every other global.
+One more global is allowed: `argparse.Namespace`, because VideoMAE's training script (and
+MME's, built on it) saves its command line under "args". Rebuilding a Namespace creates an
+empty one and fills its `__dict__` with values already read safely (it has no `__setstate__`
+and takes no positional arguments), so no code runs.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import pickle
 import random
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+SAFE_GLOBALS = [argparse.Namespace]
+# motionmae 0.1 pickled NumPy's RNG state as an array; `upgrade` alone accepts the globals that rebuild one
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whichever module holds it
+NUMPY_ARRAY_GLOBALS = [(_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
+                       (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype,
+                       type(np.dtype(np.uint32))]  # the key's dtype class (numpy.dtypes.UInt32DType in NumPy 2)
 
 
 class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable, or does not fit the model."""
+    """A checkpoint that is missing, unreadable, unsafe, or does not fit the model."""
 
 
-def atomic_save(obj, path) -> Path:
-    """torch.save to a temp file beside `path`, then rename: a crash never leaves half a file."""
+def _atomic(path, write, check=None) -> Path:
+    """Call write(temp file beside `path`) and check(temp file), then rename: a crash (or a failed
+    check) never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    try:
+        write(tmp)
+        if check is not None:
+            check(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 
 
-def load(path, map_location="cpu") -> dict:
+def atomic_save(obj, path) -> Path:
+    """torch.save, atomically. Keep `obj` to tensors and plain values so that `load` reads it back."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_safetensors(checkpoint: dict, path) -> Path:
+    """Write {"model": tensors, **plain values} as a .safetensors file: the tensors, and the other
+    values as JSON under the metadata key "motionmae"; `load` gives the same dict back."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint["model"].items()}
+    rest = json.dumps({k: v for k, v in checkpoint.items() if k != "model"})
+    return _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", "motionmae": rest}))
+
+
+def _load_safetensors(path: Path) -> dict:
+    with safe_open(path, "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        ours = (f.metadata() or {}).get("motionmae")
+    return {"model": tensors, **json.loads(ours)} if ours else tensors
+
+
+def _one_line(err: Exception) -> str:
+    """The reason in torch's multi-line weights-only message, else the error's first line."""
+    text = str(err).strip()
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return found.group(1) if found else f"{err.__class__.__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _refused(path: Path, err: Exception) -> str:
+    """One line for a file that torch.load(weights_only=True) would not rebuild."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if found is None:
+        return f"{path}: not a readable checkpoint, or one that needs unsafe unpickling ({_one_line(err)})"
+    name = found.group(1)
+    if name.startswith("numpy."):
+        return (f"{path}: holds NumPy arrays ({name}), which safe loading refuses; pretraining checkpoints of "
+                f"motionmae 0.1 keep their RNG state so: if you made this file, convert it once with "
+                f"`motionmae upgrade-checkpoint {path}`")
+    return (f"{path}: refused: unpickling it would call {name}, and a pickle can run code; motionmae reads "
+            f"checkpoints of tensors and plain values only (torch.load weights_only=True) or .safetensors")
+
+
+def load(path, map_location="cpu", extra_globals=()) -> dict:
+    """A checkpoint read without running code from it: `.safetensors`, or torch.load(weights_only=True).
+
+    Our .safetensors files come back as {"model": tensors, **their metadata}; others as their tensors.
+    Raises CheckpointError with one line naming the file when it is missing, damaged, or unsafe.
+    `extra_globals`: more globals to allow (see `upgrade`).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err.__class__.__name__}: {err})") from None
+        if path.suffix == ".safetensors":
+            return _load_safetensors(path)
+        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_globals]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error says enough
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(_refused(path, err)) from None
+    except Exception as err:  # torch and safetensors raise many kinds for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_one_line(err)})") from None
+
+
+def load_training_state(path, keys) -> dict:
+    """`load` a checkpoint to resume from; raise if it lacks any of `keys` (a weights-only export, say)."""
+    state = load(path)
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume from it (no {', '.join(missing)}); --resume takes the "
+                              f"checkpoint.pt of a run folder")
+    return state
+
+
+def upgrade(path, out=None) -> Path:
+    """Re-save a pretraining checkpoint of motionmae 0.1 (NumPy RNG state as an array) in the format
+    `load` reads. Reads it with weights_only=True plus only NumPy's array globals (no other code
+    can run); writes `out` (default: in place, atomically)."""
+    state = load(path, extra_globals=NUMPY_ARRAY_GLOBALS)
+    for rank in state.get("rng", []) if isinstance(state, dict) else []:
+        if isinstance(rank.get("numpy"), tuple):
+            rank["numpy"] = _plain_numpy_state(rank["numpy"])
+
+    def check(tmp):
+        try:
+            load(tmp)
+        except CheckpointError:
+            raise CheckpointError(f"{path}: holds NumPy arrays outside its RNG state (not a motionmae 0.1 "
+                                  f"checkpoint); left unchanged") from None
+
+    return _atomic(out or path, lambda tmp: torch.save(state, tmp), check)
+
+
+def _plain_numpy_state(state: tuple) -> dict:
+    """np.random.get_state()'s ("MT19937", key uint32 (624,), pos, has_gauss, gauss) as plain values."""
+    _, key, pos, has_gauss, gauss = state
+    return {"key": np.asarray(key).tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
 
 
 def rng_state() -> dict:
-    """Python, NumPy, torch CPU and CUDA generator states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch CPU and CUDA generator states, as plain values and uint8 tensors."""
+    state = {"python": random.getstate(), "numpy": _plain_numpy_state(np.random.get_state()),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -44,7 +163,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", np.array(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -254,12 +254,17 @@ def cmd_pretrain(args) -> int:
 def cmd_convert(args) -> int:
     """Convert a checkpoint between our layout, official VideoMAE / MME `.pth` files and Hugging Face."""
     from motionmae.checkpoints import CheckpointError
-    from motionmae.interop import export_hf, model_from_checkpoint, save_motionmae
+    from motionmae.interop import export_hf, model_from_checkpoint, read_checkpoint, save_motionmae
     from motionmae.models import PretrainModel
 
+    safetensors = args.out.endswith(".safetensors")
+    if args.to == "safetensors" and not safetensors:
+        raise UserError(f"--to safetensors: OUT {args.out} must end in .safetensors (loaders go by the suffix)")
     try:
-        model, loaded = model_from_checkpoint(args.source, frames=args.frames, img_size=args.size)
-        to = args.to or ("motionmae" if loaded.layout.startswith("Hugging Face") else "hf")
+        checkpoint = read_checkpoint(args.source)
+        model, loaded = model_from_checkpoint(checkpoint, frames=args.frames, img_size=args.size)
+        to = args.to or ("safetensors" if safetensors else "motionmae" if loaded.layout.startswith("Hugging Face")
+                         else "hf")
         print(loaded)
         if to == "hf":
             architecture = export_hf(model, args.out)["architectures"][0]
@@ -267,10 +272,22 @@ def cmd_convert(args) -> int:
                     if isinstance(model, PretrainModel) and architecture == "VideoMAEModel" else "")
             print(f"wrote {args.out}: Hugging Face {architecture}{note}")
         else:
-            out = save_motionmae(model, args.out, source=args.source)
-            print(f"wrote {out}: motionmae {type(model).__name__}")
+            out = save_motionmae(model, args.out, args.source, checkpoint, safetensors=to == "safetensors")
+            print(f"wrote {out}: motionmae {type(model).__name__}{' (safetensors)' if to == 'safetensors' else ''}")
     except (CheckpointError, OSError, ValueError) as err:  # ValueError: --frames / --size off the token grid
         raise UserError(str(err)) from None
+    return 0
+
+
+def cmd_upgrade_checkpoint(args) -> int:
+    """Re-save a pretraining checkpoint of motionmae 0.1 in the format that loads without unpickling code."""
+    from motionmae.checkpoints import CheckpointError, upgrade
+
+    try:
+        out = upgrade(args.checkpoint, args.out)
+    except (CheckpointError, OSError) as err:
+        raise UserError(str(err)) from None
+    print(f"wrote {out}: RNG state stored as plain values; it loads safely and resumes as before")
     return 0
 
 
@@ -458,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
         tokens (dark to light in time), original frame. Predictions are drawn in pixels with the
         true displacements' per-token mean and std (the target is standardized per token).
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="pretraining checkpoint (`motionmae pretrain`)")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining checkpoint (`motionmae pretrain`), or its .safetensors export")
     p.add_argument("video", metavar="VIDEO", help="any video; flow comes from the motion cache or is computed")
     p.add_argument("--out", default="traj.png", help="output PNG (default: traj.png)")
     p.add_argument("--start", type=int, default=None, help="first raw frame of the clip (default: the middle clip)")
@@ -531,23 +549,40 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae convert videomae_base_k400.pth hf/videomae-base      # official .pth -> Hugging Face
         motionmae convert hf/videomae-base videomae.pt                 # Hugging Face folder -> ours
         motionmae convert checkpoint.pth ours.pt --to motionmae --frames 16 --size 224
+        motionmae convert runs/mme/checkpoint.pt mme.safetensors       # our weights as safetensors
+        Files are read without running code from them: .safetensors, or torch.load(weights_only=True).
+        Every command that takes a checkpoint also takes our .safetensors exports.
         """)
     p.add_argument("source", metavar="IN", help="checkpoint file, or Hugging Face folder (config.json + weights)")
-    p.add_argument("out", metavar="OUT", help="output folder (--to hf) or file (--to motionmae)")
-    p.add_argument("--to", choices=["hf", "motionmae"], default=None,
-                   help="target layout (default: motionmae for Hugging Face input, else hf)")
+    p.add_argument("out", metavar="OUT",
+                   help="output folder (--to hf) or file (--to motionmae; --to safetensors: NAME.safetensors)")
+    p.add_argument("--to", choices=["hf", "motionmae", "safetensors"], default=None,
+                   help="target layout (default: safetensors for an OUT ending in .safetensors, motionmae for "
+                        "Hugging Face input, else hf); safetensors: our layout, weights and config only")
     p.add_argument("--frames", type=int, default=16,
                    help="input frames, when IN does not record them (default: 16)")
     p.add_argument("--size", type=int, default=224,
                    help="input crop side in pixels, when IN does not record it (default: 224)")
     p.set_defaults(func=cmd_convert)
 
+    p = _command(sub, "upgrade-checkpoint", "Re-save a motionmae 0.1 pretraining checkpoint to load safely.", """
+        motionmae upgrade-checkpoint runs/mme/checkpoint.pt                 # in place, atomically
+        motionmae upgrade-checkpoint old/checkpoint.pt runs/mme/checkpoint.pt
+        motionmae 0.1 pickled NumPy's RNG state as an array, which safe loading refuses. This reads
+        the file with torch.load(weights_only=True) plus NumPy's array globals only (still no other
+        code can run) and stores that state as plain values; resuming stays exact.
+        """)
+    p.add_argument("checkpoint", metavar="CKPT", help="pretraining checkpoint written by motionmae 0.1")
+    p.add_argument("out", metavar="OUT", nargs="?", default=None, help="output file (default: CKPT, replaced)")
+    p.set_defaults(func=cmd_upgrade_checkpoint)
+
     p = _command(sub, "linear-probe", "Linear probe: a linear classifier on frozen encoder features (SVT protocol).", """
         motionmae linear-probe runs/demo/checkpoint.pt --train data/synthetic/train.csv --val data/synthetic/val.csv
         motionmae linear-probe ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --sampling segment --train-views 2x3
         Features are computed once per view and cached in OUT/features/; a second run reuses them.
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="pretraining (or fine-tuning) checkpoint")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining (or fine-tuning) checkpoint, or its .safetensors export")
     p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
     p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
     p.add_argument("--out", default=None, help="results and feature cache (default: CKPT's folder/linear-probe)")
@@ -579,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae finetune none --train ... --val ... --set model.size=tiny     # from random init (baseline)
         torchrun --nproc-per-node 8 -m motionmae finetune ckpt.pt --train ... --val ... --config finetune-k400
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="pretraining checkpoint whose encoder is fine-tuned, or 'none'")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining checkpoint (or its .safetensors export) whose encoder is fine-tuned, or 'none'")
     p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
     p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
     p.add_argument("--config", default="finetune-demo",
@@ -596,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae evaluate runs/finetune-ssv2/checkpoint.pt --val ssv2/val.csv --clips 2 --crops 3
         Videos that cannot be read are skipped and counted; accuracy is over the videos read.
         """)
-    p.add_argument("checkpoint", metavar="CKPT", help="fine-tuning checkpoint (`motionmae finetune`)")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="fine-tuning checkpoint (`motionmae finetune`), or its .safetensors export")
     p.add_argument("--val", required=True, metavar="LIST", help="labelled test list")
     p.add_argument("--clips", type=int, default=None, help="temporal views per video (default: the config's)")
     p.add_argument("--crops", type=int, default=None, choices=[1, 2, 3],

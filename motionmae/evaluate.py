@@ -190,7 +190,7 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset, env: Distrib
     features: {"features": float32 (N, V, D), "labels": int64 (N,), "ok": bool (N,), "paths": [str]}.
     """
     if cache_file.is_file():
-        return torch.load(cache_file, weights_only=False), True
+        return checkpoints.load(cache_file), True
     encoder = encoder.to(env.device)
     views = dataset.clips * dataset.crops
     features = torch.zeros(len(dataset), views, encoder.dim)
@@ -417,7 +417,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         optimizer, cosine_schedule(o.warmup_epochs * steps_per_epoch, total_steps, o.min_lr / lr))
     step, val = 0, None
     if resuming:
-        state = checkpoints.load(resume_from)
+        state = checkpoints.load_training_state(resume_from, ("model", "optimizer", "scheduler", "step"))
         checkpoints.load_state_dict_strict(model, state["model"], str(resume_from))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -508,7 +508,7 @@ def load_classifier(path) -> tuple[VideoClassifier, FinetuneConfig]:
         raise CheckpointError(f"{path}: not a fine-tuning checkpoint (no classifier head); fine-tune it first "
                               f"(`motionmae finetune`) or probe it (`motionmae linear-probe`)")
     config = config_from_dict(state["config"])
-    model = build_classifier(config, state["num_classes"])
+    model = build_classifier(config, state.get("num_classes") or config.data.num_classes)
     checkpoints.load_state_dict_strict(model, state["model"], str(path))
     return model, config
 

@@ -5,7 +5,7 @@ the backbone under `encoder.` (`patch_embed.proj`, `blocks.i.*`, `norm`), then e
 pretraining decoder (`encoder_to_decoder`, `mask_token`, `decoder.*`) or the classifier
 (`fc_norm`, `head`). Layouts read:
 
-- ours: `runs/<name>/checkpoint.pt` (a dict with "model" and "config");
+- ours: `runs/<name>/checkpoint.pt` (a dict with "model" and "config"), or its `.safetensors` export;
 - official VideoMAE / MME pretraining (`{"model": ...}`, already our names);
 - official fine-tuned (`{"model"|"module": ...}`, backbone at the top level or under
   `encoder.` / `backbone.`, keys maybe prefixed `module.`);
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors.torch import save_file
 
-from motionmae.checkpoints import CheckpointError, atomic_save, load, load_state_dict_strict
+from motionmae.checkpoints import CheckpointError, atomic_save, load, load_state_dict_strict, save_safetensors
 from motionmae.config import Config, FinetuneConfig
 from motionmae.models import SIZES, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
 
@@ -83,6 +84,7 @@ class Checkpoint:
     layout: str
     name: str  # for messages: the path, or "state dict"
     config: dict | None = None  # our run config, or a Hugging Face config.json
+    extra: dict = field(default_factory=dict)  # ours: what else describes the model ("target", "num_classes")
 
 
 # ---------------------------------------------------------------- renaming
@@ -179,22 +181,12 @@ def _read_hf_folder(folder: Path) -> tuple[dict, dict | None]:
     config = json.loads(config_path.read_text()) if config_path.is_file() else None
     for weights in HF_WEIGHT_FILES:
         if (folder / weights).is_file():
-            return _read_file(folder / weights), config
+            return load(folder / weights), config
         index = folder / f"{weights}.index.json"
         if index.is_file():
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return {k: v for shard in shards for k, v in _read_file(folder / shard).items()}, config
+            return {k: v for shard in shards for k, v in load(folder / shard).items()}, config
     raise CheckpointError(f"{folder}: no {' or '.join(HF_WEIGHT_FILES)} (not a Hugging Face model folder)")
-
-
-def _read_file(path: Path):
-    if path.suffix != ".safetensors":
-        return load(path)
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package") from None
-    return load_file(path)
 
 
 def _tensors(obj, name: str) -> dict:
@@ -212,26 +204,33 @@ def _tensors(obj, name: str) -> dict:
 
 
 def read_checkpoint(source) -> Checkpoint:
-    """Read any supported layout from a path, a Hugging Face folder, or a loaded object; rename to ours."""
-    config = None
+    """Read any supported layout from a path, a Hugging Face folder, or a loaded object; rename to ours.
+
+    Files are read without running code from them (`checkpoints.load`). A `Checkpoint` passes through.
+    """
+    if isinstance(source, Checkpoint):
+        return source
+    config, extra = None, {}
     if isinstance(source, (str, Path)):
         name, path = str(source), Path(source)
         if path.is_dir():
             obj, config = _read_hf_folder(path)
         elif path.is_file():
-            obj = _read_file(path)
+            obj = load(path)
         else:
             raise CheckpointError(f"{path}: no such checkpoint file or folder")
     else:
         name, obj = "state dict", source
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), dict):
         config = obj["config"]
+        extra = {k: obj[k] for k in ("target", "num_classes") if k in obj}
     state = _tensors(obj, name)
 
     if any(k.startswith(("videomae.", "embeddings.patch_embeddings.")) for k in state):
         kind = ("VideoMAEForPreTraining" if any(k.startswith("decoder.") for k in state)
                 else "VideoMAEForVideoClassification" if "classifier.weight" in state else "VideoMAEModel")
-        return Checkpoint(_drop_fixed_pos_embed(from_hf(state, name), name), f"Hugging Face {kind}", name, config)
+        return Checkpoint(_drop_fixed_pos_embed(from_hf(state, name), name), f"Hugging Face {kind}", name, config,
+                          extra)
     state = _drop_fixed_pos_embed(_from_official(state), name)
     if config is not None and "model" in config:
         layout = "motionmae checkpoint"
@@ -243,7 +242,7 @@ def read_checkpoint(source) -> Checkpoint:
         layout = "VideoMAE/MME fine-tuned"
     else:
         layout = "VideoMAE encoder"
-    return Checkpoint(state, layout, name, config)
+    return Checkpoint(state, layout, name, config, extra)
 
 
 # ---------------------------------------------------------------- loading into our models
@@ -325,7 +324,7 @@ def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tupl
 
     Width and depth come from the tensors, the size name from `SIZES`; frames and crop size from the
     checkpoint's config when it has one (ours or Hugging Face's), else from the arguments (the
-    fixed position table depends on them, the weights do not).
+    fixed position table depends on them, the weights do not). `source`: anything `read_checkpoint` takes.
     """
     ckpt = read_checkpoint(source)
     s, config = ckpt.state, ckpt.config or {}
@@ -402,35 +401,36 @@ def to_hf(model: nn.Module) -> tuple[dict, dict]:
 
 
 def export_hf(model: nn.Module, out_dir) -> dict:
-    """Write a folder that `transformers` loads with `from_pretrained`: config.json and the weights
-    (model.safetensors when the safetensors package is installed, else pytorch_model.bin).
+    """Write a folder that `transformers` loads with `from_pretrained`: config.json and model.safetensors.
     Returns the config written."""
     config, state = to_hf(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    try:
-        from safetensors.torch import save_file
-    except ImportError:
-        torch.save(state, out / "pytorch_model.bin")
-    else:
-        save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     return config
 
 
-def save_motionmae(model: nn.Module, path, source: str) -> Path:
-    """Save a (converted) model as our checkpoint: {"model" (encoder under `encoder.`), "config", "source"}.
+def save_motionmae(model: nn.Module, path, source: str, recorded: Checkpoint | None = None,
+                   safetensors: bool = False) -> Path:
+    """Save a (converted) model as our checkpoint: {"model" (encoder under `encoder.`), "config", "source", ...},
+    with torch.save or, `safetensors`, as a .safetensors file (`checkpoints.save_safetensors`).
 
-    "config" is a pretraining config (or, for a classifier, a fine-tuning config) whose model and
-    data sections describe the network, so `model_from_checkpoint` rebuilds it as it was.
+    When the model came from one of our checkpoints (`recorded`), its config, target and class count
+    are kept. Otherwise "config" is a pretraining config (or, for a classifier, a fine-tuning config)
+    whose model and data sections describe the network, so `model_from_checkpoint` rebuilds it as it was.
     """
+    save = save_safetensors if safetensors else atomic_save
     encoder = model if isinstance(model, VisionTransformer) else model.encoder
+    state = {f"encoder.{k}": v for k, v in model.state_dict().items()} if encoder is model else model.state_dict()
+    if recorded is not None and recorded.layout == "motionmae checkpoint":
+        return save({"model": state, "config": recorded.config, "source": source, **recorded.extra}, path)
     config = FinetuneConfig() if isinstance(model, VideoClassifier) else Config()
     config.model.size, config.model.tubelet, config.model.patch = encoder.size, encoder.tubelet, encoder.patch
     config.data.frames, config.data.size = encoder.grid[0] * encoder.tubelet, encoder.grid[1] * encoder.patch
     extra = {}
     if isinstance(model, VideoClassifier):
-        config.data.num_classes = model.head.out_features
+        config.data.num_classes = extra["num_classes"] = model.head.out_features
     elif isinstance(model, PretrainModel):
         config.model.decoder_depth = len(model.decoder.blocks)
         config.model.decoder_dim = model.mask_token.shape[-1]
@@ -438,5 +438,4 @@ def save_motionmae(model: nn.Module, path, source: str) -> Path:
         pixels = encoder.patch_embed.proj.in_channels * encoder.tubelet * encoder.patch ** 2
         dim = model.decoder.head.out_features
         extra["target"] = {"name": "pixel" if dim == pixels else "unknown", "dim": dim}
-    state = {f"encoder.{k}": v for k, v in model.state_dict().items()} if encoder is model else model.state_dict()
-    return atomic_save({"model": state, "config": config.to_dict(), "source": source, **extra}, path)
+    return save({"model": state, "config": config.to_dict(), "source": source, **extra}, path)

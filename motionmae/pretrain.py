@@ -236,8 +236,9 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     checkpoint_path = out / "checkpoint.pt"
     resume_from = checkpoint_path if resume == "auto" else resume
     if resume_from is not None and (resume != "auto" or checkpoint_path.exists()):
-        state = checkpoints.load(resume_from)
-        model.load_state_dict(state["model"])
+        state = checkpoints.load_training_state(resume_from, ("model", "optimizer", "scheduler", "scaler", "rng",
+                                                              "step"))
+        checkpoints.load_state_dict_strict(model, state["model"], str(resume_from))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
