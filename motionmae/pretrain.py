@@ -7,15 +7,25 @@ workers) goes to the device; the target builder turns it into per-token targets
 there; the model sees the input frames and predicts the targets of masked tokens;
 the loss is the builder's masked MSE. Checkpoints hold everything needed to
 continue exactly: model, optimizer, scheduler, scaler, RNG states, epoch, step.
+
+metrics.jsonl gets a record per `log_every` steps (loss and its parts, lr,
+clips/s; with MGM masks also "mask_sources": the samples whose mask followed
+each guidance source since the previous record, e.g. {"mv": 6, "diff": 2}),
+and at every epoch's end and the last step a record of the videos read and
+skipped ("videos", `tally.VideoTally.to_dict()`). When MGM cannot use the
+configured guidance for some clip (a codec without motion vectors, say), a
+warning says so once per run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +37,12 @@ from tqdm import tqdm
 from motionmae import checkpoints
 from motionmae.config import Config, save_config
 from motionmae.data import EpochSampler, PretrainDataset, make_loader, read_list
-from motionmae.masking import MaskGenerator
+from motionmae.masking import SOURCES, MaskGenerator
 from motionmae.models import PretrainModel, token_grid
+from motionmae.tally import VideoTally
 from motionmae.targets import build_target, input_frames
+
+logger = logging.getLogger(__name__)
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean and std (VideoMAE's input normalization)
 STD = (0.229, 0.224, 0.225)
@@ -162,6 +175,66 @@ def mean_over_ranks(values: torch.Tensor, env: Distributed) -> torch.Tensor:
     return values
 
 
+def gather_tally(videos: VideoTally, env: Distributed) -> VideoTally:
+    """The union of every process's tally of one list (a collective call in DDP)."""
+    parts = [None] * env.world
+    if env.world > 1:
+        dist.all_gather_object(parts, videos)
+    else:
+        parts = [videos]
+    merged = VideoTally(videos.videos)
+    for part in parts:
+        merged.merge(part)
+    return merged
+
+
+def start_tally(listed: int, state: dict | None, left_out: list[dict] = ()) -> VideoTally:
+    """A run's tally of its training list: resumed from a checkpoint's "videos" when there is one,
+    plus the videos a data set left out before training."""
+    videos = VideoTally.from_state(state["videos"]) if state and "videos" in state else VideoTally(listed)
+    for entry in left_out:
+        videos.skip(**entry)
+    return videos
+
+
+FALLBACK_CAUSES = {
+    "mv": "the codec has no motion vectors (HEVC, VP9, AV1, MJPEG, ...) or the clip's frames carry none",
+    "flow": "no flow is loaded for the clip (the target needs none)",
+    "diff": "the clip has a single frame",
+}
+
+
+class MaskSources:
+    """Counts the guidance source of every MGM mask (`masking.SOURCES`) between two metrics records,
+    and warns once per run (rank 0) when a mask could not follow the configured source."""
+
+    def __init__(self, prefer: str, env: Distributed):
+        self.prefer, self.env = prefer, env
+        self.counts, self.warned = Counter(), False
+
+    def add(self, batch: dict) -> None:
+        self.counts.update(batch["mask_source"])
+        self._warn(self.counts)
+
+    def flush(self) -> dict:
+        """{source: samples} over every process since the previous flush (a collective call in DDP)."""
+        counts = torch.tensor([self.counts[s] for s in SOURCES], dtype=torch.int64)
+        if self.env.world > 1:
+            dist.all_reduce(counts)
+        self.counts = Counter()
+        total = {s: int(n) for s, n in zip(SOURCES, counts) if n}
+        self._warn(total)
+        return total
+
+    def _warn(self, counts: dict) -> None:
+        others = sorted(s for s in counts if s != self.prefer and counts[s])
+        if others and self.env.main and not self.warned:
+            self.warned = True
+            logger.warning("MGM masks fall back from %s to %s guidance for some clips: %s; metrics.jsonl counts "
+                           "the sources per record (mask_sources)", self.prefer, " / ".join(others),
+                           FALLBACK_CAUSES[self.prefer])
+
+
 def build_model(config: Config, target_dim: int) -> PretrainModel:
     m, d = config.model, config.data
     return PretrainModel(target_dim, m.size, d.frames, d.size, m.tubelet, m.patch, m.decoder_depth,
@@ -199,6 +272,7 @@ class PretrainResult:
     checkpoint: Path  # the final checkpoint (written by rank 0)
     model: PretrainModel  # this process's trained model
     steps: int
+    videos: VideoTally  # the training list's videos read and skipped over the run
 
 
 def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
@@ -225,7 +299,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     use_amp = config.run.amp and env.device.type == "cuda"
     scaler = torch.amp.GradScaler(env.device.type, enabled=False)  # bf16 needs no loss scaling
 
-    step = 0
+    step, state = 0, None
     checkpoint_path = out / "checkpoint.pt"
     resume_from = checkpoint_path if resume == "auto" else resume
     if resume_from is not None and (resume != "auto" or checkpoint_path.exists()):
@@ -239,8 +313,11 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     ddp = DistributedDataParallel(model) if env.world > 1 else model
     if config.run.compile:
         ddp = torch.compile(ddp)  # the same parameters; `model` is still what is saved
+    videos = start_tally(dataset.listed, state, dataset.left_out)
+    sources = MaskSources(config.mask.guidance, env) if dataset.masks.needs_motion else None
 
     def save():
+        read = gather_tally(videos, env)
         rng = [None] * env.world
         if env.world > 1:
             dist.all_gather_object(rng, checkpoints.rng_state())
@@ -251,7 +328,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
                 "step": step, "epoch": step / steps_per_epoch, "config": config.to_dict(),
-                "target": {"name": config.target.name, "dim": target.dim},
+                "target": {"name": config.target.name, "dim": target.dim}, "videos": read.state(),
             }, checkpoint_path)
         if env.world > 1:
             dist.barrier()
@@ -266,6 +343,9 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
         for batch in loader:
             micro += 1
             sync = micro % o.accum_steps == 0
+            videos.update(batch)
+            if sources is not None:
+                sources.add(batch)
             with ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext():
                 loss, parts = batch_loss(ddp, target, batch, config.data, env.device, use_amp)
                 check_finite(loss, step, epoch, checkpoint_path)
@@ -282,14 +362,21 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                 record = {"step": step, "epoch": epoch, "loss": values[0].item(),
                           **{k: v.item() for k, v in zip(parts, values[1:])},
                           "lr": optimizer.param_groups[0]["lr"], "clips_per_s": rate}
+                if sources is not None:
+                    record["mask_sources"] = sources.flush()
                 if log is not None:
                     log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
+            if step % steps_per_epoch == 0 or step == last_step:
+                read = gather_tally(videos, env)
+                if log is not None:
+                    log.write({"step": step, "epoch": epoch, "videos": read.to_dict()})
             if step % config.run.checkpoint_every == 0 or step == last_step:
                 save()
             if step >= last_step or step % steps_per_epoch == 0:
                 break
     bar.close()
+    read = gather_tally(videos, env)
     if env.world > 1:
         dist.destroy_process_group()
-    return PretrainResult(checkpoint_path, model, step)
+    return PretrainResult(checkpoint_path, model, step, read)
