@@ -501,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae prepare videos/ --cache cache/motion --workers 8          # folder, searched recursively
         motionmae prepare k400/train.csv --cache /scratch/motion --shard $SLURM_ARRAY_TASK_ID/16
         A killed run resumes where it stopped; failed videos are listed in REPORT.json
-        in the cache folder and make the exit code 1.
+        in the cache folder and make the exit code 1. A file whose container claims more
+        frames than decode is stored with the frames that decode (a note in the report).
         """)
     p.add_argument("source", metavar="LIST_OR_DIR",
                    help="list file (`path [label]` lines, relative to its folder), folder, or one video")

@@ -49,9 +49,8 @@ from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
 from motionmae.data import (ClipDataset, ClipSpec, EpochSampler, Item, ListError, RandAugment, TrainAugment,
                             make_loader, read_list)
 from motionmae.models import VideoClassifier, VisionTransformer
-from motionmae.pretrain import (Distributed, adamw, apply_gradients, check_finite, cosine_schedule, gather_tally,
-                                mean_over_ranks, normalize_video, open_run_folder, param_groups, setup_distributed,
-                                start_tally)
+from motionmae.pretrain import (Distributed, RunVideos, adamw, apply_gradients, check_finite, cosine_schedule,
+                                mean_over_ranks, normalize_video, open_run_folder, param_groups, setup_distributed)
 from motionmae.tally import VideoTally
 
 
@@ -389,7 +388,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint path; resuming
     ignores `pretrained`. Writes OUT/checkpoint.pt, OUT/metrics.jsonl (training loss per
     `log_every` steps, validation every `eval_every` epochs with its videos read and skipped
-    ("val_videos"), the training videos read and skipped ("videos") at every epoch's end) and
+    ("val_videos"), the training videos read and skipped ("videos", see `pretrain.RunVideos`)) and
     OUT/config.yaml.
     """
     env = setup_distributed(config.run.device)
@@ -432,10 +431,10 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         step, val = state["step"], state.get("val")
     ddp = DistributedDataParallel(model) if env.world > 1 else model
     use_amp = config.run.amp and env.device.type == "cuda"
-    videos = start_tally(len(train_items), state)
+    videos = RunVideos(len(train_items), env, state)
 
     def save():
-        read = gather_tally(videos, env)
+        read = videos.gathered()
         if env.main:
             checkpoints.atomic_save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -493,9 +492,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
             epoch_end = step % steps_per_epoch == 0
             if epoch_end or step == last_step:
-                read = gather_tally(videos, env)
-                if log is not None:
-                    log.write({"step": step, "epoch": epoch, "videos": read.to_dict()})
+                videos.log(log, step, epoch, last=step == last_step)
             due = config.run.eval_every and epoch_end and (step // steps_per_epoch) % config.run.eval_every == 0
             if due or step == last_step:
                 val = validate()
@@ -509,7 +506,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
             if step >= last_step or epoch_end:
                 break
     bar.close()
-    read = gather_tally(videos, env)
+    read = videos.gathered()
     if env.world > 1:
         dist.destroy_process_group()
     return FinetuneResult(checkpoint_path, model, step, val, read)

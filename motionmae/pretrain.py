@@ -11,8 +11,8 @@ continue exactly: model, optimizer, scheduler, scaler, RNG states, epoch, step.
 metrics.jsonl gets a record per `log_every` steps (loss and its parts, lr,
 clips/s; with MGM masks also "mask_sources": the samples whose mask followed
 each guidance source since the previous record, e.g. {"mv": 6, "diff": 2}),
-and at every epoch's end and the last step a record of the videos read and
-skipped ("videos", `tally.VideoTally.to_dict()`). When MGM cannot use the
+and a record of the videos read and skipped ("videos", `tally.VideoTally.to_dict()`)
+at an epoch's end when the counts changed and at the last step. When MGM cannot use the
 configured guidance for some clip (a codec without motion vectors, say), a
 warning says so once per run.
 """
@@ -175,32 +175,41 @@ def mean_over_ranks(values: torch.Tensor, env: Distributed) -> torch.Tensor:
     return values
 
 
-def gather_tally(videos: VideoTally, env: Distributed) -> VideoTally:
-    """The union of every process's tally of one list (a collective call in DDP)."""
-    parts = [None] * env.world
-    if env.world > 1:
-        dist.all_gather_object(parts, videos)
-    else:
-        parts = [videos]
-    merged = VideoTally(videos.videos)
-    for part in parts:
-        merged.merge(part)
-    return merged
+class RunVideos:
+    """The training list's videos read and skipped over a run (`tally.VideoTally`), resumed from the
+    checkpoint's "videos" when it has them; written to metrics.jsonl as a "videos" record at an
+    epoch's end when the counts changed, and at the last step."""
+
+    def __init__(self, listed: int, env: Distributed, state: dict | None = None, left_out: list[dict] = ()):
+        self.env, self.logged = env, None
+        self.tally = VideoTally.from_state(state["videos"]) if state and "videos" in state else VideoTally(listed)
+        for entry in left_out:  # left out by the data set before training
+            self.tally.skip(**entry)
+
+    def update(self, batch: dict) -> None:
+        self.tally.update(batch)
+
+    def gathered(self) -> VideoTally:
+        """The union of every process's tally (a collective call in DDP)."""
+        parts = [self.tally]
+        if self.env.world > 1:
+            parts = [None] * self.env.world
+            dist.all_gather_object(parts, self.tally)
+        merged = VideoTally(self.tally.videos)
+        for part in parts:
+            merged.merge(part)
+        return merged
+
+    def log(self, log: MetricsLog | None, step: int, epoch: int, last: bool) -> None:
+        counts = self.gathered().to_dict()
+        if log is not None and (last or counts != self.logged):
+            log.write({"step": step, "epoch": epoch, "videos": counts})
+        self.logged = counts
 
 
-def start_tally(listed: int, state: dict | None, left_out: list[dict] = ()) -> VideoTally:
-    """A run's tally of its training list: resumed from a checkpoint's "videos" when there is one,
-    plus the videos a data set left out before training."""
-    videos = VideoTally.from_state(state["videos"]) if state and "videos" in state else VideoTally(listed)
-    for entry in left_out:
-        videos.skip(**entry)
-    return videos
-
-
-FALLBACK_CAUSES = {
+FALLBACK_CAUSES = {  # why a configured MGM guidance source can be missing (diff never is)
     "mv": "the codec has no motion vectors (HEVC, VP9, AV1, MJPEG, ...) or the clip's frames carry none",
     "flow": "no flow is loaded for the clip (the target needs none)",
-    "diff": "the clip has a single frame",
 }
 
 
@@ -313,11 +322,11 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     ddp = DistributedDataParallel(model) if env.world > 1 else model
     if config.run.compile:
         ddp = torch.compile(ddp)  # the same parameters; `model` is still what is saved
-    videos = start_tally(dataset.listed, state, dataset.left_out)
+    videos = RunVideos(dataset.listed, env, state, dataset.left_out)
     sources = MaskSources(config.mask.guidance, env) if dataset.masks.needs_motion else None
 
     def save():
-        read = gather_tally(videos, env)
+        read = videos.gathered()
         rng = [None] * env.world
         if env.world > 1:
             dist.all_gather_object(rng, checkpoints.rng_state())
@@ -368,15 +377,13 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                     log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
             if step % steps_per_epoch == 0 or step == last_step:
-                read = gather_tally(videos, env)
-                if log is not None:
-                    log.write({"step": step, "epoch": epoch, "videos": read.to_dict()})
+                videos.log(log, step, epoch, last=step == last_step)
             if step % config.run.checkpoint_every == 0 or step == last_step:
                 save()
             if step >= last_step or step % steps_per_epoch == 0:
                 break
     bar.close()
-    read = gather_tally(videos, env)
+    read = videos.gathered()
     if env.world > 1:
         dist.destroy_process_group()
     return PretrainResult(checkpoint_path, model, step, read)
