@@ -4,7 +4,8 @@ Layout on disk:
 
     ROOT/flow-<key>/params.json           the extraction parameters (key = their hash)
     ROOT/flow-<key>/entries/<video>.flow  one file per video; <video> is its key (below)
-    ROOT/flow-<key>/report[-i-of-n].json  the last `prepare` run: done, failed + reasons
+    ROOT/flow-<key>/report[-i-of-n].json  the last `prepare` run: videos read and skipped with
+                                          reasons (`tally.VideoTally`), notes, done, cached
 
 Changing any parameter changes `<key>`, so old and new entries never mix.
 A video's key is its path relative to the list file's folder (or to the folder

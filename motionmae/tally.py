@@ -5,6 +5,7 @@
     tally.skip(3, "clips/x.mp4", "not_a_video", "not a readable video (InvalidDataError: ...)")
     tally.to_dict()  # {"videos": 5, "read": 1, "skipped": 1, "skipped_reasons": {"not_a_video": 1},
                      #  "skipped_videos": [{"path": "clips/x.mp4", "kind": "not_a_video", "reason": "..."}]}
+    tally.summary()  # "1 of 5 videos read, 1 skipped (not_a_video 1), 3 not reached"
 
 Videos are named by their position in the command's list. A video read at
 least once counts as read even if another attempt failed; `read + skipped`
@@ -29,6 +30,8 @@ def skip_kind(err: BaseException) -> str:
 
 @dataclass
 class VideoTally:
+    """Videos read and skipped (with reasons) of one list of `videos`; see the module docstring."""
+
     videos: int  # videos in the list
     read: set[int] = field(default_factory=set)  # positions of the videos read
     skipped: dict[int, dict] = field(default_factory=dict)  # position -> {"path", "kind", "reason", ...}

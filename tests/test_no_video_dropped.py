@@ -24,8 +24,8 @@ from motionmae.cli import main
 from motionmae.config import load_config
 from motionmae.evaluate import evaluate, finetune, linear_probe
 from motionmae.pretrain import pretrain
-from motionmae.tally import VideoTally
-from motionmae.video import VideoReader, probe, write_video
+from motionmae.tally import VideoTally, describe, skip_kind
+from motionmae.video import NotAVideoError, VideoReader, probe, write_video
 
 SIDE = 32  # decode short side and crop (px)
 SMALL = [f"data.short_side={SIDE}", f"data.size={SIDE}", "data.frames=8", "data.stride=2", "data.workers=0",
@@ -91,6 +91,20 @@ def prepared(videos):
 def only_garbage_skipped(counts: dict, kind: str) -> None:
     assert (counts["videos"], counts["read"], counts["skipped"]) == (5, 4, 1)
     assert counts["skipped_reasons"] == {kind: 1} and counts["skipped_videos"][0]["path"].endswith("garbage.mp4")
+
+
+def test_a_tally_counts_each_video_once():
+    here, there = VideoTally(4), VideoTally(4)  # two processes over one list of 4
+    here.mark_read(0)
+    here.skip(1, "b.mp4", "frame_index", "frame 9 could not be decoded")
+    there.mark_read(1)  # read by the other process: read, not skipped
+    there.skip(3, "d.mp4", skip_kind(NotAVideoError("d.mp4", "x")), "not a readable video")
+    here.merge(there)
+    counts = here.to_dict()
+    assert (counts["videos"], counts["read"], counts["skipped"]) == (4, 2, 1)
+    assert counts["skipped_reasons"] == {"not_a_video": 1} and counts["skipped_videos"][0]["path"] == "d.mp4"
+    assert VideoTally.from_state(json.loads(json.dumps(here.state()))).to_dict() == counts
+    assert describe(counts) == "2 of 4 videos read, 1 skipped (not_a_video 1), 1 not reached"
 
 
 def test_the_files_are_what_they_claim(videos):
