@@ -4,7 +4,8 @@ Layout on disk:
 
     ROOT/flow-<key>/params.json           the extraction parameters (key = their hash)
     ROOT/flow-<key>/entries/<video>.flow  one file per video; <video> is its key (below)
-    ROOT/flow-<key>/report[-i-of-n].json  the last `prepare` run: done, failed + reasons
+    ROOT/flow-<key>/report[-i-of-n].json  the last `prepare` run: videos read and skipped with
+                                          reasons (`tally.VideoTally`), notes, done, cached
 
 Changing any parameter changes `<key>`, so old and new entries never mix.
 A video's key is its path relative to the list file's folder (or to the folder
@@ -15,8 +16,10 @@ What is stored: the flow of the frames decoded at `short_side`, area-averaged
 onto a grid `stride` times coarser (1/4 by default), camera motion removed,
 clamped to ±20 px, quantized to 8 bits (step 20/127 px) and encoded per flow
 field as a gray JPEG (lossy, default) or PNG (lossless) holding dx above dy.
-Truncated or damaged videos are skipped (listed in the report), never stored
-in part.
+An entry holds the frames that decode in one sequential pass, whatever the
+container claims: a file whose container counts one frame more than decodes,
+or a truncated one, is stored with the frames it has and noted in the report;
+only files with no decodable frame are skipped (listed in the report).
 Vectors stay in pixels of the decoded frames. On bikes.mp4 this is about 0.84x
 the bytes of the source video and moves 6-step trajectories by ~0.4 px on
 average (bench/flow_bench.py, docs/benchmarks.md).
@@ -46,6 +49,7 @@ import cv2
 import numpy as np
 
 from motionmae.flow import FlowEstimator, FlowParams, pair_flow
+from motionmae.tally import VideoTally, skip_kind
 from motionmae.video import VideoError, VideoReader
 
 FORMAT_VERSION = 2  # part of the folder key: bump when the stored flow of a video changes (2: camera fit)
@@ -247,24 +251,22 @@ class MotionCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, (json.dumps(dataclasses.asdict(self.params), indent=2) + "\n").encode())
 
-    def extract(self, video: str, path) -> int:
-        """Compute and store the entry of one video file; returns its frame count.
+    def extract(self, video: str, path) -> tuple[int, str | None]:
+        """Compute and store the entry of one video file; returns its frame count (what decoded) and a
+        note when that differs from the container's count or the file is damaged, else None.
 
-        Raises `VideoError` for files that cannot be decoded completely:
-        truncated or damaged files are skipped rather than stored in part.
+        Raises `VideoError` for files with no decodable frame.
         """
         with VideoReader(path, self.params.short_side) as reader:
-            info = reader.info
-            if info.truncated:
-                raise VideoError(path, f"truncated or damaged: only the first {info.num_frames} frames decode")
-            if info.num_frames < 2:
-                raise VideoError(path, "has a single frame: no motion to extract")
-            self._write_entry(video, reader)
+            frames = self._write_entry(video, reader)
+            declared, truncated = reader.stream.frames, reader.info.truncated
         self._infos.pop(video, None)
-        return info.num_frames
+        if declared > 0 and declared != frames:
+            return frames, f"the container says {declared} frames, {frames} decode; stored {frames}"
+        return frames, f"truncated or damaged: stored the {frames} frames that decode" if truncated else None
 
-    def _write_entry(self, video: str, reader: VideoReader) -> None:
-        """Write the entry file of one video: temp file, fsync, rename."""
+    def _write_entry(self, video: str, reader: VideoReader) -> int:
+        """Write the entry file of one video: temp file, fsync, rename; returns its frame count."""
         entry = self.entry_path(video)
         entry.parent.mkdir(parents=True, exist_ok=True)
         for stale in entry.parent.glob(f".{entry.name}.*.tmp"):  # left by a killed run
@@ -281,14 +283,16 @@ class MotionCache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return header["num_frames"]
 
     def _write_fields(self, f, reader: VideoReader) -> dict:
         params, info, path = self.params, reader.info, reader.path
+        grid = (-(-reader.height // params.stride), -(-reader.width // params.stride))  # pair_flow's grid
         estimator = FlowEstimator(params.flow.method, params.flow.preset)
         width, height = reader.width, reader.height
         f.write(MAGIC)
         offsets = [len(MAGIC)]
-        previous, flow = None, None
+        previous = None
         for _, gray, _, _ in reader.sequential(gray=True):
             if previous is not None:
                 flow = pair_flow(previous, gray, estimator, params.flow.compensation, params.flow.clamp,
@@ -296,13 +300,13 @@ class MotionCache:
                 f.write(encode_field(flow, params))
                 offsets.append(f.tell())
             previous = gray
-        if len(offsets) != info.num_frames:
-            raise VideoError(path, f"decoded {len(offsets)} frames, expected {info.num_frames}")
+        if previous is None:
+            raise VideoError(path, "no frame decodes")
         return {
-            "num_frames": info.num_frames,
+            "num_frames": len(offsets),  # what decoded (a single frame stores no field)
             "fps": info.fps,
             "frame_size": [height, width],
-            "grid_size": list(flow.shape[:2]),
+            "grid_size": list(grid),
             "source_bytes": os.path.getsize(path),
             "offsets": offsets,
         }
@@ -336,19 +340,29 @@ def shard(videos: list, index: int, count: int) -> list:
 
 @dataclass
 class PrepareReport:
-    """What a `prepare` run did; written as JSON into the cache folder."""
+    """What a `prepare` run did; written as JSON into the cache folder: the shared video counts
+    (`tally.VideoTally`: read = in the cache now, skipped with reasons) plus the fields below."""
 
-    videos: int = 0  # in this shard
-    cached: int = 0  # already in the cache, skipped
+    videos: VideoTally  # over this shard's list
+    cached: int = 0  # already in the cache, not extracted again
     done: int = 0  # extracted by this run
     frames: int = 0  # frames extracted by this run
     seconds: float = 0.0
     interrupted: bool = False
-    failed: list = field(default_factory=list)  # {"video", "path", "reason"}
+    notes: list = field(default_factory=list)  # {"video", "path", "note"}: stored, but not as the container says
+
+    @property
+    def failed(self) -> list[dict]:
+        """{"video", "path", "kind", "reason"} of every video skipped."""
+        return self.videos.to_dict()["skipped_videos"]
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.interrupted
+
+    def to_dict(self) -> dict:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "videos"}
+        return {**self.videos.to_dict(), **fields}
 
 
 _worker_cache: MotionCache | None = None
@@ -360,15 +374,15 @@ def _init_worker(root, params) -> None:
     _worker_cache = MotionCache(root, params)
 
 
-def _extract_job(job: tuple[str, str]) -> tuple[str, str, int, str | None]:
-    """Run in a worker: (key, path, frames, failure reason or None)."""
-    video, path = job
+def _extract_job(job: tuple[int, str, str]) -> tuple[int, int, str | None, tuple[str, str] | None]:
+    """Run in a worker: (position, frames, note or None, failure (kind, reason) or None)."""
+    position, video, path = job
     try:
-        return video, path, _worker_cache.extract(video, path), None
+        return position, *_worker_cache.extract(video, path), None
     except VideoError as err:
-        return video, path, 0, err.problem
+        return position, 0, None, (skip_kind(err), err.problem)
     except Exception as err:  # one bad file must not stop a batch over a real-world collection
-        return video, path, 0, f"{err.__class__.__name__}: {err}"
+        return position, 0, None, (skip_kind(err), f"{err.__class__.__name__}: {err}")
 
 
 def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1, progress: bool = True,
@@ -382,8 +396,13 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
     from tqdm import tqdm
 
     cache.write_params()
-    report = PrepareReport(videos=len(videos))
-    todo = [(key, str(path)) for key, path in videos if not cache.has(key, path)]
+    report = PrepareReport(VideoTally(len(videos)))
+    todo = []
+    for position, (key, path) in enumerate(videos):
+        if cache.has(key, path):
+            report.videos.mark_read(position)
+        else:
+            todo.append((position, key, str(path)))
     report.cached = len(videos) - len(todo)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True, file=sys.stderr)
@@ -395,16 +414,21 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
         _init_worker(cache.root, cache.params)
     try:
         results = pool.imap_unordered(_extract_job, todo) if pool else map(_extract_job, todo)
-        for video, path, frames, reason in results:
-            if reason is None:
+        for position, frames, note, failure in results:
+            video, path = videos[position][0], str(videos[position][1])
+            if failure is None:
                 report.done += 1
                 report.frames += frames
+                report.videos.mark_read(position)
                 cache._infos.pop(video, None)  # written by a worker: re-read the new header when asked
+                if note:
+                    report.notes.append({"video": video, "path": path, "note": note})
             else:
-                report.failed.append({"video": video, "path": path, "reason": reason})
-                bar.write(f"skipped {path}: {reason}", file=sys.stderr)
+                report.videos.skip(position, path, *failure, video=video)
+                bar.write(f"skipped {path}: {failure[1]}", file=sys.stderr)
             elapsed = time.perf_counter() - start
-            bar.set_postfix_str(f"{report.frames / max(elapsed, 1e-9):.0f} frames/s, {len(report.failed)} failed")
+            failed = len(report.videos.skipped)
+            bar.set_postfix_str(f"{report.frames / max(elapsed, 1e-9):.0f} frames/s, {failed} failed")
             bar.update()
         if pool:
             pool.close()
@@ -417,5 +441,5 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
             pool.join()
         bar.close()
         report.seconds = round(time.perf_counter() - start, 3)
-        _write_atomic(cache.dir / report_name, (json.dumps(dataclasses.asdict(report), indent=2) + "\n").encode())
+        _write_atomic(cache.dir / report_name, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     return report

@@ -222,6 +222,9 @@ def cmd_prepare(args) -> int:
     report = prepare(mine, cache, workers=max(1, args.workers), progress=not args.quiet, report_name=report_name)
     print(f"{report.done} extracted ({report.frames} frames in {report.seconds:.1f} s), "
           f"{report.cached} already cached, {len(report.failed)} failed; report {cache.dir / report_name}")
+    print(f"videos: {report.videos.summary()}")
+    for note in report.notes:
+        print(f"note: {note['path']}: {note['note']}")
     for failure in report.failed:
         print(f"FAILED {failure['path']}: {failure['reason']}", file=sys.stderr)
     return 0 if report.ok else 1
@@ -243,6 +246,7 @@ def cmd_pretrain(args) -> int:
     except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
     if _main_rank():
+        _videos(result.videos.to_dict(), "training ")
         print(f"checkpoint: {result.checkpoint}")
         print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
     return 0
@@ -305,10 +309,15 @@ def _views(text: str, flag: str) -> tuple[int, int]:
     return clips, crops
 
 
-def _skipped(paths: list[str], what: str) -> None:
-    if paths:
-        print(f"{len(paths)} {what}video(s) could not be read and were skipped "
-              f"(first: {paths[0]}); accuracy is over the videos read", file=sys.stderr)
+def _videos(counts: dict, what: str) -> None:
+    """Print a `VideoTally.to_dict()`: one summary line, and the first skipped video on stderr."""
+    from motionmae.tally import describe
+
+    print(f"{what}videos: {describe(counts)}")
+    if counts["skipped"]:
+        first = counts["skipped_videos"][0]
+        print(f"{counts['skipped']} {what}video(s) could not be read and were skipped "
+              f"(first: {first['path']}: {first['reason']})", file=sys.stderr)
 
 
 def cmd_linear_probe(args) -> int:
@@ -329,9 +338,10 @@ def cmd_linear_probe(args) -> int:
     for split, info in result["features"].items():
         how = "cached" if info["cached"] else f"computed in {info['seconds']:.1f} s"
         print(f"{split} features: {how} ({info['file']})")
-    _skipped(result["skipped_train"], "training ")
-    _skipped(result["skipped_val"], "validation ")
-    print(f"linear probe: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} on {result['num_val']} videos "
+    _videos(result["videos"]["train"], "training ")
+    _videos(result["videos"]["val"], "validation ")
+    print(f"linear probe: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} on {result['videos']['val']['read']} "
+          f"videos "
           f"(train top-1 {result['train_top1']:.1%}); "
           f"results {Path(args.out or Path(args.checkpoint).parent / 'linear-probe') / 'linear-probe.json'}")
     return 0
@@ -353,9 +363,11 @@ def cmd_finetune(args) -> int:
         raise UserError(str(err)) from None
     if not _main_rank():
         return 0
+    _videos(result.videos.to_dict(), "training ")
     if result.val:
-        print(f"validation (1 clip x 1 crop): top-1 {result.val['val_top1']:.1%}, top-5 {result.val['val_top5']:.1%}"
-              + (f", {result.val['val_skipped']} videos skipped" if result.val["val_skipped"] else ""))
+        print(f"validation (1 clip x 1 crop): top-1 {result.val['val_top1']:.1%}, top-5 {result.val['val_top5']:.1%}")
+        if "val_videos" in result.val:  # not in checkpoints written before it was recorded
+            _videos(result.val["val_videos"], "validation ")
     print(f"checkpoint: {result.checkpoint}")
     print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
     return 0
@@ -377,10 +389,10 @@ def cmd_evaluate(args) -> int:
     width = max(len(name) for name in result["class_names"])
     for name, rate in zip(result["class_names"], result["per_class"]):
         print(f"  {name:<{width}}  {'-' if rate is None else f'{rate:.1%}'}")
-    _skipped(result["skipped"], "")
-    print(f"top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} over {result['num_read']} of "
-          f"{result['num_videos']} videos ({result['clips']} clips x {result['crops']} crops = {result['views']} "
-          f"views each); skipped {len(result['skipped'])}; confusion matrix {result['figure']}")
+    _videos(result["videos"], "")
+    print(f"top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} over {result['videos']['read']} of "
+          f"{result['videos']['videos']} videos ({result['clips']} clips x {result['crops']} crops = {result['views']} "
+          f"views each); confusion matrix {result['figure']}")
     return 0
 
 
@@ -507,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae prepare videos/ --cache cache/motion --workers 8          # folder, searched recursively
         motionmae prepare k400/train.csv --cache /scratch/motion --shard $SLURM_ARRAY_TASK_ID/16
         A killed run resumes where it stopped; failed videos are listed in REPORT.json
-        in the cache folder and make the exit code 1.
+        in the cache folder and make the exit code 1. A file whose container claims more
+        frames than decode is stored with the frames that decode (a note in the report).
         """)
     p.add_argument("source", metavar="LIST_OR_DIR",
                    help="list file (`path [label]` lines, relative to its folder), folder, or one video")

@@ -14,6 +14,12 @@ data-loader worker, so it travels with the batch:
     flow    float32 (T_raw - 1, S, S, 2)   (empty when neither the target nor mgm's guidance needs flow)
     mask    bool    (N,)                    True = masked
     label   int64   ()                      -1 when unlabelled
+    video   int64   ()                      the video's position in the list (counted by `tally.VideoTally`)
+    skipped list of {"position", "path", "kind", "reason"}: videos that failed before this one was read
+
+A short video (fewer frames than the span) repeats its last frame, as
+VideoMAE does; the span ends at the last frame that both the reader and the
+motion cache have, so a count that differs by a frame drops nothing.
 
 With `data.shuffle_frames` (the temporal-shuffle ablation of MME's Fig. 3) the
 span's frames come in a random order, and everything is made from the shuffled
@@ -37,6 +43,7 @@ import torch
 from motionmae.cache import CacheError, CacheParams, MotionCache, video_key
 from motionmae.flow import video_flow
 from motionmae.masking import MaskGenerator, sample_rng
+from motionmae.tally import skip_kind
 from motionmae.video import VIDEO_SUFFIXES, Clip, VideoError, VideoReader
 
 
@@ -121,8 +128,23 @@ def _init_worker(_):
     torch.set_num_threads(1)
 
 
+def collate(samples: list[dict]) -> dict:
+    """`default_collate`, except that the per-sample "skipped" lists are joined into one list."""
+    skipped = [entry for sample in samples for entry in sample["skipped"]]
+    batch = torch.utils.data.default_collate([{k: v for k, v in s.items() if k != "skipped"} for s in samples])
+    return {**batch, "skipped": skipped}
+
+
+def skip_entry(position: int, item: Item, err: Exception) -> dict:
+    """Warn about a video that failed to read and describe it for the batch's "skipped" list."""
+    print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+    return {"position": position, "path": str(item.path), "kind": skip_kind(err),
+            "reason": getattr(err, "problem", str(err))}
+
+
 def make_loader(dataset, workers: int, pin_memory: bool = False, **batching) -> torch.utils.data.DataLoader:
-    """A DataLoader whose worker processes are spawned once and kept across epochs.
+    """A DataLoader of our data sets' samples (batched by `collate`) whose worker processes are
+    spawned once and kept across epochs.
 
     Spawned rather than forked: a fork after OpenCV or FFmpeg threads ran in
     the parent can deadlock. Persistent, so the start-up cost is paid once;
@@ -130,7 +152,7 @@ def make_loader(dataset, workers: int, pin_memory: bool = False, **batching) -> 
     `batching`: `batch_sampler=...` or `batch_size=...`.
     """
     extra = {"multiprocessing_context": "spawn", "persistent_workers": True, "worker_init_fn": _init_worker}
-    return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory,
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
                                        **(extra if workers > 0 else {}), **batching)
 
 
@@ -240,6 +262,13 @@ class SpanFlow:
         self.cache = open_cache(data)
         self.on_the_fly = data.flow_on_the_fly
 
+    def frames(self, item: Item) -> int | None:
+        """Frame count of the video's cache entry (what decoded when it was made); None without one."""
+        try:
+            return self.cache.info(item.key).num_frames
+        except CacheError:
+            return None
+
     def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox) -> np.ndarray:
         try:
             info = self.cache.info(item.key)
@@ -273,8 +302,9 @@ class PretrainDataset(torch.utils.data.Dataset):
     (start, crop, flip, mask) comes from `sample_rng(seed, index, epoch)`, so a
     sample does not depend on the worker that draws it. Videos without a
     motion-cache entry are left out with one warning naming them (an error when
-    none has one), unless flow is computed on the fly. A video that fails to
-    read is reported on stderr and replaced by the next one in the list.
+    none has one), unless flow is computed on the fly; `left_out` lists them
+    as "skipped" entries. A video that fails to read is reported on stderr,
+    listed in the sample's "skipped" and replaced by the next one in the list.
     """
 
     def __init__(self, items: list[Item], data, raw_span: int, masks: MaskGenerator, seed: int = 0,
@@ -282,35 +312,41 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.data, self.raw_span, self.masks = data, raw_span, masks
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
         self.span_flow = SpanFlow(data) if needs_flow else None
+        self.listed = len(items)  # videos in the list given; `positions[i]`: items[i]'s place in it
+        self.positions, self.left_out = list(range(len(items))), []
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
-            items = self._cached(items)
-        self.items = items
+            self._leave_out_uncached(items)
+        self.items = [items[p] for p in self.positions]
 
-    def _cached(self, items: list[Item]) -> list[Item]:
+    def _leave_out_uncached(self, items: list[Item]) -> None:
         cache = self.span_flow.cache
-        missing = [item for item in items if not cache.entry_path(item.key).is_file()]
+        missing = [p for p, item in enumerate(items) if not cache.entry_path(item.key).is_file()]
         if not missing:
-            return items
+            return
         hint = f"run `motionmae prepare LIST --cache {cache.root}` first, or set data.flow_on_the_fly=true"
         if len(missing) == len(items):
             raise FlowUnavailable(f"none of the {len(items)} videos is in the motion cache {cache.dir} "
-                                  f"(first: {missing[0].path}); {hint}")
-        names = ", ".join(str(item.path) for item in missing[:3]) + (" ..." if len(missing) > 3 else "")
+                                  f"(first: {items[0].path}); {hint}")
+        names = ", ".join(str(items[p].path) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
         print(f"warning: {len(missing)} of {len(items)} videos are not in the motion cache {cache.dir} "
               f"and are left out: {names}", file=sys.stderr)
-        return [item for item in items if item not in missing]
+        self.left_out = [{"position": p, "path": str(items[p].path), "kind": "not_in_cache",
+                          "reason": f"not in the motion cache {cache.dir}"} for p in missing]
+        self.positions = sorted(set(self.positions) - set(missing))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        skipped = []
         for attempt in range(len(self.items)):
-            item = self.items[(index + attempt) % len(self.items)]
+            slot = (index + attempt) % len(self.items)
             try:
-                return self.load(item, sample_rng(self.seed, index, epoch))
-            except (VideoError, FlowUnavailable) as err:
-                print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+                sample = self.load(self.items[slot], sample_rng(self.seed, index, epoch))
+                return {**sample, "video": torch.tensor(self.positions[slot]), "skipped": skipped}
+            except (VideoError, FlowUnavailable, CacheError) as err:
+                skipped.append(skip_entry(self.positions[slot], self.items[slot], err))
         raise ListError("no video in the list could be read")
 
     def load(self, item: Item, rng: np.random.Generator) -> dict:
@@ -322,8 +358,9 @@ class PretrainDataset(torch.utils.data.Dataset):
         `start`: the span's first raw frame; by default random in training, the middle otherwise.
         """
         d = self.data
+        cached = self.span_flow.frames(item) if self.needs_flow and not d.shuffle_frames else None
         with VideoReader(item.path, d.short_side) as reader:
-            count = len(reader)
+            count = min(len(reader), cached or len(reader))  # a frame both have
             last_start = max(0, count - self.raw_span)
             if start is None:
                 start = int(rng.integers(last_start + 1)) if self.train else last_start // 2
@@ -559,11 +596,13 @@ class ClipDataset(torch.utils.data.Dataset):
 
     Testing (`augment` None): `clips x crops` views of every video, clip-major.
     A video that fails to read gives `ok=False` and blank frames, so callers
-    skip and count it.
+    skip and count it. Short videos repeat their last frame (`clip_indices`).
 
         frames  uint8 (T, S, S, 3) in training, (V, T, S, S, 3) in testing
         label   int64 ()
         ok      bool  ()   (testing)
+        video   int64 ()   position of the video read in `items` (-1: none)
+        skipped list of {"position", "path", "kind", "reason"} (see `PretrainDataset`)
     """
 
     def __init__(self, items: list[Item], spec: ClipSpec, augment: TrainAugment | None = None,
@@ -577,21 +616,25 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         if self.augment is None:
-            item = self.items[index]
+            item, skipped = self.items[index], []
             try:
-                frames, ok = self.views(item), True
+                frames = self.views(item)
             except VideoError as err:
-                print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+                skipped.append(skip_entry(index, item, err))
                 s = self.spec
-                frames, ok = np.zeros((self.clips * self.crops, s.frames, s.size, s.size, 3), np.uint8), False
-            return {"frames": torch.from_numpy(frames), "label": torch.tensor(item.label), "ok": torch.tensor(ok)}
+                frames = np.zeros((self.clips * self.crops, s.frames, s.size, s.size, 3), np.uint8)
+            return {"frames": torch.from_numpy(frames), "label": torch.tensor(item.label),
+                    "ok": torch.tensor(not skipped), "video": torch.tensor(-1 if skipped else index),
+                    "skipped": skipped}
+        skipped = []
         for attempt in range(len(self.items)):
-            item = self.items[(index + attempt) % len(self.items)]
+            position = (index + attempt) % len(self.items)
             try:
-                frames = self.train_clip(item, sample_rng(self.seed, index, epoch))
-                return {"frames": torch.from_numpy(frames), "label": torch.tensor(item.label)}
+                frames = self.train_clip(self.items[position], sample_rng(self.seed, index, epoch))
+                return {"frames": torch.from_numpy(frames), "label": torch.tensor(self.items[position].label),
+                        "video": torch.tensor(position), "skipped": skipped}
             except VideoError as err:
-                print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+                skipped.append(skip_entry(position, self.items[position], err))
         raise ListError("no video in the list could be read")
 
     def train_clip(self, item: Item, rng: np.random.Generator) -> np.ndarray:

@@ -49,8 +49,9 @@ from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
 from motionmae.data import (ClipDataset, ClipSpec, EpochSampler, Item, ListError, RandAugment, TrainAugment,
                             make_loader, read_list)
 from motionmae.models import VideoClassifier, VisionTransformer
-from motionmae.pretrain import (Distributed, adamw, apply_gradients, check_finite, cosine_schedule,
+from motionmae.pretrain import (Distributed, RunVideos, adamw, apply_gradients, check_finite, cosine_schedule,
                                 mean_over_ranks, normalize_video, open_run_folder, param_groups, setup_distributed)
+from motionmae.tally import VideoTally
 
 
 # ---------------------------------------------------------------- scores and accuracy
@@ -60,9 +61,9 @@ from motionmae.pretrain import (Distributed, adamw, apply_gradients, check_finit
 class Scores:
     """Class probabilities of the videos that were read, averaged over their views."""
 
-    probs: torch.Tensor  # float (N_read, C)
+    probs: torch.Tensor  # float (N_read, C), in list order
     labels: torch.Tensor  # int64 (N_read,)
-    skipped: list[str]  # paths of the videos that failed to read
+    videos: VideoTally  # read and skipped, with reasons
 
 
 def labelled(items: list[Item], source) -> list[Item]:
@@ -117,28 +118,26 @@ def predict(model: nn.Module, dataset: ClipDataset, env: Distributed, batch_size
     """Softmax of `model` (video (B, 3, T, H, W) -> logits) averaged over the views of every video."""
     model.eval()
     use_amp = env.device.type == "cuda"
-    results = []  # (probs (C,), label, path) per video read; path alone for skipped ones
-    index = iter(range(env.rank, len(dataset), env.world))
+    results = []  # (position, probs (C,), label) per video read
+    videos = VideoTally(len(dataset))
     loader = _loader(dataset, batch_size, workers, env)
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not (progress and env.main), dynamic_ncols=True):
+        videos.update(batch)
         ok = batch["ok"]
-        positions = [next(index) for _ in range(len(ok))]
         frames = batch["frames"][ok]  # (B_ok, V, T, S, S, 3)
         if len(frames):
             video = normalize_video(frames.flatten(0, 1).to(env.device, non_blocking=True))
             with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(video)
             probs = logits.float().softmax(-1).view(len(frames), frames.shape[1], -1).mean(1).cpu()
-        kept = iter(zip(probs, batch["label"][ok])) if len(frames) else iter(())
-        for good, position in zip(ok.tolist(), positions):
-            path = str(dataset.items[position].path)
-            results.append((*next(kept), path) if good else (None, None, path))
-    results = _gather(results, env)
-    read = [r for r in results if r[0] is not None]
-    num_classes = read[0][0].shape[0] if read else 0
-    return Scores(torch.stack([r[0] for r in read]) if read else torch.zeros(0, num_classes),
-                  torch.stack([r[1] for r in read]) if read else torch.zeros(0, dtype=torch.int64),
-                  [r[2] for r in results if r[0] is None])
+            results += zip(batch["video"][ok].tolist(), probs, batch["label"][ok])
+    read = sorted(_gather(results, env), key=lambda r: r[0])
+    merged = VideoTally(len(dataset))
+    for part in _gather([videos], env):
+        merged.merge(part)
+    num_classes = read[0][1].shape[0] if read else 0
+    return Scores(torch.stack([r[1] for r in read]) if read else torch.zeros(0, num_classes),
+                  torch.stack([r[2] for r in read]) if read else torch.zeros(0, dtype=torch.int64), merged)
 
 
 def class_names(list_path, num_classes: int) -> list[str]:
@@ -175,11 +174,14 @@ def probe_encoder(state: dict, source, frames: int, img_size: int,
     return encoder.eval().requires_grad_(False), arch
 
 
+FEATURE_FORMAT = 2  # part of the feature files' key: bump when what `clip_features` stores changes
+
+
 def _feature_key(checkpoint: Path, items: list[Item], spec: ClipSpec, views: tuple[int, int], arch: dict) -> str:
     """Hash of what the features depend on: checkpoint file, videos and labels, view parameters, model."""
     stat = checkpoint.resolve().stat()
-    parts = [str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns, [(str(i.path), i.label) for i in items],
-             asdict(spec), list(views), arch]
+    parts = [FEATURE_FORMAT, str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns,
+             [(str(i.path), i.label) for i in items], asdict(spec), list(views), arch]
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -187,7 +189,8 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset, env: Distrib
                   batch_size: int, workers: int, progress: bool, desc: str) -> tuple[dict, bool]:
     """Mean-pooled features of every view, from `cache_file` when it exists; returns (features, cached).
 
-    features: {"features": float32 (N, V, D), "labels": int64 (N,), "ok": bool (N,), "paths": [str]}.
+    features: {"features": float32 (N, V, D), "labels": int64 (N,), "ok": bool (N,), "paths": [str],
+    "videos": `VideoTally.state()`}.
     """
     if cache_file.is_file():
         return checkpoints.load(cache_file), True
@@ -196,9 +199,10 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset, env: Distrib
     features = torch.zeros(len(dataset), views, encoder.dim)
     labels, ok = torch.zeros(len(dataset), dtype=torch.int64), torch.zeros(len(dataset), dtype=torch.bool)
     loader = make_loader(dataset, workers, batch_size=batch_size)
-    start = 0
+    start, videos = 0, VideoTally(len(dataset))
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
+            videos.update(batch)
             n, good = len(batch["ok"]), batch["ok"]
             labels[start:start + n], ok[start:start + n] = batch["label"], good
             if good.any():
@@ -207,7 +211,8 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset, env: Distrib
                     pooled = encoder(video).mean(1)
                 features[start:start + n][good] = pooled.float().view(int(good.sum()), views, -1).cpu()
             start += n
-    result = {"features": features, "labels": labels, "ok": ok, "paths": [str(i.path) for i in dataset.items]}
+    result = {"features": features, "labels": labels, "ok": ok, "paths": [str(i.path) for i in dataset.items],
+              "videos": videos.state()}
     checkpoints.atomic_save(result, cache_file)
     return result, False
 
@@ -248,8 +253,8 @@ def linear_probe(checkpoint, train_list, val_list, out=None, epochs: int = 20, l
     Clip parameters (`frames`, `stride`, `size`, `short_side`) default to those the checkpoint
     was trained with; views are (temporal clips, spatial crops). `out` defaults to
     `<checkpoint folder>/linear-probe`; features are cached in `out/features/`.
-    Result keys: top1, top5 (fractions of the videos read), per_class, confusion,
-    train_top1, num_train / num_val (videos read), skipped_train / skipped_val (paths),
+    Result keys: top1, top5 (fractions of the videos read), per_class, confusion, train_top1,
+    videos: {split: `VideoTally.to_dict()`: videos read and skipped, with reasons},
     features: {split: {"file", "cached", "seconds"}}.
     """
     checkpoint = Path(checkpoint)
@@ -282,10 +287,9 @@ def linear_probe(checkpoint, train_list, val_list, out=None, epochs: int = 20, l
     v = val["features"][val["ok"]]
     probs = classifier(v.flatten(0, 1)).softmax(-1).view(len(v), v.shape[1], -1).mean(1)
     report = accuracy(probs, val["labels"][val["ok"]], num_classes)
-    skipped = {s: [p for p, good in zip(splits[s]["paths"], splits[s]["ok"].tolist()) if not good] for s in splits}
     report.update({
-        "train_top1": train_top1, "num_train": int(train["ok"].sum()), "num_val": int(val["ok"].sum()),
-        "skipped_train": skipped["train"], "skipped_val": skipped["val"], "features": results,
+        "train_top1": train_top1, "videos": {s: VideoTally.from_state(splits[s]["videos"]).to_dict() for s in splits},
+        "features": results,
         "checkpoint": str(checkpoint), "model": arch, "clip": asdict(spec), "train_views": list(train_views),
         "val_views": list(val_views), "epochs": epochs, "lr": lr, "batch_size": batch_size,
         "class_names": class_names(val_list, num_classes),
@@ -373,7 +377,8 @@ class FinetuneResult:
     checkpoint: Path  # the final checkpoint (written by rank 0)
     model: VideoClassifier  # this process's trained model
     steps: int
-    val: dict | None  # the last validation: top1, top5, skipped, step
+    val: dict | None  # the last validation: val_top1, val_top5, val_videos, step
+    videos: VideoTally  # the training list's videos read and skipped over the run
 
 
 def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
@@ -382,7 +387,9 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
 
     `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint path; resuming
     ignores `pretrained`. Writes OUT/checkpoint.pt, OUT/metrics.jsonl (training loss per
-    `log_every` steps, validation every `eval_every` epochs) and OUT/config.yaml.
+    `log_every` steps, validation every `eval_every` epochs with its videos read and skipped
+    ("val_videos"), the training videos read and skipped ("videos", see `pretrain.RunVideos`)) and
+    OUT/config.yaml.
     """
     env = setup_distributed(config.run.device)
     d, a, o = config.data, config.aug, config.optim
@@ -415,7 +422,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     total_steps = o.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_schedule(o.warmup_epochs * steps_per_epoch, total_steps, o.min_lr / lr))
-    step, val = 0, None
+    step, val, state = 0, None, None
     if resuming:
         state = checkpoints.load_training_state(resume_from, ("model", "optimizer", "scheduler", "step"))
         checkpoints.load_state_dict_strict(model, state["model"], str(resume_from))
@@ -424,13 +431,15 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         step, val = state["step"], state.get("val")
     ddp = DistributedDataParallel(model) if env.world > 1 else model
     use_amp = config.run.amp and env.device.type == "cuda"
+    videos = RunVideos(len(train_items), env, state)
 
     def save():
+        read = videos.gathered()
         if env.main:
             checkpoints.atomic_save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "epoch": step / steps_per_epoch,
-                "config": config.to_dict(), "num_classes": num_classes, "val": val,
+                "config": config.to_dict(), "num_classes": num_classes, "val": val, "videos": read.state(),
                 "pretrained": None if pretrained is None else str(pretrained),
             }, checkpoint_path)
         if env.world > 1:
@@ -441,7 +450,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         result = accuracy(scores.probs, scores.labels, num_classes)
         model.train()
         return {"step": step, "epoch": step / steps_per_epoch, "val_top1": result["top1"],
-                "val_top5": result["top5"], "val_skipped": len(scores.skipped)}
+                "val_top5": result["top5"], "val_videos": scores.videos.to_dict()}
 
     log = open_run_folder(out, config, step, env)
     last_step = min(total_steps, config.run.max_steps or total_steps)
@@ -455,6 +464,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         for batch in loader:
             seed = (config.run.seed, step * o.accum_steps + micro, env.rank)
             torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))  # drop path, dropout
+            videos.update(batch)
             video = normalize_video(batch["frames"].to(env.device, non_blocking=True))
             labels = batch["label"].to(env.device, non_blocking=True)
             video, targets = mix_batch(video, labels, num_classes, a, np.random.default_rng(seed))
@@ -481,21 +491,25 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
                     log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
             epoch_end = step % steps_per_epoch == 0
+            if epoch_end or step == last_step:
+                videos.log(log, step, epoch, last=step == last_step)
             due = config.run.eval_every and epoch_end and (step // steps_per_epoch) % config.run.eval_every == 0
             if due or step == last_step:
                 val = validate()
                 if log is not None:
                     log.write(val)
+                skipped = val["val_videos"]["skipped"]
                 bar.write(f"step {step}: val top-1 {val['val_top1']:.1%}, top-5 {val['val_top5']:.1%}"
-                          + (f" ({val['val_skipped']} videos skipped)" if val["val_skipped"] else ""))
+                          + (f" ({skipped} videos skipped)" if skipped else ""))
             if step % config.run.checkpoint_every == 0 or epoch_end or step == last_step:
                 save()
             if step >= last_step or epoch_end:
                 break
     bar.close()
+    read = videos.gathered()
     if env.world > 1:
         dist.destroy_process_group()
-    return FinetuneResult(checkpoint_path, model, step, val)
+    return FinetuneResult(checkpoint_path, model, step, val, read)
 
 
 # ---------------------------------------------------------------- multi-view test
@@ -517,8 +531,8 @@ def evaluate(checkpoint, val_list, clips: int | None = None, crops: int | None =
              batch_size: int = 4, device: str = "auto", workers: int = 2, progress: bool = True) -> dict:
     """Multi-view test of a fine-tuned checkpoint; returns (and writes to OUT/evaluate.json) the results
     and draws OUT/confusion.png. `clips` / `crops` default to the checkpoint's config; `out` to
-    `<checkpoint folder>/evaluate`. Result keys: top1, top5, per_class, confusion, views, num_videos,
-    num_read, skipped (paths), class_names, figure."""
+    `<checkpoint folder>/evaluate`. Result keys: top1, top5, per_class, confusion, views, clips, crops,
+    videos (`VideoTally.to_dict()`: read and skipped, with reasons), class_names, checkpoint, figure."""
     from motionmae.visualize import confusion_figure, save_png
 
     checkpoint = Path(checkpoint)
@@ -535,9 +549,8 @@ def evaluate(checkpoint, val_list, clips: int | None = None, crops: int | None =
     scores = predict(model.to(env.device), dataset, env, batch_size, workers, progress)
     report = accuracy(scores.probs, scores.labels, num_classes)
     names = class_names(val_list, num_classes)
-    report.update({"views": clips * crops, "clips": clips, "crops": crops, "num_videos": len(items),
-                   "num_read": len(scores.labels), "skipped": scores.skipped, "class_names": names,
-                   "checkpoint": str(checkpoint), "figure": str(out / "confusion.png")})
+    report.update({"views": clips * crops, "clips": clips, "crops": crops, "videos": scores.videos.to_dict(),
+                   "class_names": names, "checkpoint": str(checkpoint), "figure": str(out / "confusion.png")})
     if env.main:
         title = (f"{checkpoint.parent.name}: top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%} "
                  f"({len(scores.labels)} videos, {clips}x{crops} views)")

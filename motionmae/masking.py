@@ -31,7 +31,6 @@ the motion over the raw frames it covers.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 
 import cv2
@@ -419,28 +418,3 @@ class MaskGenerator:
             return self(rng), "none"
         magnitude, source = guidance(clip, self.grid, flow, self.prefer, stride)
         return self(rng, magnitude), source
-
-
-class GuidanceNotice:
-    """Says once, on stderr, that mgm masks could not use the configured guidance source.
-
-    Call it with each batch's per-sample sources (`mask_source`); the first batch in which
-    some sample fell back to another source prints one line naming both.
-    """
-
-    REASONS = {"mv": "no codec motion vectors: codec, intra frames or data.shuffle_frames", "flow": "no flow loaded"}
-
-    def __init__(self, kind: str, prefer: str, stream=None):
-        self.active, self.prefer, self.stream = kind == "mgm", prefer, stream
-
-    def __call__(self, sources) -> str | None:
-        if not self.active:
-            return None
-        other = sorted({s for s in sources if s != self.prefer})
-        if not other:
-            return None
-        self.active = False
-        line = (f"warning: mask.guidance {self.prefer} could not be used for some clips "
-                f"({self.REASONS.get(self.prefer, 'unavailable')}); they were guided by {', '.join(other)}")
-        print(line, file=self.stream or sys.stderr)
-        return line

@@ -7,15 +7,25 @@ workers) goes to the device; the target builder turns it into per-token targets
 there; the model sees the input frames and predicts the targets of masked tokens;
 the loss is the builder's masked MSE. Checkpoints hold everything needed to
 continue exactly: model, optimizer, scheduler, scaler, RNG states, epoch, step.
+
+metrics.jsonl gets a record per `log_every` steps (loss and its parts, lr,
+clips/s; with MGM masks also "mask_sources": the samples whose mask followed
+each guidance source since the previous record, e.g. {"mv": 6, "diff": 2}),
+and a record of the videos read and skipped ("videos", `tally.VideoTally.to_dict()`)
+at an epoch's end when the counts changed and at the last step. When MGM cannot use the
+configured guidance for some clip (a codec without motion vectors, say), a
+warning says so once per run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +37,15 @@ from tqdm import tqdm
 from motionmae import checkpoints
 from motionmae.config import Config, save_config
 from motionmae.data import EpochSampler, PretrainDataset, make_loader, read_list
-from motionmae.masking import GuidanceNotice, MaskGenerator
+from motionmae.masking import SOURCES, MaskGenerator
 from motionmae.models import PretrainModel, token_grid
+from motionmae.tally import VideoTally
 from motionmae.targets import IMAGENET_MEAN as MEAN
 from motionmae.targets import IMAGENET_STD as STD
 from motionmae.targets import build_target, input_frames
+
+logger = logging.getLogger(__name__)
+
 
 
 class TrainingDiverged(RuntimeError):
@@ -161,6 +175,76 @@ def mean_over_ranks(values: torch.Tensor, env: Distributed) -> torch.Tensor:
     return values
 
 
+class RunVideos:
+    """The training list's videos read and skipped over a run (`tally.VideoTally`), resumed from the
+    checkpoint's "videos" when it has them; written to metrics.jsonl as a "videos" record at an
+    epoch's end when the counts changed, and at the last step."""
+
+    def __init__(self, listed: int, env: Distributed, state: dict | None = None, left_out: list[dict] = ()):
+        self.env, self.logged = env, None
+        self.tally = VideoTally.from_state(state["videos"]) if state and "videos" in state else VideoTally(listed)
+        for entry in left_out:  # left out by the data set before training
+            self.tally.skip(**entry)
+
+    def update(self, batch: dict) -> None:
+        self.tally.update(batch)
+
+    def gathered(self) -> VideoTally:
+        """The union of every process's tally (a collective call in DDP)."""
+        parts = [self.tally]
+        if self.env.world > 1:
+            parts = [None] * self.env.world
+            dist.all_gather_object(parts, self.tally)
+        merged = VideoTally(self.tally.videos)
+        for part in parts:
+            merged.merge(part)
+        return merged
+
+    def log(self, log: MetricsLog | None, step: int, epoch: int, last: bool) -> None:
+        counts = self.gathered().to_dict()
+        if log is not None and (last or counts != self.logged):
+            log.write({"step": step, "epoch": epoch, "videos": counts})
+        self.logged = counts
+
+
+FALLBACK_CAUSES = {  # why a configured MGM guidance source can be missing (diff never is)
+    "mv": "the codec has no motion vectors (HEVC, VP9, AV1, MJPEG, ...), the clip's frames carry none, "
+          "or data.shuffle_frames is on",
+    "flow": "no flow is loaded for the clip (the target needs none)",
+}
+
+
+class MaskSources:
+    """Counts the guidance source of every MGM mask (`masking.SOURCES`) between two metrics records,
+    and warns once per run (rank 0) when a mask could not follow the configured source."""
+
+    def __init__(self, prefer: str, env: Distributed):
+        self.prefer, self.env = prefer, env
+        self.counts, self.warned = Counter(), False
+
+    def add(self, batch: dict) -> None:
+        self.counts.update(batch["mask_source"])
+        self._warn(self.counts)
+
+    def flush(self) -> dict:
+        """{source: samples} over every process since the previous flush (a collective call in DDP)."""
+        counts = torch.tensor([self.counts[s] for s in SOURCES], dtype=torch.int64)
+        if self.env.world > 1:
+            dist.all_reduce(counts)
+        self.counts = Counter()
+        total = {s: int(n) for s, n in zip(SOURCES, counts) if n}
+        self._warn(total)
+        return total
+
+    def _warn(self, counts: dict) -> None:
+        others = sorted(s for s in counts if s != self.prefer and counts[s])
+        if others and self.env.main and not self.warned:
+            self.warned = True
+            logger.warning("MGM masks fall back from %s to %s guidance for some clips: %s; metrics.jsonl counts "
+                           "the sources per record (mask_sources)", self.prefer, " / ".join(others),
+                           FALLBACK_CAUSES[self.prefer])
+
+
 def build_model(config: Config, target_dim: int, parts: dict | None = None) -> PretrainModel:
     """The config's model for a target of `target_dim` outputs; `model.head: mlp` needs the target's
     `parts` (name -> slice) for its per-part heads (a single part "all" when not given)."""
@@ -206,6 +290,7 @@ class PretrainResult:
     checkpoint: Path  # the final checkpoint (written by rank 0)
     model: PretrainModel  # this process's trained model
     steps: int
+    videos: VideoTally  # the training list's videos read and skipped over the run
 
 
 def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
@@ -232,7 +317,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     use_amp = config.run.amp and env.device.type == "cuda"
     scaler = torch.amp.GradScaler(env.device.type, enabled=False)  # bf16 needs no loss scaling
 
-    step = 0
+    step, state = 0, None
     checkpoint_path = out / "checkpoint.pt"
     resume_from = checkpoint_path if resume == "auto" else resume
     if resume_from is not None and (resume != "auto" or checkpoint_path.exists()):
@@ -247,8 +332,11 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     ddp = DistributedDataParallel(model) if env.world > 1 else model
     if config.run.compile:
         ddp = torch.compile(ddp)  # the same parameters; `model` is still what is saved
+    videos = RunVideos(dataset.listed, env, state, dataset.left_out)
+    sources = MaskSources(config.mask.guidance, env) if dataset.masks.needs_motion else None
 
     def save():
+        read = videos.gathered()
         rng = [None] * env.world
         if env.world > 1:
             dist.all_gather_object(rng, checkpoints.rng_state())
@@ -259,7 +347,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
                 "step": step, "epoch": step / steps_per_epoch, "config": config.to_dict(),
-                "target": {"name": config.target.name, "dim": target.dim},
+                "target": {"name": config.target.name, "dim": target.dim}, "videos": read.state(),
             }, checkpoint_path)
         if env.world > 1:
             dist.barrier()
@@ -267,15 +355,16 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     log = open_run_folder(out, config, step, env)
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", disable=not env.main, dynamic_ncols=True)
-    notice = GuidanceNotice(config.mask.kind if env.main else "none", config.mask.guidance)
     while step < last_step:
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
         started, clips, micro = time.perf_counter(), 0, 0
         for batch in loader:
             micro += 1
-            notice(batch["mask_source"])
             sync = micro % o.accum_steps == 0
+            videos.update(batch)
+            if sources is not None:
+                sources.add(batch)
             with ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext():
                 loss, parts = batch_loss(ddp, target, batch, config.data, env.device, use_amp)
                 check_finite(loss, step, epoch, checkpoint_path)
@@ -292,14 +381,19 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                 record = {"step": step, "epoch": epoch, "loss": values[0].item(),
                           **{k: v.item() for k, v in zip(parts, values[1:])},
                           "lr": optimizer.param_groups[0]["lr"], "clips_per_s": rate}
+                if sources is not None:
+                    record["mask_sources"] = sources.flush()
                 if log is not None:
                     log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
+            if step % steps_per_epoch == 0 or step == last_step:
+                videos.log(log, step, epoch, last=step == last_step)
             if step % config.run.checkpoint_every == 0 or step == last_step:
                 save()
             if step >= last_step or step % steps_per_epoch == 0:
                 break
     bar.close()
+    read = videos.gathered()
     if env.world > 1:
         dist.destroy_process_group()
-    return PretrainResult(checkpoint_path, model, step)
+    return PretrainResult(checkpoint_path, model, step, read)

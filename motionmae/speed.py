@@ -152,7 +152,7 @@ def prepare_rate(path, params: CacheParams, root: Path, repeats: int) -> tuple[f
     for i in range(repeats):
         cache = MotionCache(root / f"run{i}", params)
         start = time.perf_counter()
-        frames = cache.extract(path.name, path)
+        frames, _ = cache.extract(path.name, path)
         best = min(best, time.perf_counter() - start)
     return frames / best, cache
 

@@ -229,9 +229,10 @@ def metrics_figure(metrics_path) -> np.ndarray:
     import json
 
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    records = [r for r in records if "loss" in r]  # not the records of videos read or validation
     steps = np.array([r["step"] for r in records], np.float64)
     skip = {"step", "epoch", "lr", "clips_per_s"}
-    names = [k for k in records[0] if k not in skip]
+    names = [k for k, v in records[0].items() if k not in skip and isinstance(v, (int, float))]
     series = {name: (steps, np.array([r[name] for r in records], np.float64)) for name in names}
     return line_chart(series, f"pretraining loss ({Path(metrics_path).parent.name})")
 

@@ -136,17 +136,24 @@ def test_killed_prepare_resumes_to_the_same_cache(dataset, tmp_path):
     assert entries(resumed) == entries(reference)  # byte-identical, no temporary files left
 
 
-def test_bad_files_are_reported_and_skipped(dataset, tmp_path):
+def test_unreadable_files_are_skipped_and_truncated_ones_keep_what_decodes(dataset, tmp_path):
     process = run_prepare(dataset / "all.csv", "--cache", tmp_path)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1
-    assert "6 extracted" in out and "2 failed" in out
+    assert "7 extracted" in out and "1 failed" in out
+    assert "videos: 7 of 8 videos read, 1 skipped (not_a_video 1)" in out
     report = json.loads(next(tmp_path.glob("flow-*/report.json")).read_text())
-    reasons = {failure["video"]: failure["reason"] for failure in report["failed"]}
-    assert set(reasons) == {"bad/cut.mkv", "bad/notes.mp4"}
-    assert "truncated" in reasons["bad/cut.mkv"] and "not a readable video" in reasons["bad/notes.mp4"]
-    assert "FAILED" in err and "cut.mkv" in err
-    assert len(entries(tmp_path)) == 6
+    assert (report["videos"], report["read"], report["skipped"]) == (8, 7, 1)
+    assert report["skipped_reasons"] == {"not_a_video": 1}
+    [failure] = report["skipped_videos"]
+    assert failure["video"] == "bad/notes.mp4" and "not a readable video" in failure["reason"]
+    assert "FAILED" in err and "notes.mp4" in err
+    [note] = report["notes"]  # the truncated file is stored with the frames that decode, and noted
+    assert note["video"] == "bad/cut.mkv" and "truncated" in note["note"] and "note: " in out
+    decoded = sum(1 for _ in gray_frames(dataset / "bad/cut.mkv"))
+    cache = MotionCache.from_dir(next(tmp_path.glob("flow-*")))
+    assert 0 < decoded < 36 and cache.info("bad/cut.mkv").num_frames == decoded
+    assert len(entries(tmp_path)) == 7
 
 
 def test_changing_short_side_makes_new_entries(dataset, tmp_path):

@@ -61,7 +61,7 @@ def test_linear_probe_gives_accuracy_and_caches_features(data, pretrained, tmp_p
     first = linear_probe(pretrained, data / "train.csv", data / "val.csv", out=tmp_path, workers=0,
                          progress=False, train_views=(1, 3))
     assert not first["features"]["train"]["cached"] and not first["features"]["val"]["cached"]
-    assert first["num_train"] == 12 and first["num_val"] == 12
+    assert first["videos"]["train"]["read"] == first["videos"]["val"]["read"] == 12
     assert 0 <= first["top1"] <= first["top5"] <= 1 and first["top5"] > 0
     assert first["train_top1"] > 0.5  # 36 views of 12 videos in 192 dimensions: a linear layer fits them
     assert torch.load(first["features"]["train"]["file"])["features"].shape == (12, 3, 192)
@@ -135,7 +135,8 @@ def test_evaluate_views_per_video_and_confusion_picture(data, finetuned, tmp_pat
     assert item["frames"].shape == (6, 8, 32, 32, 3) and item["ok"]
     result = evaluate(finetuned / "checkpoint.pt", data / "val.csv", clips=2, crops=3, out=tmp_path, workers=0,
                       progress=False)
-    assert result["views"] == 6 and result["num_read"] == result["num_videos"] == 12 and not result["skipped"]
+    assert result["views"] == 6 and result["videos"]["read"] == result["videos"]["videos"] == 12
+    assert result["videos"]["skipped"] == 0
     assert np.array(result["confusion"]).sum() == 12 and len(result["per_class"]) == 12
     assert 0 <= result["top1"] <= result["top5"] <= 1
     picture = cv2.imread(str(tmp_path / "confusion.png"))
@@ -168,13 +169,17 @@ def test_missing_and_broken_videos_are_skipped_and_counted(data, pretrained, fin
                    + f"{tmp_path / 'missing.mp4'} 0\nbroken.mp4 3\n")
     result = evaluate(finetuned / "checkpoint.pt", bad, clips=1, crops=1, out=tmp_path / "eval", workers=0,
                       progress=False)
-    assert result["num_videos"] == 14 and result["num_read"] == 12
-    assert sorted(p.split("/")[-1] for p in result["skipped"]) == ["broken.mp4", "missing.mp4"]
+    videos = result["videos"]
+    assert (videos["videos"], videos["read"], videos["skipped"]) == (14, 12, 2)
+    assert sorted(v["path"].split("/")[-1] for v in videos["skipped_videos"]) == ["broken.mp4", "missing.mp4"]
+    assert videos["skipped_reasons"] == {"video_not_found": 1, "not_a_video": 1}
     assert np.array(result["confusion"]).sum() == 12
     probe = linear_probe(pretrained, data / "four.csv", bad, out=tmp_path / "probe", workers=0, progress=False)
-    assert probe["num_val"] == 12 and len(probe["skipped_val"]) == 2
+    assert probe["videos"]["val"] == videos and probe["videos"]["train"]["read"] == 4
     code = main(["evaluate", str(finetuned / "checkpoint.pt"), "--val", str(bad), "--clips", "1", "--crops", "1",
                  "--out", str(tmp_path / "cli"), "--workers", "0"])
     captured = capsys.readouterr()
-    assert code == 0 and "over 12 of 14 videos" in captured.out and "skipped 2" in captured.out
+    assert code == 0 and "over 12 of 14 videos" in captured.out
+    assert "videos: 12 of 14 videos read, 2 skipped (video_not_found 1, not_a_video 1)" in captured.out
     assert "2 video(s) could not be read and were skipped" in captured.err
+    assert json.loads((tmp_path / "cli" / "evaluate.json").read_text())["videos"] == videos

@@ -11,7 +11,6 @@ import torch
 
 from motionmae import cli
 from motionmae.masking import (
-    GuidanceNotice,
     MaskGenerator,
     guidance,
     make_mask,
@@ -256,19 +255,6 @@ def test_flow_guides_each_slice_by_the_raw_frames_it_covers(first_field, first_s
     magnitude, _ = guidance(clip, grid, flow[:(frames - 1) * stride], prefer="flow", stride=stride)
     moving = 21 - max(first_field, 18)
     assert magnitude[3, 2, 0] == pytest.approx(np.hypot(2, 1) * moving / 3)
-
-
-def test_guidance_notice_says_once_per_run():
-    import io
-
-    stream = io.StringIO()
-    notice = GuidanceNotice("mgm", "mv", stream)
-    assert notice(["mv", "mv"]) is None
-    line = notice(["mv", "diff", "flow"])
-    assert "mask.guidance mv" in line and "diff, flow" in line and "no codec motion vectors" in line
-    assert notice(["diff"]) is None
-    assert stream.getvalue() == line + "\n"
-    assert GuidanceNotice("tube", "mv", stream)(["none"]) is None
 
 
 # ---------------------------------------------------------------- data-loader side
