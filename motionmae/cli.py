@@ -234,14 +234,14 @@ def cmd_prepare(args) -> int:
 def cmd_pretrain(args) -> int:
     """Pretrain a video ViT per a config preset; resumable."""
     from motionmae.config import ConfigError, load_config
-    from motionmae.data import ListError
+    from motionmae.data import FlowUnavailable, ListError
     from motionmae.pretrain import TrainingDiverged, pretrain
     from motionmae.checkpoints import CheckpointError
 
     try:
         config = load_config(args.config, args.set)
         result = pretrain(config, resume=args.resume)
-    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
+    except (ConfigError, ListError, FlowUnavailable, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
     if _main_rank():
         print(f"checkpoint: {result.checkpoint}")
