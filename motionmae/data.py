@@ -170,11 +170,11 @@ def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: in
 
     One `cv2.resize` per frame: every OpenCV version resizes 4 channels at once,
     whereas folding time into channels hits the per-call channel limit (512 in
-    OpenCV 4, 128 in OpenCV 5), and is no faster (bench/resize_bench.py).
+    OpenCV 4, 128 in OpenCV 5) and is 3-6x slower (bench/resize_bench.py).
     """
     resized = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
     for source, target in zip(stack[:, y:y + h, x:x + w], resized):
-        target[...] = cv2.resize(source, (out, out), interpolation=interpolation)
+        target[...] = cv2.resize(source, (out, out), interpolation=interpolation).reshape(target.shape)
     return resized[:, :, ::-1] if box.flip else resized
 
 
