@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from motionmae.config import preset_names
 from motionmae.video import VideoError
 
 
@@ -236,14 +237,14 @@ def cmd_prepare(args) -> int:
 def cmd_pretrain(args) -> int:
     """Pretrain a video ViT per a config preset; resumable."""
     from motionmae.config import ConfigError, load_config
-    from motionmae.data import ListError
+    from motionmae.data import FlowUnavailable, ListError
     from motionmae.pretrain import TrainingDiverged, pretrain
     from motionmae.checkpoints import CheckpointError
 
     try:
         config = load_config(args.config, args.set)
         result = pretrain(config, resume=args.resume)
-    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
+    except (ConfigError, ListError, FlowUnavailable, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
     if _main_rank():
         _videos(result.videos.to_dict(), "training ")
@@ -546,11 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "pretrain", "Pretrain a video ViT (MME, VideoMAE, MaskFeat, MGM, MME+MGM).", """
         motionmae pretrain --config demo
-        motionmae pretrain --config configs/mme.yaml --set data.train=k400/train.csv --set optim.batch_size=48
+        motionmae pretrain --config mme --set data.train=k400/train.csv --set optim.batch_size=48
+        motionmae pretrain --config my-run.yaml        # a YAML file; `base: mme` in it starts from a preset
         motionmae pretrain --config mme-mgm --resume auto          # continue where it stopped
         torchrun --nproc-per-node 8 -m motionmae pretrain --config mme-vitb-k400
         """)
-    p.add_argument("--config", default="demo", help="preset name (configs/NAME.yaml) or YAML path")
+    p.add_argument("--config", default="demo",
+                   help=f"preset ({', '.join(preset_names('pretrain'))}) or YAML path (default: demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. optim.epochs=10 (repeatable)")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
@@ -632,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
     p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
     p.add_argument("--config", default="finetune-demo",
-                   help="fine-tuning preset (configs/finetune-*.yaml) or YAML path (default: finetune-demo)")
+                   help=f"fine-tuning preset ({', '.join(preset_names('finetune'))}) or YAML path "
+                        "(default: finetune-demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. aug.mixup=0 (repeatable)")
     p.add_argument("--out", default=None, help="run folder (default: the config's run.out)")

@@ -2,19 +2,21 @@
 
 A config file is YAML with the sections below; anything it leaves out keeps
 its default. `load_config("mme", ["optim.epochs=10"])` reads the preset
-`configs/mme.yaml` (or any path) and applies overrides, whose values are
-parsed as YAML (`8`, `0.5`, `true`, `[1, 0.875]`).
+`mme.yaml` (presets ship inside the package, in `motionmae/configs/`; any
+path works too) and applies overrides, whose values are parsed as YAML (`8`,
+`0.5`, `true`, `[1, 0.875]`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = resources.files("motionmae") / "configs"  # package data: found in a wheel install as in a checkout
 
 
 class ConfigError(ValueError):
@@ -206,16 +208,26 @@ def _coerce(value, current, where: str):
     return value
 
 
-def preset_path(name_or_path: str) -> Path:
-    """`mme` -> configs/mme.yaml; an existing path is returned as it is."""
+def preset_names(task: str | None = None) -> list[str]:
+    """Names of the shipped presets, sorted (`["demo", "finetune-demo", ...]`); with `task`
+    ("pretrain" | "finetune"), only the presets of that task."""
+    names = sorted(p.name.removesuffix(".yaml") for p in PRESETS.iterdir() if p.name.endswith(".yaml"))
+    if task is None:
+        return names
+    return [name for name in names
+            if (yaml.safe_load((PRESETS / f"{name}.yaml").read_text()) or {}).get("task", "pretrain") == task]
+
+
+def preset_path(name_or_path: str):
+    """`mme` -> the shipped preset mme.yaml (a `Path`, or a `Traversable` when installed as a zip);
+    an existing path is returned as it is."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    preset = PRESETS / f"{name_or_path}.yaml"
     if preset.is_file():
         return preset
-    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"no config file or preset named '{name_or_path}' (presets: {known})")
+    raise ConfigError(f"no config file or preset named '{name_or_path}' (presets: {', '.join(preset_names())})")
 
 
 def parse_override(text: str) -> dict:

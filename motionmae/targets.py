@@ -495,7 +495,7 @@ TARGETS = {"traj": TrajectoryTarget, "pixel": PixelTarget, "hog": HOGTarget,
 # The official MME release's Kinetics-400 pretraining script (XinyuSun/MME, target 'idt',
 # variant 'base'): `build_target("hog+traj", **RELEASE)` = HOG of each tubelet's second frame
 # plus 4-step trajectories without a shape part, PatchStd, token validity, summed loss
-# (configs/mme-release-k400.yaml; docs/fidelity.md lists what still differs).
+# (motionmae/configs/mme-release-k400.yaml; docs/fidelity.md lists what still differs).
 RELEASE_TRAJ = dict(traj_len=4, shape=False, traj_norm="across_k", validity="token", tracker="release")
 RELEASE = dict(RELEASE_TRAJ, style="release", loss_reduction="sum")
 

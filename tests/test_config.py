@@ -2,7 +2,7 @@
 
 import pytest
 
-from motionmae.config import CONFIG_DIR, ConfigError, load_config, parse_override
+from motionmae.config import Config, ConfigError, FinetuneConfig, load_config, parse_override, preset_names
 
 
 def test_overrides_are_parsed_as_yaml():
@@ -18,10 +18,13 @@ def test_option_overrides_add_up():
 
 
 def test_every_preset_loads():
-    presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert {"mme", "videomae", "maskfeat", "mgm", "mme-mgm", "demo"} <= set(presets)
+    presets = preset_names()
+    assert {"mme", "videomae", "maskfeat", "mgm", "mme-mgm", "demo", "finetune-k400"} <= set(presets)
     for name in presets:
         load_config(name)
+    assert sorted(preset_names("pretrain") + preset_names("finetune")) == presets
+    assert all(isinstance(load_config(name), Config) for name in preset_names("pretrain"))
+    assert all(isinstance(load_config(name), FinetuneConfig) for name in preset_names("finetune"))
 
 
 def test_base_inheritance(tmp_path):
