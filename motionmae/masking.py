@@ -326,25 +326,34 @@ def difference_magnitude(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([np.zeros_like(change[:1]), change]), valid
 
 
-def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv") -> tuple[np.ndarray, str]:
+def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv",
+             cuts: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Per-token motion magnitude (T', Hp, Wp) of a clip and the source used.
 
     clip: anything with `frames` uint8 (T, H, W, 3), `motion` (T, h8, w8, 2)
     or None and `has_motion` bool (T,) or None (a `video.Clip`), already
     cropped like the frames. flow: optional (T-1, H, W, 2) between the
-    clip's frames. Tries `prefer` first, then the others in the order
-    mv, flow, diff; mv counts as available when at least one frame has
-    vectors, diff always is (for clips of 2 frames or more).
+    clip's frames. cuts: optional bool (T,), True where frame i lies in
+    another shot than frame i - 1; its motion since then (vectors, flow or
+    difference) is meaningless and left out, as for a frame without vectors.
+    Tries `prefer` first, then the others in the order mv, flow, diff; mv
+    counts as available when at least one frame has vectors (and no cut
+    before it), diff always is (for clips of 2 frames or more).
     """
     if prefer not in SOURCES:
         raise ValueError(f"unknown guidance source {prefer!r}; choose from {', '.join(SOURCES)}")
+    same_shot = np.ones(len(clip.frames), bool) if cuts is None else ~np.asarray(cuts, bool)
     for source in (prefer, *(s for s in SOURCES if s != prefer)):
-        if source == "mv" and clip.motion is not None and clip.has_motion is not None and clip.has_motion.any():
-            return token_magnitude(*vector_magnitude(clip.motion, clip.has_motion), grid), "mv"
-        if source == "flow" and flow is not None:
-            return token_magnitude(*flow_magnitude(flow), grid), "flow"
-        if source == "diff" and len(clip.frames) > 1:
-            return token_magnitude(*difference_magnitude(clip.frames), grid), "diff"
+        if source == "mv" and clip.motion is not None and clip.has_motion is not None and \
+                (clip.has_motion & same_shot).any():
+            magnitude, valid = vector_magnitude(clip.motion, clip.has_motion)
+        elif source == "flow" and flow is not None:
+            magnitude, valid = flow_magnitude(flow)
+        elif source == "diff" and len(clip.frames) > 1:
+            magnitude, valid = difference_magnitude(clip.frames)
+        else:
+            continue
+        return token_magnitude(magnitude, valid & same_shot, grid), source
     raise ValueError("a single-frame clip without motion vectors or flow gives no motion guidance")
 
 
@@ -390,9 +399,10 @@ class MaskGenerator:
     def __call__(self, rng: np.random.Generator, magnitude: np.ndarray | None = None) -> np.ndarray:
         return make_mask(self.kind, self.grid, self.ratio, rng, magnitude, **self.options)
 
-    def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-        """Mask bool (N,) for a clip, and the guidance source used."""
+    def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None,
+                 cuts: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+        """Mask bool (N,) for a clip, and the guidance source used (flow, cuts: see `guidance`)."""
         if not self.needs_motion:
             return self(rng), "none"
-        magnitude, source = guidance(clip, self.grid, flow, self.prefer)
+        magnitude, source = guidance(clip, self.grid, flow, self.prefer, cuts)
         return self(rng, magnitude), source
