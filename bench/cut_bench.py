@@ -195,7 +195,7 @@ def main() -> int:
     if report.failed:
         print(f"prepare failed on {report.failed}", file=sys.stderr)
         return 1
-    print(f"{len(videos)} videos written in {made:.0f} s; prepare: {report.done} extracted "
+    print(f"{len(videos)} videos made in {made:.0f} s; prepare: {report.done} extracted "
           f"({report.frames} frames, {report.seconds:.0f} s), {report.cached} already cached")
     rows = [{"key": key, "group": group, "truth": truth, "scores": cache.info(key).cut_scores,
              "cuts": cache.info(key).cuts} for key, _, group, truth in videos]

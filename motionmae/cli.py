@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from motionmae.cuts import CutParams
 from motionmae.video import VideoError
 
 
@@ -215,6 +216,7 @@ def cmd_prepare(args) -> int:
     params = CacheParams(
         flow=FlowParams(method=args.method, preset=args.preset, compensation=args.compensation),
         short_side=args.short_side or None, stride=args.stride, codec=args.codec, quality=args.quality,
+        cuts=CutParams(ratio=args.cut_ratio),
     )
     cache = MotionCache(args.cache, params)
     report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
@@ -232,15 +234,16 @@ def cmd_prepare(args) -> int:
 
 def cmd_pretrain(args) -> int:
     """Pretrain a video ViT per a config preset; resumable."""
+    from motionmae.cache import CacheError
     from motionmae.config import ConfigError, load_config
-    from motionmae.data import ListError
+    from motionmae.data import FlowUnavailable, ListError
     from motionmae.pretrain import TrainingDiverged, pretrain
     from motionmae.checkpoints import CheckpointError
 
     try:
         config = load_config(args.config, args.set)
         result = pretrain(config, resume=args.resume)
-    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
+    except (CacheError, ConfigError, FlowUnavailable, ListError, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
     if _main_rank():
         print(f"checkpoint: {result.checkpoint}")
@@ -489,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae prepare videos/ --cache cache/motion --workers 8          # folder, searched recursively
         motionmae prepare k400/train.csv --cache /scratch/motion --shard $SLURM_ARRAY_TASK_ID/16
         A killed run resumes where it stopped; failed videos are listed in REPORT.json
-        in the cache folder and make the exit code 1.
+        in the cache folder and make the exit code 1. Shot cuts are found on the way
+        and stored with each video: trajectories across them are left out of the loss.
         """)
     p.add_argument("source", metavar="LIST_OR_DIR",
                    help="list file (`path [label]` lines, relative to its folder), folder, or one video")
@@ -510,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=["jpeg", "png"], default="jpeg",
                    help="field encoding: jpeg (compact, lossy) or png (lossless) (default: jpeg)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
+    p.add_argument("--cut-ratio", type=float, default=CutParams.ratio, metavar="R",
+                   help="a frame pair is a shot cut when its warp residual is R times the local median "
+                        f"(motionmae.cuts); 0 turns detection off (default: {CutParams.ratio})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 

@@ -34,19 +34,21 @@ class CutParams:
     window: int = 8  # pairs on each side that make the local median
 
 
-def warp_residual(frame0: np.ndarray, frame1: np.ndarray, flow: np.ndarray) -> float:
+def warp_residual(frame0: np.ndarray, frame1: np.ndarray, flow: np.ndarray, sample: int = 2) -> float:
     """Score of a pair: mean absolute luma residual of gray uint8 `(H, W)` frames after warping
     `frame1` back by the raw flow `(H, W, 2)` (px, frame0 -> frame1), after the gain (0.5-2) and
-    offset that fit it best to `frame0`: a change of exposure or lighting is not a cut. Pixels
-    whose flow leaves the frame are left out (unless fewer than 1 % stay)."""
+    offset that fit it best to `frame0`: a change of exposure or lighting is not a cut. Read at
+    every `sample`-th pixel of each row and column; pixels whose flow leaves the frame are left
+    out (unless fewer than 1 % stay)."""
     height, width = frame0.shape
-    xs = np.arange(width, dtype=np.float32)[None, :] + flow[..., 0]
-    ys = np.arange(height, dtype=np.float32)[:, None] + flow[..., 1]
+    flow = flow[::sample, ::sample]
+    xs = np.arange(0, width, sample, dtype=np.float32)[None, :] + flow[..., 0]
+    ys = np.arange(0, height, sample, dtype=np.float32)[:, None] + flow[..., 1]
     warped = cv2.remap(frame1, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inside = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
     if inside.sum() < 0.01 * inside.size:
         inside[:] = True
-    before, after = frame0[inside].astype(np.float32), warped[inside].astype(np.float32)
+    before, after = frame0[::sample, ::sample][inside].astype(np.float32), warped[inside].astype(np.float32)
     before -= before.mean()
     after -= after.mean()
     gain = np.clip((before * after).mean() / max(float((before * before).mean()), 1e-6), 0.5, 2.0)
