@@ -166,7 +166,7 @@ class MotionCache:
             version = values.pop("version", "2 or older")
             if version != FORMAT_VERSION:
                 raise CacheError(f"{path}: motion cache of format {version}; this motionmae reads format "
-                                 f"{FORMAT_VERSION} (with shot cuts): run `motionmae prepare` again to rebuild it")
+                                 f"{FORMAT_VERSION}: run `motionmae prepare` again to rebuild it")
             params = CacheParams.from_dict(values)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise CacheError(f"{path}: not a motion cache folder ({err})") from None
