@@ -25,8 +25,8 @@ span's frames come in a random order, and everything is made from the shuffled
 span as if it were the video: the flow between consecutive shuffled frames is
 computed on the fly (the cached flow belongs to the true order), no codec
 vectors are read (MGM falls back to that flow), and two consecutive shuffled
-frames lie across a cut when they come from different shots. Only pretraining samples are
-shuffled; probe and fine-tuning clips (`ClipDataset`) never are.
+frames lie across a cut when they come from different shots. Only pretraining
+samples are shuffled; probe and fine-tuning clips (`ClipDataset`) never are.
 """
 
 from __future__ import annotations
@@ -305,7 +305,10 @@ class PretrainDataset(torch.utils.data.Dataset):
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
             items = self._cached(items)
         self.items = items
-        self.cut_cache = self.span_flow.cache if needs_flow else _cut_cache(data) if masks.needs_motion else None
+        if needs_flow:
+            self.cut_cache = self.span_flow.cache
+        else:  # MGM on a pixel target reads no flow, but the cuts still guide it
+            self.cut_cache = _cut_cache(data) if masks.needs_motion else None
 
     def _cached(self, items: list[Item]) -> list[Item]:
         cache = self.span_flow.cache
