@@ -24,8 +24,12 @@ Vectors stay in pixels of the decoded frames. On bikes.mp4 this is about 0.84x
 the bytes of the source video and moves 6-step trajectories by ~0.4 px on
 average (bench/flow_bench.py, docs/benchmarks.md).
 
+Shot cuts (`motionmae.cuts`): each frame pair's warp residual is scored from the
+raw flow while it is at hand; the pairs that lie across a cut are stored with
+the entry (`EntryInfo.cuts`, and the scores, to see why).
+
 Entry file: MAGIC, the encoded fields back to back, a JSON header (geometry,
-byte offsets of every field, parameters), then a 20-byte trailer
+byte offsets of every field, cut scores and cuts, parameters), then a 20-byte trailer
 (header offset u64, header length u32, MAGIC). Reading flows a..b reads one
 byte range and decodes only those fields. Entries are written to a temporary
 file and renamed, so a killed run never leaves a partial entry.
@@ -48,11 +52,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from motionmae.flow import FlowEstimator, FlowParams, pair_flow
+from motionmae.cuts import CutParams, find_cuts, warp_residual
+from motionmae.flow import FlowEstimator, FlowParams, compensate
 from motionmae.tally import VideoTally, skip_kind
 from motionmae.video import VideoError, VideoReader
 
-FORMAT_VERSION = 2  # part of the folder key: bump when the stored flow of a video changes (2: camera fit)
+FORMAT_VERSION = 3  # part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts)
 MAGIC = b"MMEFLOW1"
 TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}
@@ -71,6 +76,7 @@ class CacheParams:
     stride: int = 4  # store the field on a grid `stride` times coarser than the frames
     codec: str = "jpeg"  # jpeg (lossy, compact) | png (lossless after quantization)
     quality: int = 90  # JPEG quality
+    cuts: CutParams = CutParams()  # shot-cut detection
 
     @property
     def step(self) -> float:
@@ -83,7 +89,7 @@ class CacheParams:
 
     @classmethod
     def from_dict(cls, values: dict) -> CacheParams:
-        return cls(**{**values, "flow": FlowParams(**values["flow"])})
+        return cls(**{**values, "flow": FlowParams(**values["flow"]), "cuts": CutParams(**values["cuts"])})
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class EntryInfo:
     grid_size: tuple[int, int]  # (height, width) of the stored field
     source_bytes: int  # size of the video file it came from
     offsets: np.ndarray  # int64 (num_frames,): byte range of field t is offsets[t]:offsets[t+1]
+    cut_scores: np.ndarray  # float32 (num_flows,): warp residual of each frame pair (motionmae.cuts)
+    cuts: np.ndarray  # bool (num_flows,): True where frames t and t+1 lie across a shot cut
 
     @property
     def num_flows(self) -> int:
@@ -158,7 +166,12 @@ class MotionCache:
         """Open an existing `ROOT/flow-<key>` folder with the parameters it was made with."""
         path = Path(path)
         try:
-            params = CacheParams.from_dict(json.loads((path / "params.json").read_text()))
+            values = dict(json.loads((path / "params.json").read_text()))
+            version = values.pop("version", "2 or older")
+            if version != FORMAT_VERSION:
+                raise CacheError(f"{path}: motion cache of format {version}; this motionmae reads format "
+                                 f"{FORMAT_VERSION}: run `motionmae prepare` again to rebuild it")
+            params = CacheParams.from_dict(values)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise CacheError(f"{path}: not a motion cache folder ({err})") from None
         return cls(path.parent, params)
@@ -193,19 +206,23 @@ class MotionCache:
                     raise CacheError(f"{video}: damaged cache entry {path}")
                 f.seek(offset)
                 header = json.loads(f.read(length))
+            cuts = np.zeros(header["num_frames"] - 1, bool)
+            cuts[np.asarray(header["cuts"], np.int64)] = True
+            return EntryInfo(
+                video=video,
+                num_frames=header["num_frames"],
+                fps=header["fps"],
+                frame_size=tuple(header["frame_size"]),
+                grid_size=tuple(header["grid_size"]),
+                source_bytes=header["source_bytes"],
+                offsets=np.asarray(header["offsets"], np.int64),
+                cut_scores=np.asarray(header["cut_scores"], np.float32),
+                cuts=cuts,
+            )
         except FileNotFoundError:
             raise CacheError(f"{video}: not in the motion cache {self.dir}") from None
-        except (OSError, ValueError, struct.error) as err:
-            raise CacheError(f"{video}: unreadable cache entry {path} ({err})") from None
-        return EntryInfo(
-            video=video,
-            num_frames=header["num_frames"],
-            fps=header["fps"],
-            frame_size=tuple(header["frame_size"]),
-            grid_size=tuple(header["grid_size"]),
-            source_bytes=header["source_bytes"],
-            offsets=np.asarray(header["offsets"], np.int64),
-        )
+        except (OSError, ValueError, KeyError, IndexError, struct.error) as err:
+            raise CacheError(f"{video}: unreadable cache entry {path} ({err.__class__.__name__}: {err})") from None
 
     def read(self, video: str, start: int, stop: int, size: tuple[int, int] | None = None,
              crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -224,6 +241,11 @@ class MotionCache:
         bounds = info.offsets[start:stop + 1] - info.offsets[start]
         fields = [decode_field(data[a:b], info.grid_size, self.params.step) for a, b in zip(bounds[:-1], bounds[1:])]
         return np.stack([self._resample(flow, info, size, crop) for flow in fields])
+
+    def cuts(self, video: str, start: int, stop: int) -> np.ndarray:
+        """Bool `(stop - start,)`: pair t (frames t, t+1) lies across a shot cut; False past the last pair."""
+        cuts = self.info(video).cuts
+        return np.concatenate([cuts[start:stop], np.zeros(max(0, stop - max(start, len(cuts))), bool)])
 
     @staticmethod
     def _resample(flow: np.ndarray, info: EntryInfo, size, crop) -> np.ndarray:
@@ -249,7 +271,8 @@ class MotionCache:
         if path.exists():
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, (json.dumps(dataclasses.asdict(self.params), indent=2) + "\n").encode())
+        values = {"version": FORMAT_VERSION, **dataclasses.asdict(self.params)}
+        _write_atomic(path, (json.dumps(values, indent=2) + "\n").encode())
 
     def extract(self, video: str, path) -> tuple[int, str | None]:
         """Compute and store the entry of one video file; returns its frame count (what decoded) and a
@@ -291,12 +314,13 @@ class MotionCache:
         estimator = FlowEstimator(params.flow.method, params.flow.preset)
         width, height = reader.width, reader.height
         f.write(MAGIC)
-        offsets = [len(MAGIC)]
+        offsets, scores = [len(MAGIC)], []
         previous = None
         for _, gray, _, _ in reader.sequential(gray=True):
             if previous is not None:
-                flow = pair_flow(previous, gray, estimator, params.flow.compensation, params.flow.clamp,
-                                 params.stride)
+                raw = estimator(previous, gray)
+                scores.append(round(warp_residual(previous, gray, raw), 2))
+                flow = compensate(raw, previous, gray, params.flow.compensation, params.flow.clamp, params.stride)
                 f.write(encode_field(flow, params))
                 offsets.append(f.tell())
             previous = gray
@@ -309,6 +333,8 @@ class MotionCache:
             "grid_size": list(grid),
             "source_bytes": os.path.getsize(path),
             "offsets": offsets,
+            "cut_scores": scores,
+            "cuts": np.flatnonzero(find_cuts(scores, params.cuts)).tolist(),
         }
 
 

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from motionmae.config import preset_names
+from motionmae.cuts import CutParams
 from motionmae.video import VideoError
 
 
@@ -216,6 +217,7 @@ def cmd_prepare(args) -> int:
     params = CacheParams(
         flow=FlowParams(method=args.method, preset=args.preset, compensation=args.compensation),
         short_side=args.short_side or None, stride=args.stride, codec=args.codec, quality=args.quality,
+        cuts=CutParams(ratio=args.cut_ratio),
     )
     cache = MotionCache(args.cache, params)
     report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
@@ -236,6 +238,7 @@ def cmd_prepare(args) -> int:
 
 def cmd_pretrain(args) -> int:
     """Pretrain a video ViT per a config preset; resumable."""
+    from motionmae.cache import CacheError
     from motionmae.config import ConfigError, load_config
     from motionmae.data import FlowUnavailable, ListError
     from motionmae.pretrain import TrainingDiverged, pretrain
@@ -244,7 +247,7 @@ def cmd_pretrain(args) -> int:
     try:
         config = load_config(args.config, args.set)
         result = pretrain(config, resume=args.resume)
-    except (ConfigError, ListError, FlowUnavailable, CheckpointError, TrainingDiverged) as err:
+    except (CacheError, ConfigError, FlowUnavailable, ListError, CheckpointError, TrainingDiverged) as err:
         raise UserError(str(err)) from None
     if _main_rank():
         _videos(result.videos.to_dict(), "training ")
@@ -522,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
         A killed run resumes where it stopped; failed videos are listed in REPORT.json
         in the cache folder and make the exit code 1. A file whose container claims more
         frames than decode is stored with the frames that decode (a note in the report).
+        Shot cuts are found on the way and stored with each video: trajectories across
+        them are left out of the loss.
         """)
     p.add_argument("source", metavar="LIST_OR_DIR",
                    help="list file (`path [label]` lines, relative to its folder), folder, or one video")
@@ -542,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=["jpeg", "png"], default="jpeg",
                    help="field encoding: jpeg (compact, lossy) or png (lossless) (default: jpeg)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
+    p.add_argument("--cut-ratio", type=float, default=CutParams.ratio, metavar="R",
+                   help="a frame pair is a shot cut when its warp residual is R times the local median "
+                        f"(motionmae.cuts); 0 turns detection off (default: {CutParams.ratio})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 

@@ -13,6 +13,7 @@ data-loader worker, so it travels with the batch:
     frames  uint8   (T_raw, S, S, 3)
     flow    float32 (T_raw - 1, S, S, 2)   (empty when neither the target nor mgm's guidance needs flow)
     mask    bool    (N,)                    True = masked
+    cuts    bool    (T_raw - 1,)            True where frames t and t + 1 lie across a shot cut
     label   int64   ()                      -1 when unlabelled
     video   int64   ()                      the video's position in the list (counted by `tally.VideoTally`)
     skipped list of {"position", "path", "kind", "reason"}: videos that failed before this one was read
@@ -21,12 +22,17 @@ A short video (fewer frames than the span) repeats its last frame, as
 VideoMAE does; the span ends at the last frame that both the reader and the
 motion cache have, so a count that differs by a frame drops nothing.
 
+Shot cuts come from the video's motion-cache entry (`prepare` finds them; without
+an entry they are unknown and read as none). Targets leave out the trajectories
+that cross one, and MGM ignores the motion measured across one.
+
 With `data.shuffle_frames` (the temporal-shuffle ablation of MME's Fig. 3) the
 span's frames come in a random order, and everything is made from the shuffled
 span as if it were the video: the flow between consecutive shuffled frames is
-computed on the fly (the cached flow belongs to the true order), and no codec
-vectors are read (MGM falls back to that flow). Only pretraining samples are
-shuffled; probe and fine-tuning clips (`ClipDataset`) never are.
+computed on the fly (the cached flow belongs to the true order), no codec
+vectors are read (MGM falls back to that flow), and two consecutive shuffled
+frames lie across a cut when they come from different shots. Only pretraining
+samples are shuffled; probe and fine-tuning clips (`ClipDataset`) never are.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import numpy as np
 import torch
 
 from motionmae.cache import CacheError, CacheParams, MotionCache, video_key
+from motionmae.cuts import shot_ids
 from motionmae.flow import video_flow
 from motionmae.masking import MaskGenerator, sample_rng
 from motionmae.tally import skip_kind
@@ -242,7 +249,12 @@ def open_cache(data) -> MotionCache:
     path = Path(data.cache)
     if (path / "params.json").is_file():
         return MotionCache.from_dir(path)
-    made = [MotionCache.from_dir(p.parent) for p in sorted(path.glob("flow-*/params.json"))]
+    made = []
+    for params in sorted(path.glob("flow-*/params.json")):
+        try:
+            made.append(MotionCache.from_dir(params.parent))
+        except CacheError:  # an older format: `prepare` makes a new folder beside it
+            continue
     matching = [c for c in made if c.params.short_side == data.short_side]
     if len(matching) > 1:
         raise FlowUnavailable(f"{path} holds several motion caches at short side {data.short_side} "
@@ -292,6 +304,14 @@ class SpanFlow:
         return augment_flow(video_flow(frames, self.cache.params.flow), box)
 
 
+def _cut_cache(data) -> MotionCache | None:
+    """The motion cache to read shot cuts from when no flow is read (MGM on a pixel target), if any."""
+    try:
+        return open_cache(data)
+    except (FlowUnavailable, CacheError):
+        return None
+
+
 # ---------------------------------------------------------------- pretraining dataset
 
 
@@ -317,6 +337,10 @@ class PretrainDataset(torch.utils.data.Dataset):
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
             self._leave_out_uncached(items)
         self.items = [items[p] for p in self.positions]
+        if needs_flow:
+            self.cut_cache = self.span_flow.cache
+        else:  # MGM on a pixel target reads no flow, but the cuts still guide it
+            self.cut_cache = _cut_cache(data) if masks.needs_motion else None
 
     def _leave_out_uncached(self, items: list[Item]) -> None:
         cache = self.span_flow.cache
@@ -336,6 +360,16 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def span_cuts(self, item: Item, start: int) -> np.ndarray:
+        """Bool `(raw_span - 1,)`: raw frames start + t and start + t + 1 lie across a shot cut
+        (from the motion cache; none when the video has no entry)."""
+        if self.cut_cache is not None:
+            try:
+                return self.cut_cache.cuts(item.key, start, start + self.raw_span - 1)
+            except CacheError:
+                pass
+        return np.zeros(self.raw_span - 1, bool)
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -368,9 +402,10 @@ class PretrainDataset(torch.utils.data.Dataset):
             clip = reader.read(span, motion=self.masks.needs_motion and not d.shuffle_frames)
         box = multiscale_crop(clip.frames.shape[1], clip.frames.shape[2], d.size, d.scales, d.flip, rng, self.train)
         decoded = clip.frames
+        shot = shot_ids(self.span_cuts(item, start))  # (T_raw,) shot of each frame of the span
         if d.shuffle_frames:
             order = rng.permutation(len(span))
-            span, decoded = span[order], decoded[order]
+            span, decoded, shot = span[order], decoded[order], shot[order]
         frames = augment_frames(decoded, box)
         flow = None
         if self.needs_flow and d.shuffle_frames:
@@ -381,11 +416,14 @@ class PretrainDataset(torch.utils.data.Dataset):
         motion = has_motion = None
         if clip.motion is not None:
             motion, has_motion = augment_vectors(clip.motion[inputs], box), clip.has_motion[inputs]
-        mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, span[inputs]), rng, flow, d.stride)
+        cuts = np.diff(shot) != 0  # (T_raw - 1,) pairs of the (shuffled) span across a shot cut
+        mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, span[inputs]), rng, flow,
+                                           d.stride, cuts)
         return {
             "frames": torch.from_numpy(frames),
             "flow": torch.from_numpy(flow) if flow is not None else torch.zeros(0),
             "mask": torch.from_numpy(mask),
+            "cuts": torch.from_numpy(cuts),
             "label": torch.tensor(item.label),
             "mask_source": source,
         }, box

@@ -184,9 +184,14 @@ def pair_flow(frame0: np.ndarray, frame1: np.ndarray, estimator: FlowEstimator, 
     onto a coarser grid before the camera flow is removed (cheaper, and the
     average of a homography's flow over a cell is its value at the centre).
     """
+    return compensate(estimator(frame0, frame1), frame0, frame1, compensation, clamp, stride)
+
+
+def compensate(flow: np.ndarray, frame0: np.ndarray, frame1: np.ndarray, compensation: str = "flow",
+               clamp: float = CLAMP, stride: int = 1) -> np.ndarray:
+    """`pair_flow` of the raw flow `(H, W, 2)` the estimator gave for the gray frames `frame0`, `frame1`."""
     if compensation not in COMPENSATIONS:
         raise ValueError(f"unknown compensation {compensation!r}; choose from {COMPENSATIONS}")
-    flow = estimator(frame0, frame1)
     height, width = flow.shape[:2]
     camera = None
     if compensation == "flow":

@@ -313,23 +313,35 @@ def vector_magnitude(motion: np.ndarray, has_motion: np.ndarray) -> tuple[np.nda
     return np.hypot(motion[..., 0], motion[..., 1]), np.asarray(has_motion, bool)
 
 
-def flow_magnitude(flow: np.ndarray, frames: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def flow_magnitude(flow: np.ndarray, frames: int, stride: int = 1,
+                   cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Flow of a raw span -> magnitude per input frame (T, H, W) and validity (T,).
 
     flow: (F, H, W, 2) px, field f carrying raw frame f to f + 1; input frame i is raw
     frame i*stride. Frame i gets the mean magnitude of fields i*s .. i*s + s - 1, the
     motion over the raw frames from it to the next input frame (a token slice of frames
-    2j, 2j+1 thus covers raw frames 2js .. 2js + 2s); frames whose fields are all past
-    the span are invalid.
+    2j, 2j+1 thus covers raw frames 2js .. 2js + 2s); fields across a shot cut (`cuts`,
+    bool (F,)) are left out, and frames left with no field are invalid.
     """
     magnitude = np.hypot(flow[..., 0], flow[..., 1])
+    usable = np.ones(len(flow), bool) if cuts is None else ~np.asarray(cuts[:len(flow)], bool)
     out = np.zeros((frames, *magnitude.shape[1:]), np.float32)
     valid = np.zeros(frames, bool)
     for i in range(frames):
-        fields = magnitude[i * stride:(i + 1) * stride]
+        fields = magnitude[i * stride:(i + 1) * stride][usable[i * stride:(i + 1) * stride]]
         if len(fields):
             out[i], valid[i] = fields.mean(axis=0), True
     return out, valid
+
+
+def after_cut(cuts: np.ndarray | None, frames: int, stride: int = 1) -> np.ndarray:
+    """Bool (T,): input frame i (raw frame i*stride) lies across a shot cut from input frame i - 1,
+    given the raw span's cut flags `cuts` bool (F,) (pair f: raw frames f, f + 1); all False without."""
+    out = np.zeros(frames, bool)
+    if cuts is not None:
+        for i in range(1, frames):
+            out[i] = bool(np.any(cuts[(i - 1) * stride:i * stride]))
+    return out
 
 
 def difference_magnitude(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -340,27 +352,36 @@ def difference_magnitude(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([np.zeros_like(change[:1]), change]), valid
 
 
-def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv",
-             stride: int = 1) -> tuple[np.ndarray, str]:
+def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv", stride: int = 1,
+             cuts: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Per-token motion magnitude (T', Hp, Wp) of a clip and the source used.
 
     clip: anything with `frames` uint8 (T, H, W, 3), `motion` (T, h8, w8, 2)
     or None and `has_motion` bool (T,) or None (a `video.Clip`), already
-    cropped like the frames. flow: optional (F, H, W, 2) of the raw span the
-    clip's frames were taken from `stride` apart (`flow_magnitude`; with stride 1,
-    (T-1, H, W, 2) between the clip's frames). Tries `prefer` first, then the others in the order
-    mv, flow, diff; mv counts as available when at least one frame has
-    vectors, diff always is (for clips of 2 frames or more).
+    cropped like the frames, taken `stride` raw frames apart. flow: optional
+    (F, H, W, 2) of that raw span (`flow_magnitude`; with stride 1, (T-1, H, W, 2)
+    between the clip's frames). cuts: optional bool (F,), the span's shot cuts
+    (pair f: raw frames f, f + 1); motion measured across one (vectors, flow or
+    difference) is meaningless and left out, as for a frame without vectors.
+    Tries `prefer` first, then the others in the order mv, flow, diff; mv
+    counts as available when at least one frame has vectors (and no cut
+    before it), diff always is (for clips of 2 frames or more).
     """
     if prefer not in SOURCES:
         raise ValueError(f"unknown guidance source {prefer!r}; choose from {', '.join(SOURCES)}")
+    same_shot = ~after_cut(cuts, len(clip.frames), stride)
     for source in (prefer, *(s for s in SOURCES if s != prefer)):
-        if source == "mv" and clip.motion is not None and clip.has_motion is not None and clip.has_motion.any():
-            return token_magnitude(*vector_magnitude(clip.motion, clip.has_motion), grid), "mv"
-        if source == "flow" and flow is not None:
-            return token_magnitude(*flow_magnitude(flow, len(clip.frames), stride), grid), "flow"
-        if source == "diff" and len(clip.frames) > 1:
-            return token_magnitude(*difference_magnitude(clip.frames), grid), "diff"
+        if source == "mv" and clip.motion is not None and clip.has_motion is not None and \
+                (clip.has_motion & same_shot).any():
+            magnitude, valid = vector_magnitude(clip.motion, clip.has_motion & same_shot)
+        elif source == "flow" and flow is not None:
+            magnitude, valid = flow_magnitude(flow, len(clip.frames), stride, cuts)
+        elif source == "diff" and len(clip.frames) > 1:
+            magnitude, valid = difference_magnitude(clip.frames)
+            valid = valid & same_shot
+        else:
+            continue
+        return token_magnitude(magnitude, valid, grid), source
     raise ValueError("a single-frame clip without motion vectors or flow gives no motion guidance")
 
 
@@ -411,10 +432,10 @@ class MaskGenerator:
     def __call__(self, rng: np.random.Generator, magnitude: np.ndarray | None = None) -> np.ndarray:
         return make_mask(self.kind, self.grid, self.ratio, rng, magnitude, **self.options)
 
-    def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None,
-                 stride: int = 1) -> tuple[np.ndarray, str]:
-        """Mask bool (N,) for a clip, and the guidance source used; flow and stride as in `guidance`."""
+    def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None, stride: int = 1,
+                 cuts: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+        """Mask bool (N,) for a clip, and the guidance source used (flow, stride, cuts: see `guidance`)."""
         if not self.needs_motion:
             return self(rng), "none"
-        magnitude, source = guidance(clip, self.grid, flow, self.prefer, stride)
+        magnitude, source = guidance(clip, self.grid, flow, self.prefer, stride, cuts)
         return self(rng, magnitude), source

@@ -271,14 +271,16 @@ def build_dataset(config: Config, target) -> PretrainDataset:
 def batch_loss(model, target, batch: dict, data, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, dict]:
     """Loss and its parts for one `PretrainDataset` batch: targets built on `device`, then forward.
 
-    batch: "frames" uint8 (B, span, H, W, 3), "flow" (B, span-1, H, W, 2), "mask" bool (B, N);
+    batch: "frames" uint8 (B, span, H, W, 3), "flow" (B, span-1, H, W, 2), "mask" bool (B, N),
+    optional "cuts" bool (B, span-1);
     `data`: the config's data section (frames, stride); `amp`: bf16 autocast of the forward pass.
     """
     frames = batch["frames"].to(device, non_blocking=True)
     flow = batch["flow"].to(device, non_blocking=True) if target.needs_flow else None
     mask = batch["mask"].to(device, non_blocking=True)
+    cuts = batch["cuts"].to(device, non_blocking=True) if "cuts" in batch else None
     with torch.no_grad():
-        y, valid = target(frames, flow, data.frames, data.stride)
+        y, valid = target(frames, flow, data.frames, data.stride, cuts)
     video = normalize_video(input_frames(frames, data.frames, data.stride))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         pred = model(video, mask)

@@ -4,7 +4,11 @@ Every builder reads the clip's dense raw span and returns one vector per token:
 
     frames (B, T_raw, H, W, 3) RGB, uint8 or float on the 0-255 scale
     flow   (B, T_raw - 1, H, W, 2) float32 (dx, dy) px; flow[:, t] carries raw frame t to t + 1
+    cuts   (B, T_raw - 1) bool or None; True where raw frames t and t + 1 lie across a shot cut
       ->   target (B, N, D) float32, valid (B, N, D) bool (False: leave out of the loss)
+
+A target read from flow that crosses a shot cut (a trajectory, or the flow of an input
+frame) follows no real point, so its elements are not valid.
 
 T input frames are sampled at stride s from the span: input frame i is raw frame
 i*s, and token slice j (tubelet t = 2) starts at raw frame r_j = t*j*s. Tokens are in
@@ -16,7 +20,7 @@ fields), and `input_frames` picks the encoder's T frames out of the span.
 elements of masked tokens and sums them with `builder.loss_weights`.
 
     target = build_target("traj")                     # or "pixel", "hog", "hog+mbh", ...
-    y, valid = target(frames, flow, num_frames=16, stride=2)
+    y, valid = target(frames, flow, num_frames=16, stride=2, cuts=cuts)
     loss, parts = target.loss(pred, y, valid, mask)
 """
 
@@ -98,7 +102,13 @@ def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
     raise ValueError(f"norm must be 'token', 'l2' or 'none', got {norm!r}")
 
 
-def _check_span(builder, frames, flow, num_frames, stride):
+def _crossing(cuts: torch.Tensor, first: torch.Tensor, count: int) -> torch.Tensor:
+    """Bool `(B, len(first))`: a shot cut among flow fields `first[j] .. first[j] + count - 1`; cuts `(B, F)` bool."""
+    seen = F.pad(cuts.long().cumsum(1), (1, 0))  # (B, F + 1): cuts before field f
+    return seen[:, first + count] > seen[:, first]
+
+
+def _check_span(builder, frames, flow, num_frames, stride, cuts=None):
     b, t_raw, h, w, _ = frames.shape
     need = builder.raw_span(num_frames, stride)
     if num_frames % builder.tubelet or h % builder.patch or w % builder.patch:
@@ -108,6 +118,8 @@ def _check_span(builder, frames, flow, num_frames, stride):
     if builder.needs_flow and (flow is None or flow.shape[1] < need - 1 or tuple(flow.shape[2:4]) != (h, w)):
         got = None if flow is None else tuple(flow.shape)
         raise ValueError(f"{builder.name} target needs flow (B, {need - 1}, {h}, {w}, 2) for T={num_frames}, s={stride}; got {got}")
+    if cuts is not None and (cuts.dim() != 2 or cuts.shape[0] != b or cuts.shape[1] < need - 1):
+        raise ValueError(f"cuts must be ({b}, >= {need - 1}) bool for T={num_frames}, s={stride}; got {tuple(cuts.shape)}")
 
 
 class Target:
@@ -234,8 +246,8 @@ class TrajectoryTarget(Target):
         return positions[:, 1:] - positions[:, :-1], positions[:, :-1], TR.inside(dense, h, w).flatten(0, 1)
 
     @torch.no_grad()
-    def __call__(self, frames, flow, num_frames, stride):
-        _check_span(self, frames, flow, num_frames, stride)
+    def __call__(self, frames, flow, num_frames, stride, cuts=None):
+        _check_span(self, frames, flow, num_frames, stride, cuts)
         b, _, h, w, _ = frames.shape
         slices, steps = num_frames // self.tubelet, self.traj_len
         step = 1 if self.interpolate else stride
@@ -244,6 +256,8 @@ class TrajectoryTarget(Target):
         # Tracking: all K points of all tokens of slice j start on raw frame r_j.
         points = TR.start_points(h, w, self.patch, self.cell, frames.device).expand(b, slices, -1, -1)
         moves, tracked, valid = self._tracks(flow.float().contiguous(), starts, points, step)
+        if cuts is not None:  # across a shot cut a trajectory follows no point
+            valid &= ~_crossing(cuts, starts, steps * step).flatten()[:, None]
         features = [moves]  # z^p: (B*S, L, P, 2)
 
         # Shape: HOG of the cell around p_l on raw frame r_j + l*step. Slices share raw frames, so
@@ -338,8 +352,8 @@ class PixelTarget(Target):
         self.parts, self.loss_weights = {"pixel": slice(0, self.dim)}, {"pixel": 1.0}
 
     @torch.no_grad()
-    def __call__(self, frames, flow, num_frames, stride):
-        _check_span(self, frames, flow, num_frames, stride)
+    def __call__(self, frames, flow, num_frames, stride, cuts=None):
+        _check_span(self, frames, flow, num_frames, stride, cuts)
         x = to_tokens(input_frames(frames, num_frames, stride).float() / 255, self.tubelet, self.patch)
         if self.norm:
             x = _standardize_pixels(x)
@@ -371,8 +385,8 @@ class HOGTarget(Target):
         self.parts, self.loss_weights = {"hog": slice(0, self.dim)}, {"hog": 1.0}
 
     @torch.no_grad()
-    def __call__(self, frames, flow, num_frames, stride):
-        _check_span(self, frames, flow, num_frames, stride)
+    def __call__(self, frames, flow, num_frames, stride, cuts=None):
+        _check_span(self, frames, flow, num_frames, stride, cuts)
         b = frames.shape[0]
         middle = frames[:, (self.tubelet // 2) * stride:(num_frames - 1) * stride + 1:self.tubelet * stride]
         images = middle.permute(0, 1, 4, 2, 3).flatten(0, 1).float()
@@ -398,6 +412,15 @@ class _FlowTarget(Target):
         """`(B, T, H, W, 2)`: flow[:, i*s], carrying input frame i to the next raw frame."""
         return input_frames(flow, num_frames, stride).float()
 
+    def _valid(self, x, cuts, num_frames, stride):
+        """`valid` of features x `(B, N, D)`: False for the tokens whose input flow crosses a shot cut."""
+        if cuts is None or not cuts.any():
+            return _all_valid(x)
+        first = torch.arange(num_frames, device=cuts.device) * stride
+        across = _crossing(cuts, first, 1).view(x.shape[0], -1, self.tubelet).any(-1)  # (B, T')
+        tokens = across.repeat_interleave(x.shape[1] // across.shape[1], dim=1)  # (B, N)
+        return ~tokens[..., None].expand(x.shape)
+
 
 class FlowTarget(_FlowTarget):
     """The tubelet's flow `(t, 16, 16, 2)` px, standardized per token (`norm="token"`) or raw ("none"). D = 1024."""
@@ -411,10 +434,10 @@ class FlowTarget(_FlowTarget):
         self.parts, self.loss_weights = {"flow": slice(0, self.dim)}, {"flow": 1.0}
 
     @torch.no_grad()
-    def __call__(self, frames, flow, num_frames, stride):
-        _check_span(self, frames, flow, num_frames, stride)
+    def __call__(self, frames, flow, num_frames, stride, cuts=None):
+        _check_span(self, frames, flow, num_frames, stride, cuts)
         x = _normalize(to_tokens(self._input_flow(flow, num_frames, stride), self.tubelet, self.patch), self.norm).flatten(2)
-        return x, _all_valid(x)
+        return x, self._valid(x, cuts, num_frames, stride)
 
 
 class HOFTarget(_FlowTarget):
@@ -435,15 +458,15 @@ class HOFTarget(_FlowTarget):
         return H.orientation_histograms(vectors[:, :1], vectors[:, 1:], self.bins, signed=True).flatten(1, 2)
 
     @torch.no_grad()
-    def __call__(self, frames, flow, num_frames, stride):
-        _check_span(self, frames, flow, num_frames, stride)
+    def __call__(self, frames, flow, num_frames, stride, cuts=None):
+        _check_span(self, frames, flow, num_frames, stride, cuts)
         b = flow.shape[0]
         vectors = self._input_flow(flow, num_frames, stride).permute(0, 1, 4, 2, 3).flatten(0, 1)
         cells = H.cell_grid(self._histograms(vectors), self.cell) / self.cell ** 2  # per-pixel mean
         cells = cells.view(b, num_frames, *cells.shape[1:]).permute(0, 1, 3, 4, 2)
         x = to_tokens(cells, self.tubelet, self.patch // self.cell)  # (B, N, t*K, F)
         x = _normalize(x.unflatten(-1, (-1, self.bins)), self.norm).flatten(2)
-        return x, _all_valid(x)
+        return x, self._valid(x, cuts, num_frames, stride)
 
 
 class MBHTarget(HOFTarget):
@@ -484,8 +507,8 @@ class CombinedTarget(Target):
     def raw_span(self, num_frames: int, stride: int) -> int:
         return max(t.raw_span(num_frames, stride) for t in self.targets)
 
-    def __call__(self, frames, flow, num_frames, stride):
-        outputs = [t(frames, flow, num_frames, stride) for t in self.targets]
+    def __call__(self, frames, flow, num_frames, stride, cuts=None):
+        outputs = [t(frames, flow, num_frames, stride, cuts) for t in self.targets]
         return torch.cat([y for y, _ in outputs], dim=-1), torch.cat([v for _, v in outputs], dim=-1)
 
 
