@@ -122,11 +122,11 @@ def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_
     ran, own = yaml.safe_load((out / "config.yaml").read_text()), load_config(preset).to_dict()
     assert settings(ran, "data") == settings(own, "data") and ran["aug"] == own["aug"]
     val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "val_top1" in line]
-    assert len(val) == 1 and val[0]["val_skipped"] == 0
+    assert len(val) == 1 and val[0]["val_videos"]["read"] == 2 and val[0]["val_videos"]["skipped"] == 0
 
     run_cli(capsys, "evaluate", out / "checkpoint.pt", "--val", listing, "--clips", 2, "--crops", 3, "--workers", 0)
     result = json.loads((out / "evaluate" / "evaluate.json").read_text())
-    assert result["num_videos"] == result["num_read"] == 2 and result["skipped"] == []
+    assert result["videos"]["videos"] == result["videos"]["read"] == 2 and result["videos"]["skipped"] == 0
     assert (result["clips"], result["crops"], result["views"]) == (2, 3, 6)
     assert np.sum(result["confusion"]) == 2 and 0 <= result["top1"] <= 1
 
