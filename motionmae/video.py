@@ -58,6 +58,9 @@ _PICTURE_TYPES = {1: "I", 2: "P", 3: "B"}
 # Decoders of FFmpeg that export motion vectors (flags2=+export_mvs). HEVC, VP8/VP9,
 # AV1 and the intra-only codecs (MJPEG, ...) export none.
 MOTION_VECTOR_CODECS = {"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h263p", "flv", "msmpeg4v3"}
+# FFmpeg's MPEG-4 part 2 decoder exports zero vectors for the direct-mode macroblocks of B-frames
+# (the mode encoders pick most there), so these B-frames count as frames without vectors.
+B_FRAMES_WITHOUT_VECTORS = {"mpeg4"}
 
 
 # ---------------------------------------------------------------- errors
@@ -371,10 +374,12 @@ def _describe(container, path) -> tuple[VideoInfo, _Timeline]:
     stream = container.streams.video[0]
     ctx = stream.codec_context
     shows = _Shows(ctx)
-    pts, keyframe, packets, damaged = [], [], 0, False
+    pts, keyframe, packets, times, damaged = [], [], 0, [], False
     try:
         for packet in container.demux(stream):
             packets += packet.size > 0
+            if packet.size and packet.pts is not None:
+                times += [packet.pts, packet.pts + (packet.duration or 0)]
             if shows(packet):
                 pts.append(packet.pts)
                 keyframe.append(packet.is_keyframe)
@@ -389,10 +394,11 @@ def _describe(container, path) -> tuple[VideoInfo, _Timeline]:
     if len(timeline) == 0:
         raise EmptyVideoError(path, "contains no decodable frames")
     declared = max(stream.frames, 0)
-    truncated = damaged or tally.damaged or packets < declared
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if rate and container.duration:  # a header promising more packets than there are: cut short
-        truncated = truncated or packets < container.duration / av.time_base * float(rate) - 2
+    truncated = damaged or tally.damaged or packets < declared
+    if times and rate and container.duration:  # packets end well before the header's duration: cut short
+        stored = (max(times) - min(times)) * float(stream.time_base)
+        truncated = truncated or stored < container.duration / av.time_base - 2 / float(rate)
     info = VideoInfo(
         path=str(path),
         num_frames=len(timeline),
@@ -673,7 +679,8 @@ class VideoReader:
         """Vectors of one decoded frame on the output grid, and whether it had any."""
         rows, cols = -(-self.height // MV_BLOCK), -(-self.width // MV_BLOCK)
         side = None
-        if _PICTURE_TYPES.get(int(frame.pict_type)) != "I":
+        kind = _PICTURE_TYPES.get(int(frame.pict_type))
+        if kind != "I" and not (kind == "B" and self.info.codec in B_FRAMES_WITHOUT_VECTORS):
             for data in frame.side_data:
                 if "MOTION_VECTORS" in str(data.type):
                     side = data
