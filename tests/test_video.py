@@ -270,6 +270,15 @@ def test_info_command_reports_bad_files_and_continues(tmp_path, bikes, square_mj
     assert "Traceback" not in result.stderr
 
 
+def test_info_command_says_when_the_container_claims_otherwise(codec_matrix):
+    paths = [str(codec_matrix[name]) for name in ("mpeg4-nvop-avi", "h264-mp4")]
+    result = subprocess.run([sys.executable, "-m", "motionmae", "info", *paths], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    nvop, plain = result.stdout.strip().splitlines()
+    assert ": 60 frames" in nvop and "(the container claims 68)" in nvop and "TRUNCATED" not in nvop
+    assert ": 60 frames" in plain and "claims" not in plain
+
+
 def test_sequential_decode_is_one_pass(bigbuckbunny):
     reference = sequential_frames(bigbuckbunny)  # one keyframe in 132 frames: re-seeking would be quadratic
     with VideoReader(bigbuckbunny, short_side=None) as reader:
