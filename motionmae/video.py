@@ -332,8 +332,10 @@ class _Shows:
 # ---------------------------------------------------------------- probing
 
 
-_PROBED: OrderedDict = OrderedDict()  # (path, size, mtime) -> (VideoInfo, _Timeline), most recent last
-_PROBED_MAX = 4096
+# (path, size, mtime) -> (VideoInfo, learned _Timeline or None), most recent last. A predicted
+# timeline is not kept: a reader rebuilds it from one demux pass and cuts it to the kept count.
+_PROBED: OrderedDict = OrderedDict()
+_PROBED_MAX = 1 << 16
 
 
 def _file_key(path) -> tuple:
@@ -343,7 +345,7 @@ def _file_key(path) -> tuple:
 
 def _remember(path, info: VideoInfo, timeline: _Timeline) -> None:
     key = _file_key(path)
-    _PROBED[key] = (info, timeline)
+    _PROBED[key] = (info, timeline if timeline.learned else None)
     _PROBED.move_to_end(key)
     while len(_PROBED) > _PROBED_MAX:
         _PROBED.popitem(last=False)
@@ -352,32 +354,49 @@ def _remember(path, info: VideoInfo, timeline: _Timeline) -> None:
 def probe(path) -> VideoInfo:
     """Metadata with the count of frames that decode.
 
-    Cheap: one demux pass plus decoding the first and the last keyframe interval;
+    Costs one demux pass plus decoding the first and the last keyframe interval;
     a full decode only when the packets cannot predict the frames. Kept per
-    process, so opening the same file again costs nothing.
+    process, so probing or opening the same file again decodes nothing.
     """
-    return _probe(path)[0]
-
-
-def _probe(path) -> tuple[VideoInfo, _Timeline]:
     known = _PROBED.get(_file_key(path))
     if known is not None:
-        return dataclasses.replace(known[0], path=str(path)), known[1]
+        return dataclasses.replace(known[0], path=str(path))
     with _open(path) as container:
-        info, timeline = _describe(container, path)
+        return _described(container, path)[0]
+
+
+def _described(container, path) -> tuple[VideoInfo, _Timeline]:
+    """Metadata and timeline of an open container, from the kept probe when there is one."""
+    known = _PROBED.get(_file_key(path))
+    if known is not None and known[1] is not None:
+        return dataclasses.replace(known[0], path=str(path)), known[1]
+    packets = _demux(container)
+    timeline = _predict(packets.pts, packets.keyframe)
+    if known is not None and timeline is not None:
+        return dataclasses.replace(known[0], path=str(path)), timeline.cut(known[0].num_frames)
+    info, timeline = _describe(container, path, packets, timeline)
     _remember(path, info, timeline)
     return info, timeline
 
 
-def _describe(container, path) -> tuple[VideoInfo, _Timeline]:
-    """Metadata and timeline of an open container (see `probe`)."""
+@dataclass
+class _Packets:
+    """What one demux pass tells about the video stream."""
+
+    pts: list  # pts of the packets that show a frame, in decode order (None where missing)
+    keyframe: list  # bool: those packets start a keyframe
+    stored: int  # packets with data
+    seconds: float  # time the packets cover
+    damaged: bool  # demuxing stopped on an error
+
+
+def _demux(container) -> _Packets:
     stream = container.streams.video[0]
-    ctx = stream.codec_context
-    shows = _Shows(ctx)
-    pts, keyframe, packets, times, damaged = [], [], 0, [], False
+    shows = _Shows(stream.codec_context)
+    pts, keyframe, stored, times, damaged = [], [], 0, [], False
     try:
         for packet in container.demux(stream):
-            packets += packet.size > 0
+            stored += packet.size > 0
             if packet.size and packet.pts is not None:
                 times += [packet.pts, packet.pts + (packet.duration or 0)]
             if shows(packet):
@@ -385,8 +404,15 @@ def _describe(container, path) -> tuple[VideoInfo, _Timeline]:
                 keyframe.append(packet.is_keyframe)
     except av.FFmpegError:
         damaged = True
+    seconds = (max(times) - min(times)) * float(stream.time_base) if times else 0.0
+    return _Packets(pts, keyframe, stored, seconds, damaged)
+
+
+def _describe(container, path, packets: _Packets, timeline: _Timeline | None) -> tuple[VideoInfo, _Timeline]:
+    """Metadata and checked timeline (see `probe`) from a demux pass and its predicted timeline."""
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
     tally = _Tally()
-    timeline = _predict(pts, keyframe)
     if timeline is not None:
         timeline = _verified(path, timeline, tally)
     if timeline is None:
@@ -395,10 +421,9 @@ def _describe(container, path) -> tuple[VideoInfo, _Timeline]:
         raise EmptyVideoError(path, "contains no decodable frames")
     declared = max(stream.frames, 0)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    truncated = damaged or tally.damaged or packets < declared
-    if times and rate and container.duration:  # packets end well before the header's duration: cut short
-        stored = (max(times) - min(times)) * float(stream.time_base)
-        truncated = truncated or stored < container.duration / av.time_base - 2 / float(rate)
+    truncated = packets.damaged or tally.damaged or packets.stored < declared
+    if packets.seconds and rate and container.duration:  # packets end well before the header's duration
+        truncated = truncated or packets.seconds < container.duration / av.time_base - 2 / float(rate)
     info = VideoInfo(
         path=str(path),
         num_frames=len(timeline),
@@ -537,8 +562,12 @@ class VideoReader:
 
     def __init__(self, path, short_side: int | None = None):
         self.path = str(path)
-        self.info, self.timeline = _probe(path)
         self.container = _open(path)
+        try:
+            self.info, self.timeline = _described(self.container, path)
+        except BaseException:
+            self.container.close()
+            raise
         self.short_side = short_side
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
         self.tally = _Tally()  # frames the decoder produced so far (seeking keeps this small)

@@ -154,6 +154,17 @@ def test_vectors_per_codec(name, request):
         assert not flags.any() and not fields.any()
 
 
+def test_a_rewritten_file_is_probed_again(tmp_path):
+    """Probe results are kept per process, by path, size and modification time."""
+    path = tmp_path / "clip.mp4"
+    write_video(path, translating_square(frames=36))
+    assert probe(path).num_frames == 36 and len(VideoReader(path)) == 36
+    write_video(path, translating_square(frames=20))
+    assert probe(path).num_frames == 20
+    with VideoReader(path) as reader:
+        assert len(reader) == 20 and np.array_equal(reader.read([19]).frames[0], sequential_frames(path)[19])
+
+
 def test_short_span_does_not_decode_the_whole_file(bikes):
     reference = sequential_frames(bikes)
     with VideoReader(bikes) as reader:
