@@ -236,9 +236,10 @@ def _identified(frames, timeline: _Timeline, first: int):
     """(display index, frame) of frames decoded after a seek, from a keyframe at or before frame `first` on.
 
     Frames before the first such keyframe are dropped: they may lack their
-    references. After it, every frame must be the next one on the timeline, else
-    `_Lost`; `_Late` when frame `first` is passed or the stream ends before such a
-    keyframe comes; `_Ended` when the stream stops before the timeline does.
+    references. After it, every frame must be the next one on the timeline and not
+    flagged corrupt, else `_Lost`; `_Late` when frame `first` is passed or the stream
+    ends before such a keyframe comes; `_Ended` when the stream stops before the
+    timeline does.
     """
     expected = None
     for frame in frames:
@@ -246,11 +247,11 @@ def _identified(frames, timeline: _Timeline, first: int):
         if expected is None:
             if index is not None and index > first:
                 raise _Late(f"frame {index} came before a keyframe at or before frame {first}")
-            if index is None or not timeline.is_key[index]:
+            if index is None or not timeline.is_key[index] or frame.is_corrupt:
                 continue
             expected = index
-        elif index != expected:
-            raise _Lost(f"frame {index} came where frame {expected} belongs")
+        elif index != expected or frame.is_corrupt:  # FFmpeg flags frames decoded with missing references
+            raise _Lost(f"frame {index} came where frame {expected} belongs{' (corrupt)' * frame.is_corrupt}")
         yield index, frame
         expected += 1
     if expected is None:

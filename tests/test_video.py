@@ -158,7 +158,7 @@ def test_a_rewritten_file_is_probed_again(tmp_path):
     """Probe results are kept per process, by path, size and modification time."""
     path = tmp_path / "clip.mp4"
     write_video(path, translating_square(frames=36))
-    assert probe(path).num_frames == 36 and len(VideoReader(path)) == 36
+    assert probe(path).num_frames == 36
     write_video(path, translating_square(frames=20))
     assert probe(path).num_frames == 20
     with VideoReader(path) as reader:
