@@ -278,6 +278,8 @@ def mpeg4_time_bits(data: bytes) -> int | None:
     if found is None:
         return None
     b, p = _bits(data[found.end():found.end() + 24]), 9  # random_accessible_vol, object type
+    if len(b) < 144:  # the longest header up to the field we need
+        return None
     verid = 1
     if b[p] == "1":  # is_object_layer_identifier: verid, priority
         verid, p = int(b[p + 1:p + 5], 2), p + 8
@@ -319,10 +321,10 @@ class _Shows:
         if packet.size == 0 or packet.is_discard:  # edit-list cuts are decoded but not shown
             return False
         if self.codec == "vp8":
-            return bool(bytes(packet)[0] & 0x10)  # show_frame
+            return bool(memoryview(packet)[0] & 0x10)  # show_frame
         if self.codec != "mpeg4":
             return True
-        data = bytes(packet)
+        data = bytes(memoryview(packet)[:256])  # headers, user data and the first VOP header
         self.time_bits = mpeg4_time_bits(data) or self.time_bits
         self.packed = self.packed or bool(_DIVX_PACKED.search(data))
         vop = mpeg4_vop(data, self.time_bits) if self.time_bits else None

@@ -7,7 +7,7 @@ differs from the others and P/B-frames carry motion. The samples hold what real
 files do to frame-exact random access: B-pyramids, several reference frames and
 open GOPs, a 1/1,000,000 time base with rounded timestamps, an edit list that
 cuts the first frames, variable frame rate, pts that do not follow display
-order, MPEG-4 packed B-frames and N-VOPs (packets that show no frame),
+order, VP8 hidden frames, MPEG-4 packed B-frames and N-VOPs (packets that show no frame),
 and the codecs with and without motion vectors. Samples whose encoder this
 FFmpeg build lacks are left out.
 """
@@ -34,7 +34,7 @@ class Sample:
     options: dict = field(default_factory=dict)  # encoder options; {gop} is replaced
     pix_fmt: str = "yuv420p"
     timing: str = "cfr"  # cfr | us (1/1e6, rounded ms) | edit (first 2 frames before 0) | vfr
-    rewrite: str = ""  # pts-dts | packed | nvop: packets changed after encoding
+    rewrite: str = ""  # pts-dts | hidden | packed | nvop: packets changed after encoding
 
 
 _X264 = {"bf": "3", "crf": "20", "preset": "fast",
@@ -53,6 +53,8 @@ SAMPLES = {
         "preset": "fast", "x265-params": "keyint={gop}:min-keyint={gop}:open-gop=1:bframes=3:log-level=error"}),
     "vp9-webm": Sample("VP9 in WebM, alt-ref frames", ("libvpx-vp9",), ".webm", {
         "g": "{gop}", "lag-in-frames": "16", "auto-alt-ref": "1", "cpu-used": "8", "crf": "30", "b": "0"}),
+    "vp8-webm": Sample("VP8 in WebM, hidden frames", ("libvpx",), ".webm", {
+        "g": "{gop}", "cpu-used": "8", "crf": "30", "b": "1M"}, rewrite="hidden"),
     "av1-mkv": Sample("AV1 in MKV", ("libsvtav1", "libaom-av1", "librav1e"), ".mkv", {
         "g": "{gop}", "preset": "12", "cpu-used": "8", "speed": "10"}),
     "mpeg4-packed-avi": Sample("MPEG-4 part 2 in AVI, packed B-frames, final N-VOP", ("mpeg4",), ".avi", _MPEG4,
@@ -139,6 +141,12 @@ def _pts_as_dts(packets, stream):
     return [(data, dts + shift, dts + shift, key) for data, _, dts, key in packets]
 
 
+def _hidden(packets, stream, every: int = 7):
+    """Every `every`-th VP8 inter frame hidden (show_frame 0, as alt-ref frames are): decoded, never shown."""
+    return [(bytes([data[0] & ~0x10]) + data[1:] if i % every == every - 1 and not key else data, pts, dts, key)
+            for i, (data, pts, dts, key) in enumerate(packets)]
+
+
 def _time_bits(packets, stream) -> int:
     """Bits of the MPEG-4 VOP time increment, from the VOL header in the extradata or the first packet."""
     return mpeg4_time_bits(stream.codec_context.extradata or b"") or mpeg4_time_bits(packets[0][0])
@@ -196,4 +204,4 @@ def _with_n_vops(packets, stream, every: int = 7):
     return _chunks(payloads)
 
 
-_REWRITES = {"pts-dts": _pts_as_dts, "packed": _packed, "nvop": _with_n_vops}
+_REWRITES = {"pts-dts": _pts_as_dts, "hidden": _hidden, "packed": _packed, "nvop": _with_n_vops}
