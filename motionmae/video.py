@@ -308,14 +308,25 @@ def mpeg4_vop(data: bytes, time_bits: int) -> tuple[int, bool] | None:
     return int(b[:2], 2), p < len(b) and b[p] == "1"
 
 
+# Codecs whose packets each show one frame, but for the kinds `_Shows` recognizes: access units
+# (H.264, HEVC), pictures (MPEG-1/2, MPEG-4 part 2), superframes (VP9), temporal units (AV1),
+# intra-only codecs. Other codecs, and MPEG-4 with packed B-frames, get a learned timeline.
+_PREDICTABLE = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vp8", "vp9", "av1", "libdav1d", "mjpeg",
+                "prores", "dnxhd", "ffv1", "rawvideo", "png"}
+
+
 class _Shows:
-    """Tells, packet by packet in decode order, whether a packet shows a frame when decoded."""
+    """Tells, packet by packet in decode order, whether a packet shows a frame when decoded.
+
+    `predictable` turns False for codecs outside `_PREDICTABLE` and for MPEG-4 streams
+    with packed B-frames, where the decoder's buffering decides what a packet shows.
+    """
 
     def __init__(self, ctx):
         self.codec = ctx.name
         extradata = ctx.extradata or b""
         self.time_bits = mpeg4_time_bits(extradata) if self.codec == "mpeg4" else None
-        self.packed = bool(_DIVX_PACKED.search(extradata))
+        self.predictable = self.codec in _PREDICTABLE and not _DIVX_PACKED.search(extradata)
 
     def __call__(self, packet) -> bool:
         if packet.size == 0 or packet.is_discard:  # edit-list cuts are decoded but not shown
@@ -326,10 +337,9 @@ class _Shows:
             return True
         data = bytes(memoryview(packet)[:256])  # headers, user data and the first VOP header
         self.time_bits = mpeg4_time_bits(data) or self.time_bits
-        self.packed = self.packed or bool(_DIVX_PACKED.search(data))
+        self.predictable = self.predictable and not _DIVX_PACKED.search(data)
         vop = mpeg4_vop(data, self.time_bits) if self.time_bits else None
-        # an N-VOP shows nothing, except in packed streams, where it releases the B-frame packed before it
-        return self.packed or vop is None or vop[1]
+        return vop is None or vop[1]  # an N-VOP (not coded) shows nothing
 
 
 # ---------------------------------------------------------------- probing
@@ -374,7 +384,7 @@ def _described(container, path) -> tuple[VideoInfo, _Timeline]:
     if known is not None and known[1] is not None:
         return dataclasses.replace(known[0], path=str(path)), known[1]
     packets = _demux(container)
-    timeline = _predict(packets.pts, packets.keyframe)
+    timeline = _predict(packets.pts, packets.keyframe) if packets.predictable else None
     if known is not None and timeline is not None:
         return dataclasses.replace(known[0], path=str(path)), timeline.cut(known[0].num_frames)
     info, timeline = _describe(container, path, packets, timeline)
@@ -388,6 +398,7 @@ class _Packets:
 
     pts: list  # pts of the packets that show a frame, in decode order (None where missing)
     keyframe: list  # bool: those packets start a keyframe
+    predictable: bool  # the codec lets the packets tell which frames the decoder shows
     stored: int  # packets with data
     seconds: float  # time the packets cover
     damaged: bool  # demuxing stopped on an error
@@ -408,7 +419,7 @@ def _demux(container) -> _Packets:
     except av.FFmpegError:
         damaged = True
     seconds = (max(times) - min(times)) * float(stream.time_base) if times else 0.0
-    return _Packets(pts, keyframe, stored, seconds, damaged)
+    return _Packets(pts, keyframe, shows.predictable, stored, seconds, damaged)
 
 
 def _describe(container, path, packets: _Packets, timeline: _Timeline | None) -> tuple[VideoInfo, _Timeline]:
