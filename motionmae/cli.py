@@ -58,6 +58,8 @@ def cmd_info(args) -> int:
             f"{path}: {info.num_frames} frames, {info.fps:.3f} fps, {info.width}x{info.height}, "
             f"codec {info.codec}, motion vectors {'yes' if info.has_motion_vectors else 'no'}"
         )
+        if info.container_frames and info.container_frames != info.num_frames:
+            line += f" (the container claims {info.container_frames})"
         if info.truncated:
             line += " (TRUNCATED: frame count is what decodes)"
         if stats is not None:

@@ -7,11 +7,27 @@ plus a bool flag per frame telling whether the frame carried vectors at all
 (I-frames and codecs without vectors have False; their field is zero but must not
 be read as "no motion").
 
+Frame i is the i-th frame a decoder puts out when it decodes the file from the
+start (`VideoReader.sequential`). Random access finds it by the timestamp the
+decoder gives each frame, on a timeline of those timestamps in display order:
+predicted from the packets (without the packets that show no frame: edit-list
+discards, MPEG-4 N-VOPs, VP8 hidden frames), checked at probe time by decoding
+the first keyframe interval and the last one (which also corrects the count
+when the final packets show nothing), or, when the packets cannot predict it,
+learned by one full decode. After a seek to a keyframe, frames before that
+keyframe are dropped (open-GOP leading frames lack their references) and every
+later frame must be the next one on the timeline; when it is not, the reader
+learns the timeline by a full decode, tries an earlier keyframe, and at last
+decodes from the start, counting. A frame that cannot be identified is never
+returned.
+
 How codec vectors become per-frame displacements: a vector of a P- or B-frame
 points from a block of the current frame to where it came from in a reference
 frame. The decoder does not export which frame that was, so we take the nearest
 anchor (I- or P-frame) in that direction, which is what single-reference encoders
-and B-frames without pyramid use. A past-reference vector gives `(dst - src) / gap`;
+and B-frames without pyramid use; with a B-pyramid or several reference frames,
+vectors that point further are scaled as if they pointed to the nearest anchor.
+A past-reference vector gives `(dst - src) / gap`;
 a future-reference vector is converted under constant velocity to
 `(src - dst) / gap`; where both exist for a cell they are averaged. Blocks coded
 intra inside a P/B frame have no vector and read as zero displacement.
@@ -19,8 +35,11 @@ intra inside a P/B frame have no vector and read as zero displacement.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
+import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +52,15 @@ MV_BLOCK = 8  # pixels per motion-vector cell
 # File name endings taken for videos when a folder is searched.
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
 
-# Decoders of FFmpeg that export motion vectors (flags2=+export_mvs).
 # AVPictureType values of the frames we meet (others, e.g. S, count as "?").
 _PICTURE_TYPES = {1: "I", 2: "P", 3: "B"}
 
+# Decoders of FFmpeg that export motion vectors (flags2=+export_mvs). HEVC, VP8/VP9,
+# AV1 and the intra-only codecs (MJPEG, ...) export none.
 MOTION_VECTOR_CODECS = {"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h263p", "flv", "msmpeg4v3"}
+# FFmpeg's MPEG-4 part 2 decoder exports zero vectors for the direct-mode macroblocks of B-frames
+# (the mode encoders pick most there), so these B-frames count as frames without vectors.
+B_FRAMES_WITHOUT_VECTORS = {"mpeg4"}
 
 
 # ---------------------------------------------------------------- errors
@@ -72,6 +95,7 @@ class FrameIndexError(VideoError, IndexError):
     """A requested frame index is out of range or could not be decoded."""
 
 
+
 # ---------------------------------------------------------------- metadata
 
 
@@ -79,6 +103,7 @@ class FrameIndexError(VideoError, IndexError):
 class VideoInfo:
     path: str
     num_frames: int  # frames that decode, in display order
+    container_frames: int  # frames the container's header claims, 0 when it does not say
     fps: float
     width: int
     height: int
@@ -87,12 +112,18 @@ class VideoInfo:
     truncated: bool  # the file is damaged; num_frames counts what precedes the damage
 
 
-def _open(path) -> av.container.InputContainer:
+def _check_file(path) -> os.stat_result:
     path = Path(path)
     if not path.is_file():
         raise VideoNotFoundError(path, "no such file")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    if stat.st_size == 0:
         raise EmptyVideoError(path, "file is empty")
+    return stat
+
+
+def _open(path) -> av.container.InputContainer:
+    _check_file(path)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
@@ -103,81 +134,314 @@ def _open(path) -> av.container.InputContainer:
     return container
 
 
-@dataclass(frozen=True)
-class _Index:
-    """Presentation-order index of a stream, built by demuxing (no decoding)."""
+class _Timeline:
+    """Display order of a stream: the timestamp the decoder gives frame i, and the keyframes to seek to.
 
-    pts: np.ndarray | None  # int64 (N,) sorted pts of frame i, or None when packets lack pts
-    keyframe_of: np.ndarray | None  # int64 (N,) index of the keyframe at or before frame i
-    damaged: bool  # demuxing stopped on an error
+    pts: int64 (N,) timestamps of frames 0..N-1, in the stream's time base.
+    known: the timestamps identify frames (present and unique); when False, frames are
+        only found by counting from the start.
+    seek_index, seek_pts: int64 (K,) display index of each keyframe (increasing) and
+        the timestamp to seek to for it.
+    learned: taken from a full decode (exact by definition) rather than predicted from packets.
+    """
+
+    def __init__(self, pts, known: bool, seek_index, seek_pts, learned: bool):
+        self.pts = np.asarray(pts, np.int64)
+        self.known = known
+        self.seek_index = np.asarray(seek_index, np.int64)
+        self.seek_pts = np.asarray(seek_pts, np.int64)
+        self.learned = learned
+        self.lookup = {int(p): i for i, p in enumerate(self.pts)} if known else {}
+        self.is_key = np.zeros(len(self.pts), bool)
+        self.is_key[self.seek_index] = True
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def cut(self, count: int) -> _Timeline:
+        """The first `count` frames (the rest does not decode)."""
+        keep = self.seek_index < count
+        return _Timeline(self.pts[:count], self.known, self.seek_index[keep], self.seek_pts[keep], self.learned)
+
+    def point_before(self, index: int) -> int | None:
+        """Number of the last keyframe at or before frame `index`; None when there is none."""
+        point = int(np.searchsorted(self.seek_index, index, side="right")) - 1
+        return point if point >= 0 and self.known else None
+
+    def keyframe_of(self, index: int) -> int:
+        """Display index of the keyframe a read of frame `index` starts from (0: the start)."""
+        point = self.point_before(index)
+        return 0 if point is None else int(self.seek_index[point])
 
 
-def _build_index(container) -> _Index:
+def _predict(pts: list, keyframe: list) -> _Timeline | None:
+    """Timeline from the packets that show a frame (decode order); None when their timestamps cannot tell."""
+    if any(p is None for p in pts) or len(set(pts)) != len(pts):
+        return None
+    order = np.sort(np.asarray(pts, np.int64))
+    keys = np.unique([p for p, key in zip(pts, keyframe) if key]).astype(np.int64)
+    return _Timeline(order, True, np.searchsorted(order, keys), keys, learned=False)
+
+
+def _learned(pts: list, keyframe: list) -> _Timeline:
+    """Timeline from the frames of a full decode, in output order."""
+    known = None not in pts and len(set(pts)) == len(pts)
+    index = np.flatnonzero(keyframe) if known else np.zeros(0, np.int64)
+    stamps = [-1 if p is None else p for p in pts]
+    return _Timeline(stamps, known, index, np.asarray(stamps, np.int64)[index], learned=True)
+
+
+class _Lost(Exception):
+    """Frames decoded after a seek do not match the timeline: identification is not safe."""
+
+
+class _Late(_Lost):
+    """The seek landed after the keyframe needed (some containers seek by decode time): seek earlier."""
+
+
+class _Ended(_Lost):
+    """The stream ended after frame `count - 1` where the timeline has more frames."""
+
+    def __init__(self, count: int):
+        super().__init__(f"the stream ended after frame {count - 1}")
+        self.count = count
+
+
+@dataclass
+class _Tally:
+    frames: int = 0  # frames the decoder put out
+    damaged: bool = False  # decoding stopped on an error
+
+
+def _decode(container, tally: _Tally):
+    """Frames of the video stream from the container's current position; stops quietly at damage."""
+    try:
+        for frame in container.decode(container.streams.video[0]):
+            tally.frames += 1
+            yield frame
+    except av.FFmpegError:
+        tally.damaged = True
+
+
+def _seek(container, timeline: _Timeline, point: int) -> None:
     stream = container.streams.video[0]
-    pts, keys, damaged = [], [], False
     try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
+        container.seek(int(timeline.seek_pts[point]), stream=stream, backward=True)
+    except av.FFmpegError:
+        raise _Late("seek failed") from None
+    stream.codec_context.flush_buffers()
+
+
+def _identified(frames, timeline: _Timeline, first: int):
+    """(display index, frame) of frames decoded after a seek, from a keyframe at or before frame `first` on.
+
+    Frames before the first such keyframe are dropped: they may lack their
+    references. After it, every frame must be the next one on the timeline and not
+    flagged corrupt, else `_Lost`; `_Late` when frame `first` is passed or the stream
+    ends before such a keyframe comes; `_Ended` when the stream stops before the
+    timeline does.
+    """
+    expected = None
+    for frame in frames:
+        index = timeline.lookup.get(frame.pts)
+        if expected is None:
+            if index is not None and index > first:
+                raise _Late(f"frame {index} came before a keyframe at or before frame {first}")
+            if index is None or not timeline.is_key[index] or frame.is_corrupt:
                 continue
-            if packet.pts is None:
-                return _Index(None, None, damaged)
-            pts.append(packet.pts)
-            keys.append(packet.is_keyframe)
-    except av.FFmpegError:
-        damaged = True
-    order = np.argsort(pts, kind="stable")
-    pts = np.asarray(pts, dtype=np.int64)[order]
-    is_key = np.asarray(keys, dtype=bool)[order]
-    if len(is_key):
-        is_key[0] = True  # decoding always starts from the first frame
-    key_positions = np.where(is_key, np.arange(len(pts)), 0)
-    keyframe_of = np.maximum.accumulate(key_positions) if len(pts) else key_positions
-    return _Index(pts, keyframe_of, damaged)
+            expected = index
+        elif index != expected or frame.is_corrupt:  # FFmpeg flags frames decoded with missing references
+            raise _Lost(f"frame {index} came where frame {expected} belongs{' (corrupt)' * frame.is_corrupt}")
+        yield index, frame
+        expected += 1
+    if expected is None:
+        raise _Late(f"no keyframe at or before frame {first} came")
+    if expected < len(timeline):
+        raise _Ended(expected)
 
 
-def _count_by_decoding(container) -> tuple[int, bool]:
-    """Frames that decode from the start, and whether decoding hit damage."""
-    container.seek(0)
-    count = 0
-    try:
-        for _ in container.decode(video=0):
-            count += 1
-    except av.FFmpegError:
-        return count, True
-    return count, False
+# ---------------------------------------------------------------- which packets show a frame
+
+
+_VOL = re.compile(rb"\x00\x00\x01[\x20-\x2f]")
+_VOP = b"\x00\x00\x01\xb6"
+_DIVX_PACKED = re.compile(rb"DivX\d+(?:Build|b)\d+p")  # DivX user data of a stream with packed B-frames
+
+
+def _bits(data: bytes) -> str:
+    return "".join(f"{b:08b}" for b in data)
+
+
+def mpeg4_time_bits(data: bytes) -> int | None:
+    """Bits of vop_time_increment set by the first MPEG-4 part 2 VOL header in `data`; None without one."""
+    found = _VOL.search(data)
+    if found is None:
+        return None
+    b, p = _bits(data[found.end():found.end() + 24]), 9  # random_accessible_vol, object type
+    if len(b) < 144:  # the longest header up to the field we need
+        return None
+    verid = 1
+    if b[p] == "1":  # is_object_layer_identifier: verid, priority
+        verid, p = int(b[p + 1:p + 5], 2), p + 8
+    else:
+        p += 1
+    p += 4 + (16 if b[p:p + 4] == "1111" else 0)  # aspect ratio, extended pixel aspect
+    if b[p] == "1":  # vol_control_parameters: chroma format, low delay, vbv parameters
+        p += 5 + (79 if b[p + 4] == "1" else 0)
+    else:
+        p += 1
+    p += 2 + (4 if b[p:p + 2] == "11" and verid != 1 else 0) + 1  # shape (+ extension), marker
+    resolution = int(b[p:p + 16], 2)  # vop_time_increment_resolution
+    return max(1, (resolution - 1).bit_length())
+
+
+def mpeg4_vop(data: bytes, time_bits: int) -> tuple[int, bool] | None:
+    """(coding type 0 I / 1 P / 2 B / 3 S, vop_coded) of the first VOP in `data`; None without one."""
+    at = data.find(_VOP)
+    if at < 0:
+        return None
+    b = _bits(data[at + 4:at + 16])
+    p = 2
+    while p < len(b) and b[p] == "1":  # modulo_time_base
+        p += 1
+    p += 1 + 1 + time_bits + 1  # its closing 0, marker, vop_time_increment, marker
+    return int(b[:2], 2), p < len(b) and b[p] == "1"
+
+
+# Codecs whose packets each show one frame, but for the kinds `_Shows` recognizes: access units
+# (H.264, HEVC), pictures (MPEG-1/2, MPEG-4 part 2), superframes (VP9), temporal units (AV1),
+# intra-only codecs. Other codecs, and MPEG-4 with packed B-frames, get a learned timeline.
+_PREDICTABLE = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vp8", "vp9", "av1", "libdav1d", "mjpeg",
+                "prores", "dnxhd", "ffv1", "rawvideo", "png"}
+
+
+class _Shows:
+    """Tells, packet by packet in decode order, whether a packet shows a frame when decoded.
+
+    `predictable` turns False for codecs outside `_PREDICTABLE` and for MPEG-4 streams
+    with packed B-frames, where the decoder's buffering decides what a packet shows.
+    """
+
+    def __init__(self, ctx):
+        self.codec = ctx.name
+        extradata = ctx.extradata or b""
+        self.time_bits = mpeg4_time_bits(extradata) if self.codec == "mpeg4" else None
+        self.predictable = self.codec in _PREDICTABLE and not _DIVX_PACKED.search(extradata)
+
+    def __call__(self, packet) -> bool:
+        if packet.size == 0 or packet.is_discard:  # edit-list cuts are decoded but not shown
+            return False
+        if self.codec == "vp8":
+            return bool(memoryview(packet)[0] & 0x10)  # show_frame
+        if self.codec != "mpeg4":
+            return True
+        data = bytes(memoryview(packet)[:256])  # headers, user data and the first VOP header
+        self.time_bits = mpeg4_time_bits(data) or self.time_bits
+        self.predictable = self.predictable and not _DIVX_PACKED.search(data)
+        vop = mpeg4_vop(data, self.time_bits) if self.time_bits else None
+        return vop is None or vop[1]  # an N-VOP (not coded) shows nothing
+
+
+# ---------------------------------------------------------------- probing
+
+
+# (path, size, mtime) -> (VideoInfo, learned _Timeline or None), most recent last. A predicted
+# timeline is not kept: a reader rebuilds it from one demux pass and cuts it to the kept count.
+_PROBED: OrderedDict = OrderedDict()
+_PROBED_MAX = 1 << 16
+
+
+def _file_key(path) -> tuple:
+    stat = _check_file(path)
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _remember(path, info: VideoInfo, timeline: _Timeline) -> None:
+    key = _file_key(path)
+    _PROBED[key] = (info, timeline if timeline.learned else None)
+    _PROBED.move_to_end(key)
+    while len(_PROBED) > _PROBED_MAX:
+        _PROBED.popitem(last=False)
 
 
 def probe(path) -> VideoInfo:
-    """Metadata with an exact frame count.
+    """Metadata with the count of frames that decode.
 
-    The count comes from demuxing (cheap); the file is decoded fully only when
-    the container's own count is missing, disagrees, or the file is damaged.
+    Costs one demux pass plus decoding the first and the last keyframe interval;
+    a full decode only when the packets cannot predict the frames. Kept per
+    process, so probing or opening the same file again decodes nothing.
     """
+    known = _PROBED.get(_file_key(path))
+    if known is not None:
+        return dataclasses.replace(known[0], path=str(path))
     with _open(path) as container:
-        return _describe(container, path)[0]
+        return _described(container, path)[0]
 
 
-def _describe(container, path) -> tuple[VideoInfo, _Index]:
-    """Metadata and demux index of an open container (see `probe`)."""
+def _described(container, path) -> tuple[VideoInfo, _Timeline]:
+    """Metadata and timeline of an open container, from the kept probe when there is one."""
+    known = _PROBED.get(_file_key(path))
+    if known is not None and known[1] is not None:
+        return dataclasses.replace(known[0], path=str(path)), known[1]
+    packets = _demux(container)
+    timeline = _predict(packets.pts, packets.keyframe) if packets.predictable else None
+    if known is not None and timeline is not None:
+        return dataclasses.replace(known[0], path=str(path)), timeline.cut(known[0].num_frames)
+    info, timeline = _describe(container, path, packets, timeline)
+    _remember(path, info, timeline)
+    return info, timeline
+
+
+@dataclass
+class _Packets:
+    """What one demux pass tells about the video stream."""
+
+    pts: list  # pts of the packets that show a frame, in decode order (None where missing)
+    keyframe: list  # bool: those packets start a keyframe
+    predictable: bool  # the codec lets the packets tell which frames the decoder shows
+    stored: int  # packets with data
+    seconds: float  # time the packets cover
+    damaged: bool  # demuxing stopped on an error
+
+
+def _demux(container) -> _Packets:
+    stream = container.streams.video[0]
+    shows = _Shows(stream.codec_context)
+    pts, keyframe, stored, times, damaged = [], [], 0, [], False
+    try:
+        for packet in container.demux(stream):
+            stored += packet.size > 0
+            if packet.size and packet.pts is not None:
+                times += [packet.pts, packet.pts + (packet.duration or 0)]
+            if shows(packet):
+                pts.append(packet.pts)
+                keyframe.append(packet.is_keyframe)
+    except av.FFmpegError:
+        damaged = True
+    seconds = (max(times) - min(times)) * float(stream.time_base) if times else 0.0
+    return _Packets(pts, keyframe, shows.predictable, stored, seconds, damaged)
+
+
+def _describe(container, path, packets: _Packets, timeline: _Timeline | None) -> tuple[VideoInfo, _Timeline]:
+    """Metadata and checked timeline (see `probe`) from a demux pass and its predicted timeline."""
     stream = container.streams.video[0]
     ctx = stream.codec_context
-    index = _build_index(container)
-    declared = stream.frames
-    count = len(index.pts) if index.pts is not None else 0
-    truncated = index.damaged
-    if index.pts is None or declared <= 0 or declared != count or index.damaged:
-        decoded, hit_damage = _count_by_decoding(container)
-        truncated = truncated or hit_damage or (declared > 0 and decoded < declared)
-        count = decoded if index.pts is None else min(count, decoded)
-    if count == 0:
+    tally = _Tally()
+    if timeline is not None:
+        timeline = _verified(path, timeline, tally)
+    if timeline is None:
+        timeline = _learn(path, tally)
+    if len(timeline) == 0:
         raise EmptyVideoError(path, "contains no decodable frames")
+    declared = max(stream.frames, 0)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if rate and container.duration:  # a header promising more than decodes: truncated
-        promised = container.duration / av.time_base * float(rate)
-        truncated = truncated or count < promised - 2
+    truncated = packets.damaged or tally.damaged or packets.stored < declared
+    if packets.seconds and rate and container.duration:  # packets end well before the header's duration
+        truncated = truncated or packets.seconds < container.duration / av.time_base - 2 / float(rate)
     info = VideoInfo(
         path=str(path),
-        num_frames=count,
+        num_frames=len(timeline),
+        container_frames=declared,
         fps=float(rate) if rate else 0.0,
         width=ctx.width,
         height=ctx.height,
@@ -185,7 +449,52 @@ def _describe(container, path) -> tuple[VideoInfo, _Index]:
         has_motion_vectors=ctx.name in MOTION_VECTOR_CODECS,
         truncated=truncated,
     )
-    return info, index
+    return info, timeline
+
+
+def _learn(path, tally: _Tally) -> _Timeline:
+    """The timeline of one full decode from the start (exact, and costs a full decode)."""
+    pts, keyframe = [], []
+    with _open(path) as container:
+        for frame in _decode(container, tally):
+            pts.append(frame.pts)
+            keyframe.append(frame.key_frame)
+    return _learned(pts, keyframe)
+
+
+def _verified(path, timeline: _Timeline, tally: _Tally) -> _Timeline | None:
+    """A predicted timeline checked against the decoder; None when they disagree.
+
+    Decodes from the start through the first keyframe interval, then from the
+    last keyframe to the end; frames the packets promise but the end of the
+    stream does not show are cut off.
+    """
+    count = len(timeline)
+    stop = int(timeline.seek_index[1]) if len(timeline.seek_index) > 1 else count
+    with _open(path) as container:
+        seen = 0
+        for frame in _decode(container, tally):
+            if seen == count or frame.pts != timeline.pts[seen]:
+                return None
+            seen += 1
+            if seen > stop:
+                break
+        else:  # decoded to the end
+            return timeline.cut(seen) if seen else None
+        last = len(timeline.seek_index) - 1
+        for point in (last, last - 1):  # an earlier keyframe when the seek lands late
+            try:
+                _seek(container, timeline, max(point, 0))
+                for _ in _identified(_decode(container, tally), timeline, int(timeline.seek_index[last])):
+                    pass
+                return timeline
+            except _Ended as end:
+                return timeline.cut(end.count)
+            except _Late:
+                continue
+            except _Lost:
+                return None
+    return None
 
 
 # ---------------------------------------------------------------- frames and vectors
@@ -243,7 +552,7 @@ def _resize_field(field: np.ndarray, width: int, height: int, out_w: int, out_h:
     return field * np.array([out_w / width, out_h / height], np.float32)
 
 
-def _segments(wanted: np.ndarray, keyframe_of: np.ndarray) -> list[np.ndarray]:
+def _runs(wanted: np.ndarray, timeline: _Timeline) -> list[np.ndarray]:
     """Split sorted unique frame indices into runs that are best decoded after one seek.
 
     A new run starts when the next wanted frame lies past a keyframe that comes
@@ -251,7 +560,7 @@ def _segments(wanted: np.ndarray, keyframe_of: np.ndarray) -> list[np.ndarray]:
     """
     runs, start = [], 0
     for i in range(1, len(wanted)):
-        if keyframe_of[wanted[i]] > wanted[i - 1]:
+        if timeline.keyframe_of(int(wanted[i])) > wanted[i - 1]:
             runs.append(wanted[start:i])
             start = i
     runs.append(wanted[start:])
@@ -261,23 +570,26 @@ def _segments(wanted: np.ndarray, keyframe_of: np.ndarray) -> list[np.ndarray]:
 class VideoReader:
     """Random access to one video: `reader.read([3, 0, 7], motion=True)`.
 
-    Opens the file once and keeps its demux index, so reading many clips of
-    the same video does not re-scan it. Use as a context manager or call close().
+    Opens the file once and keeps its timeline, so reading many clips of the
+    same video does not re-scan it. Use as a context manager or call close().
     """
 
     def __init__(self, path, short_side: int | None = None):
         self.path = str(path)
         self.container = _open(path)
         try:
-            self.info, self.index = _describe(self.container, path)
+            self.info, self.timeline = _described(self.container, path)
         except BaseException:
             self.container.close()
             raise
-        self.stream = self.container.streams.video[0]
-        self.index_of_pts = None if self.index.pts is None else {int(p): i for i, p in enumerate(self.index.pts)}
         self.short_side = short_side
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
-        self.frames_decoded = 0  # frames the decoder produced so far (seeking keeps this small)
+        self.tally = _Tally()  # frames the decoder produced so far (seeking keeps this small)
+        self._motion = None  # whether the open decoder exports vectors; None before its first frame
+
+    @property
+    def frames_decoded(self) -> int:
+        return self.tally.frames
 
     def __enter__(self):
         return self
@@ -299,15 +611,10 @@ class VideoReader:
         bad = indices[(indices < 0) | (indices >= self.info.num_frames)]
         if len(bad):
             raise FrameIndexError(self.path, f"frame index {int(bad[0])} out of range [0, {self.info.num_frames})")
-        wanted = np.unique(indices)
         decoded: dict[int, tuple] = {}
-        runs = [wanted] if self.index.pts is None else _segments(wanted, self.index.keyframe_of)
-        for run in runs:
-            found = {i: rest for i, *rest in self._decoded(run, motion, from_start=False)}
-            if len(found) < len(run):  # the container seeked past the keyframe: decode from the start
-                found = {i: rest for i, *rest in self._decoded(run, motion, from_start=True)}
-            decoded.update(found)
-        missing = [int(i) for i in wanted if int(i) not in decoded]
+        for run in _runs(np.unique(indices), self.timeline):
+            decoded.update(self._read_run(run, motion))
+        missing = [int(i) for i in indices if int(i) not in decoded]
         if missing:
             raise FrameIndexError(self.path, f"frame {missing[0]} could not be decoded (damaged file?)")
         frames = np.stack([decoded[int(i)][0] for i in indices])
@@ -317,69 +624,92 @@ class VideoReader:
         flags = np.array([decoded[int(i)][2] for i in indices], dtype=bool)
         return Clip(frames, fields, flags, indices)
 
+    def _read_run(self, run: np.ndarray, motion: bool) -> dict:
+        """Frames of one run: index -> (pixels, field, has_vectors).
+
+        From the keyframe before the run, or the one before it when the seek lands
+        late; when the decoded frames do not match a predicted timeline, it is
+        replaced by a learned one; the last resort is decoding from the start,
+        where a frame's index is its position.
+        """
+        first, back = int(run[0]), 0
+        while True:
+            point = self.timeline.point_before(first)
+            point = None if point is None or back > 1 or point < back else point - back
+            found = {}
+            try:
+                for index, *rest in self._decoded(self._frames_from(point, first, motion), set(run.tolist()), motion):
+                    found[index] = rest
+                return found
+            except _Late:
+                back += 1
+            except _Lost:
+                if self.timeline.learned:
+                    back += 1
+                else:
+                    self._relearn()
+
+    def _relearn(self) -> None:
+        """Replace the predicted timeline by the one of a full decode (its count included)."""
+        self.timeline = _learn(self.path, self.tally)
+        self.info = dataclasses.replace(self.info, num_frames=len(self.timeline),
+                                        truncated=self.info.truncated or self.tally.damaged)
+        _remember(self.path, self.info, self.timeline)
+
     def sequential(self, motion: bool = False, gray: bool = False):
         """Every frame in one forward pass: yields (index, pixels, field, has_vectors) in display order.
 
         pixels: uint8 (H, W, 3) RGB, or (H, W) luma with `gray`; field/has_vectors as in `read`.
+        This pass defines the frame indices.
         """
-        yield from self._decoded(np.arange(len(self)), motion, from_start=True, gray=gray)
+        yield from self._decoded(self._frames_from(None, 0, motion), None, motion, gray)
 
-    def _frames_from(self, first: int, from_start: bool):
-        """Yield (index, av.VideoFrame) in display order, from the keyframe before `first`."""
-        ctx = self.stream.codec_context
-        if self.index.pts is None or from_start:
-            self.container.seek(0)
-            start = 0
-        else:
-            start = int(self.index.keyframe_of[first])
-            self.container.seek(int(self.index.pts[start]), stream=self.stream, backward=True)
-        ctx.flush_buffers()
-        count = start
-        try:
-            for frame in self.container.decode(self.stream):
-                if self.index_of_pts is not None:
-                    index = self.index_of_pts.get(frame.pts)
-                    if index is None:
-                        continue
-                else:
-                    index = count
-                    count += 1
-                self.frames_decoded += 1
-                yield index, frame
-        except av.FFmpegError:
-            return  # damage: frames before it were yielded
+    def _frames_from(self, point: int | None, first: int, motion: bool):
+        """(index, av.VideoFrame) in display order, from a keyframe at or before frame `first` on.
 
-    def _decoded(self, run: np.ndarray, motion: bool, from_start: bool, gray: bool = False):
-        """Decode the frames of `run` (sorted): yields (index, pixels, field, has_vectors) in display order.
+        Seeks to keyframe `point` of the timeline, or decodes from the start with None.
+        """
+        if point is None or self._motion not in (None, motion):  # the decoder's options are set before it opens
+            self.container.close()
+            self.container = _open(self.path)
+            self._motion = None
+        if self._motion is None:
+            self.container.streams.video[0].codec_context.options = {"flags2": "+export_mvs"} if motion else {}
+            self._motion = motion
+        if point is None:
+            yield from enumerate(_decode(self.container, self.tally))
+            return
+        _seek(self.container, self.timeline, point)
+        yield from _identified(_decode(self.container, self.tally), self.timeline, first)
+
+    def _decoded(self, frames, want: set | None, motion: bool, gray: bool = False):
+        """Decode the frames in `want` (all with None): yields (index, pixels, field, has_vectors) in display order.
 
         With `motion`, a B-frame is held back until the next anchor frame is
         seen, whose distance scales its future-reference vectors.
         """
-        ctx = self.stream.codec_context
-        ctx.options = {"flags2": "+export_mvs"} if motion else {}
-        want = set(run.tolist())
-        last = int(run[-1])
+        last = max(want) if want else None
         pending = []  # B-frames waiting for the next anchor
         previous_anchor = None
-        for index, frame in self._frames_from(int(run[0]), from_start):
+        for index, frame in frames:
             if not motion:
-                if index in want:
+                if want is None or index in want:
                     yield index, self._pixels(frame, gray), None, False
             elif _PICTURE_TYPES.get(int(frame.pict_type)) == "B":
                 pending.append((index, frame, previous_anchor))
             else:
                 for b_index, b_frame, b_previous in pending:
-                    if b_index in want:
+                    if want is None or b_index in want:
                         yield (b_index, self._pixels(b_frame, gray),
                                *self._field(b_frame, b_index, b_previous, next_anchor=index))
                 pending = []
-                if index in want:
+                if want is None or index in want:
                     yield index, self._pixels(frame, gray), *self._field(frame, index, previous_anchor, None)
                 previous_anchor = index
-            if index >= last and not pending:
+            if last is not None and index >= last and not pending:
                 return
         for b_index, b_frame, b_previous in pending:  # the stream ended without a later anchor
-            if b_index in want:
+            if want is None or b_index in want:
                 yield b_index, self._pixels(b_frame, gray), *self._field(b_frame, b_index, b_previous, None)
 
     def _pixels(self, frame, gray: bool) -> np.ndarray:
@@ -392,7 +722,8 @@ class VideoReader:
         """Vectors of one decoded frame on the output grid, and whether it had any."""
         rows, cols = -(-self.height // MV_BLOCK), -(-self.width // MV_BLOCK)
         side = None
-        if _PICTURE_TYPES.get(int(frame.pict_type)) != "I":
+        kind = _PICTURE_TYPES.get(int(frame.pict_type))
+        if kind != "I" and not (kind == "B" and self.info.codec in B_FRAMES_WITHOUT_VECTORS):
             for data in frame.side_data:
                 if "MOTION_VECTORS" in str(data.type):
                     side = data

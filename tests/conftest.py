@@ -56,3 +56,12 @@ def tiny_synthetic(tmp_path_factory):
                      progress=False)
     assert report.ok, report.failed
     return data, root / "cache"
+
+
+@pytest.fixture(scope="session")
+def codec_matrix(tmp_path_factory) -> dict:
+    """Every sample of `motionmae.video_samples` this FFmpeg can encode (60 frames, 96x64, keyframe
+    every 12 frames): {name: path}."""
+    from motionmae.video_samples import write_samples
+
+    return write_samples(tmp_path_factory.mktemp("matrix"))

@@ -9,6 +9,8 @@ import pytest
 from conftest import translating_square
 
 from motionmae.video import (
+    B_FRAMES_WITHOUT_VECTORS,
+    MOTION_VECTOR_CODECS,
     EmptyVideoError,
     FrameIndexError,
     NotAVideoError,
@@ -22,6 +24,7 @@ from motionmae.video import (
     read_frames,
     write_video,
 )
+from motionmae.video_samples import SAMPLES, encoder
 
 
 def sequential_frames(path) -> np.ndarray:
@@ -61,6 +64,107 @@ def test_random_access_equals_sequential_decode(name, request):
     clip = read_frames(path, indices)
     assert clip.frames.dtype == np.uint8 and clip.frames.shape == (len(indices), *reference.shape[1:])
     assert np.array_equal(clip.frames, reference[indices])
+
+
+def video_path(name, request):
+    """A sample of the codec matrix, or a shipped video; skips a sample this FFmpeg cannot encode."""
+    if name in ("bikes", "bigbuckbunny"):
+        return request.getfixturevalue(name)
+    if encoder(name) is None:
+        pytest.skip(f"this FFmpeg has none of the encoders {SAMPLES[name].encoders} ({SAMPLES[name].what})")
+    return request.getfixturevalue("codec_matrix")[name]
+
+
+def reference(path, motion: bool):
+    """Frames (and vectors) of `VideoReader.sequential`, which must be PyAV's own decode from the start."""
+    with VideoReader(path) as reader:
+        frames, fields, flags = zip(*[rest for _, *rest in reader.sequential(motion=motion)])
+    assert np.array_equal(np.stack(frames), sequential_frames(path))
+    return np.stack(frames), (np.stack(fields) if motion else None), np.array(flags)
+
+
+MATRIX = [*SAMPLES, "bikes", "bigbuckbunny"]
+
+
+@pytest.mark.parametrize("motion", [False, True], ids=["pixels", "vectors"])
+@pytest.mark.parametrize("name", MATRIX)
+def test_every_index_reads_the_frame_of_a_sequential_decode(name, motion, request):
+    """read([i]) is frame i of a sequential decode, for every i below the count (a dense sample on
+    the long shipped files), and so is every frame of a read of many indices in any order."""
+    path = video_path(name, request)
+    frames, fields, flags = reference(path, motion)
+    n = len(frames)
+    step = 1 if n <= 90 else 5 if name == "bikes" else 11
+    with VideoReader(path) as reader:
+        assert len(reader) == n
+        for i in [*range(0, n, step), n - 1]:
+            clip = reader.read([i], motion=motion)
+            assert np.array_equal(clip.frames[0], frames[i]), f"frame {i}"
+            if motion:
+                assert clip.has_motion[0] == flags[i] and np.array_equal(clip.motion[0], fields[i]), f"vectors {i}"
+        rng = np.random.default_rng(0)
+        indices = np.r_[rng.permutation(n)[:24], rng.integers(0, n, 4), n - 1, 0]  # any order, repeats
+        clip = reader.read(indices, motion=motion)
+        assert np.array_equal(clip.frames, frames[indices])
+        if motion:
+            assert np.array_equal(clip.has_motion, flags[indices]) and np.array_equal(clip.motion, fields[indices])
+
+
+def test_motion_switch_on_one_reader(codec_matrix):
+    """One reader serves reads with and without vectors in turn (its decoder is reopened between)."""
+    path = codec_matrix["h264-mp4"]
+    frames, fields, flags = reference(path, motion=True)
+    with VideoReader(path) as reader:
+        for i, motion in [(30, True), (31, False), (5, True), (59, False), (17, True)]:
+            clip = reader.read([i], motion=motion)
+            assert np.array_equal(clip.frames[0], frames[i])
+            if motion:
+                assert clip.has_motion[0] == flags[i] and np.array_equal(clip.motion[0], fields[i])
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_count_is_what_decodes(name, request):
+    """probe() counts the frames that decode, whatever the container claims; none of these files is damaged."""
+    path = video_path(name, request)
+    info = probe(path)
+    assert info.num_frames == len(sequential_frames(path)) and not info.truncated
+    # packets that show no frame: an edit list's 2 cut frames, 8 N-VOPs, a final N-VOP after packed
+    # B-frames, 7 VP8 hidden frames (WebM states no count)
+    shows_less = {"h264-edit-mp4": (60, 58), "mpeg4-nvop-avi": (68, 60), "mpeg4-packed-avi": (61, 60),
+                  "vp8-webm": (0, 53)}
+    assert (info.container_frames, info.num_frames) == shows_less.get(name, (info.container_frames, 60))
+    assert info.container_frames in (0, 60) or name in shows_less  # 0: MKV, WebM and TS state no count
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_vectors_per_codec(name, request):
+    """H.264 and MPEG-2 give vectors on every P- and B-frame, MPEG-4 part 2 on every P-frame (its
+    B-frames export zeros for direct-mode blocks), and they move; HEVC, VP9, AV1 and MJPEG give none:
+    has_motion is False on every frame, never a zero field flagged True."""
+    path = video_path(name, request)
+    _, fields, flags = reference(path, motion=True)
+    with av.open(str(path)) as container:
+        kinds = np.array([int(f.pict_type) for f in container.decode(video=0)])  # 1 = I, 2 = P, 3 = B
+    info = probe(path)
+    assert info.has_motion_vectors == (name.split("-")[0] in ("h264", "mpeg2", "mpeg4"))
+    assert info.has_motion_vectors == (info.codec in MOTION_VECTOR_CODECS)
+    if info.has_motion_vectors:
+        carrying = (kinds == 2) if info.codec in B_FRAMES_WITHOUT_VECTORS else (kinds != 1)
+        assert np.array_equal(flags, carrying) and carrying.sum() >= 12
+        assert all(np.abs(fields[t]).max() > 0.5 for t in np.flatnonzero(flags))
+    else:
+        assert not flags.any() and not fields.any()
+
+
+def test_a_rewritten_file_is_probed_again(tmp_path):
+    """Probe results are kept per process, by path, size and modification time."""
+    path = tmp_path / "clip.mp4"
+    write_video(path, translating_square(frames=36))
+    assert probe(path).num_frames == 36
+    write_video(path, translating_square(frames=20))
+    assert probe(path).num_frames == 20
+    with VideoReader(path) as reader:
+        assert len(reader) == 20 and np.array_equal(reader.read([19]).frames[0], sequential_frames(path)[19])
 
 
 def test_short_span_does_not_decode_the_whole_file(bikes):
@@ -177,6 +281,15 @@ def test_info_command_reports_bad_files_and_continues(tmp_path, bikes, square_mj
     assert lines[1].startswith("ERROR") and str(bad) in lines[1]
     assert "motion vectors no" in lines[2] and "frames with vectors 0.0%" in lines[2]
     assert "Traceback" not in result.stderr
+
+
+def test_info_command_says_when_the_container_claims_otherwise(codec_matrix):
+    paths = [str(codec_matrix[name]) for name in ("mpeg4-nvop-avi", "h264-mp4")]
+    result = subprocess.run([sys.executable, "-m", "motionmae", "info", *paths], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    nvop, plain = result.stdout.strip().splitlines()
+    assert ": 60 frames" in nvop and "(the container claims 68)" in nvop and "TRUNCATED" not in nvop
+    assert ": 60 frames" in plain and "claims" not in plain
 
 
 def test_sequential_decode_is_one_pass(bigbuckbunny):
