@@ -282,7 +282,7 @@ class MotionCache:
         """
         with VideoReader(path, self.params.short_side) as reader:
             frames = self._write_entry(video, reader)
-            declared, truncated = reader.stream.frames, reader.info.truncated
+            declared, truncated = reader.info.container_frames, reader.info.truncated
         self._infos.pop(video, None)
         if declared > 0 and declared != frames:
             return frames, f"the container says {declared} frames, {frames} decode; stored {frames}"

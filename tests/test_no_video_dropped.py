@@ -33,11 +33,6 @@ SMALL = [f"data.short_side={SIDE}", f"data.size={SIDE}", "data.frames=8", "data.
 PRETRAIN = SMALL + ["data.scales=[1.0]"]
 READABLE = {"bikes.mp4": 0, "square.mp4": 1, "dead_last.mp4": 0, "short.mp4": 1}
 
-needs_video_branch = pytest.mark.skip(
-    reason="needs the video branch (issue 15 item 2-3: probe() counts what decodes, read([i]) is frame-exact "
-           "in AVI); today x264.avi reports 36 frames, 35 come out of a sequential pass and 12 indices fail")
-
-
 def write_dead_last_packet(path, frames: np.ndarray) -> None:
     """H.264 in MP4 whose last packet holds only an access-unit delimiter: the container
     counts len(frames) frames, one fewer decodes (as some muxers and damaged uploads do)."""
@@ -126,7 +121,6 @@ def test_prepare_caches_every_readable_video_with_what_decodes(videos, prepared)
     assert note["video"] == "dead_last.mp4" and note["note"].startswith("the container says 36 frames, 35 decode")
 
 
-@needs_video_branch
 def test_prepare_and_evaluate_read_an_avi_with_b_frames(videos, prepared, tmp_path):
     code, _, cache = prepared
     assert main(["prepare", str(videos / "avi.csv"), "--cache", str(videos / "cache"), "--short-side", str(SIDE),
