@@ -13,13 +13,12 @@ OpenCV 4, 128 in OpenCV 5, which made the unchunked 189-channel call fail).
 """
 
 import argparse
-import time
 
 import cv2
 import numpy as np
 
 from motionmae.data import CropBox, _resize_stack
-from motionmae.speed import machine_line
+from motionmae.speed import best_seconds, machine_line
 
 
 def channel_limit() -> int:
@@ -44,16 +43,6 @@ def folded(stack: np.ndarray, box: CropBox, limit: int) -> np.ndarray:
     return out.reshape(box.size, box.size, t, c).transpose(2, 0, 1, 3)
 
 
-def best(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
@@ -68,8 +57,8 @@ def main() -> None:
     print(f"config: 63-frame span 256 x 455 -> crop 256 -> 224, 1 OpenCV thread, best of {args.repeats}; "
           f"folded in chunks of {limit} channels (this OpenCV's limit)")
     for name, stack in stacks.items():
-        old = best(lambda: folded(stack, box, limit), args.repeats)
-        new = best(lambda: _resize_stack(stack, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR),
+        old = best_seconds(lambda: folded(stack, box, limit), args.repeats)
+        new = best_seconds(lambda: _resize_stack(stack, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR),
                    args.repeats)
         diff = np.abs(folded(stack, box, limit).astype(np.float64)
                       - _resize_stack(stack, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR)).max()
