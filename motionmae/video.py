@@ -20,6 +20,7 @@ intra inside a P/B frame have no vector and read as zero displacement.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,14 +88,32 @@ class VideoInfo:
     truncated: bool  # the file is damaged; num_frames counts what precedes the damage
 
 
+class NamedBytes(io.BytesIO):
+    """A video held in memory (e.g. read from a shard), named in messages: `VideoReader(NamedBytes(data, name))`."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def _open(path) -> av.container.InputContainer:
+    if isinstance(path, NamedBytes):
+        return _open_container(path, path)
     path = Path(path)
     if not path.is_file():
         raise VideoNotFoundError(path, "no such file")
     if path.stat().st_size == 0:
         raise EmptyVideoError(path, "file is empty")
+    return _open_container(str(path), path)
+
+
+def _open_container(source, path) -> av.container.InputContainer:
+    """`av.open(source)` (a file name or a file object), with errors naming `path`."""
     try:
-        container = av.open(str(path))
+        container = av.open(source)
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise NotAVideoError(path, f"not a readable video ({err.__class__.__name__}: {err})") from None
     if not container.streams.video:
@@ -263,6 +282,7 @@ class VideoReader:
 
     Opens the file once and keeps its demux index, so reading many clips of
     the same video does not re-scan it. Use as a context manager or call close().
+    `path`: a file name, or a `NamedBytes` (a video in memory).
     """
 
     def __init__(self, path, short_side: int | None = None):
