@@ -276,7 +276,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.train = isinstance(pipeline, PretrainDataset) or pipeline.augment is not None
         self.repeats = pipeline.repeats if isinstance(pipeline, ClipDataset) and self.train else 1
         self.seed = pipeline.seed
-        self.listed, self.left_out, self.masks = len(index), [], getattr(pipeline, "masks", None)
+        self.listed, self.left_out = len(index), []
+        self.masks, self.clips, self.crops = (getattr(pipeline, name, None) for name in ("masks", "clips", "crops"))
         self.rank, self.world, self.batch_size = 0, 1, 1
         self.epoch, self.skip = 0, 0
 
