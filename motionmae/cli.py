@@ -270,6 +270,7 @@ def cmd_pack(args) -> int:
     print(f"{report.written} shards written ({report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s, {rate:.0f} MB/s), "
           f"{report.kept} already finished; {report.samples} samples; report {Path(args.out) / f'{name}-{report_name}'}")
     print(f"videos: {report.videos.summary()}")
+    print(f"train on them with: --set 'data.train={Path(args.out) / name}-{{000000..{shards - 1:06d}}}.tar'")
     for failure in report.videos.to_dict()["skipped_videos"]:
         print(f"SKIPPED {failure['path']}: {failure['reason']}", file=sys.stderr)
     return 0 if report.ok else 1

@@ -51,7 +51,7 @@ from motionmae.models import VideoClassifier, VisionTransformer
 from motionmae.pretrain import (Distributed, RunVideos, SampleLog, adamw, apply_gradients, check_finite,
                                 cosine_schedule, mean_over_ranks, normalize_video, open_run_folder, param_groups,
                                 setup_distributed)
-from motionmae.shards import ShardStream, clip_dataset, epoch_loader, read_items, test_loader
+from motionmae.shards import ShardStream, clip_dataset, epoch_loader, read_items, single_pass_loader
 from motionmae.tally import VideoTally
 
 
@@ -100,7 +100,7 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dic
 
 def _loader(dataset, batch_size: int, workers: int, env: Distributed):
     """Test-time loader over this rank's share of the videos."""
-    return test_loader(dataset, batch_size, workers, env.device.type == "cuda", env.rank, env.world)
+    return single_pass_loader(dataset, batch_size, workers, env.device.type == "cuda", env.rank, env.world)
 
 
 def _gather(parts: list, env: Distributed) -> list:
@@ -198,7 +198,7 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset | ShardStream
     views = dataset.clips * dataset.crops
     features = torch.zeros(len(dataset), views, encoder.dim)
     labels, ok = torch.zeros(len(dataset), dtype=torch.int64), torch.zeros(len(dataset), dtype=torch.bool)
-    loader = test_loader(dataset, batch_size, workers)
+    loader = single_pass_loader(dataset, batch_size, workers)
     videos = VideoTally(len(dataset))
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):

@@ -100,7 +100,7 @@ class MissingSampleError(SampleError):
 def is_shards(source) -> bool:
     """True for a shard pattern or URL (ending in .tar, or `pipe:`, `http:`, ...); False for a list, folder or video."""
     text = str(source).strip()
-    return text.endswith(".tar") or re.match(r"^[a-z][a-z0-9+.-]+:", text, re.I) is not None
+    return text.endswith(".tar") or re.match(r"^[a-z][a-z0-9+.-]+:", text, re.IGNORECASE) is not None
 
 
 def sidecar_url(url: str) -> str:
@@ -498,7 +498,7 @@ def epoch_loader(dataset, batch_size: int, seed: int, rank: int = 0, world: int 
     return make_loader(dataset, workers, pin_memory, batch_sampler=sampler), sampler
 
 
-def test_loader(dataset, batch_size: int, workers: int = 0, pin_memory: bool = False, rank: int = 0,
+def single_pass_loader(dataset, batch_size: int, workers: int = 0, pin_memory: bool = False, rank: int = 0,
                 world: int = 1) -> torch.utils.data.DataLoader:
     """Every sample once, this process's share of `world` (every world-th video of a list; a contiguous
     range of shards)."""
