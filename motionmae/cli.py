@@ -268,7 +268,8 @@ def cmd_pack(args) -> int:
                   report_name=report_name)
     rate = report.bytes / 1e6 / max(report.seconds, 1e-9)
     print(f"{report.written} shards written ({report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s, {rate:.0f} MB/s), "
-          f"{report.kept} already finished; {report.samples} samples; report {Path(args.out) / f'{name}-{report_name}'}")
+          f"{report.kept} already finished; {report.samples} samples")
+    print(f"report: {Path(args.out) / f'{name}-{report_name}'}")
     print(f"videos: {report.videos.summary()}")
     print(f"train on them with: --set 'data.train={Path(args.out) / name}-{{000000..{shards - 1:06d}}}.tar'")
     for failure in report.videos.to_dict()["skipped_videos"]:

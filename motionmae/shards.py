@@ -116,6 +116,7 @@ def _cache_info(cache: MotionCache) -> dict:
 
 
 def read_sidecar(url: str) -> dict:
+    """A shard's sidecar: {"format", "samples": [{"key", "label"}], "cache", ...}; `ShardError` if unusable."""
     from webdataset.gopen import gopen
 
     name = sidecar_url(url)
@@ -530,7 +531,7 @@ class PackReport:
     written: int = 0  # written by this run
     kept: int = 0  # finished by an earlier run, not rewritten
     samples: int = 0  # samples in this share's shards
-    bytes: int = 0  # written by this run
+    bytes: int = 0  # video and cache-entry bytes packed by this run
     seconds: float = 0.0
     interrupted: bool = False
 
