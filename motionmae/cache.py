@@ -199,7 +199,7 @@ class MotionCache:
     def _read_header(self, video: str) -> EntryInfo:
         path = self.entry_path(video)
         try:
-            with open(path, "rb") as f:
+            with self._open_entry(video) as f:
                 f.seek(-TRAILER.size, os.SEEK_END)
                 offset, length, magic = TRAILER.unpack(f.read(TRAILER.size))
                 if magic != MAGIC:
@@ -235,12 +235,16 @@ class MotionCache:
         info = self.info(video)
         if not 0 <= start < stop <= info.num_flows:
             raise CacheError(f"{video}: flow window [{start}, {stop}) outside [0, {info.num_flows})")
-        with open(self.entry_path(video), "rb") as f:
+        with self._open_entry(video) as f:
             f.seek(int(info.offsets[start]))
             data = f.read(int(info.offsets[stop] - info.offsets[start]))
         bounds = info.offsets[start:stop + 1] - info.offsets[start]
         fields = [decode_field(data[a:b], info.grid_size, self.params.step) for a, b in zip(bounds[:-1], bounds[1:])]
         return np.stack([self._resample(flow, info, size, crop) for flow in fields])
+
+    def _open_entry(self, video: str):
+        """The entry of a video key, open for binary reading; FileNotFoundError when there is none."""
+        return open(self.entry_path(video), "rb")
 
     def cuts(self, video: str, start: int, stop: int) -> np.ndarray:
         """Bool `(stop - start,)`: pair t (frames t, t+1) lies across a shot cut; False past the last pair."""

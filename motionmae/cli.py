@@ -235,6 +235,50 @@ def cmd_prepare(args) -> int:
     return 0 if report.ok else 1
 
 
+# ---------------------------------------------------------------- pack
+
+
+def cmd_pack(args) -> int:
+    """Write WebDataset shards of a list's videos and their motion-cache entries; exit 1 if any was skipped."""
+    from types import SimpleNamespace
+
+    from motionmae.cache import CacheError
+    from motionmae.data import FlowUnavailable, ListError, open_cache, read_list
+    from motionmae.shards import pack
+
+    index, count = _parse_shard(args.shard)
+    if args.shard_size < 1:
+        raise UserError(f"--shard-size {args.shard_size}: need at least 1 video per shard")
+    name = args.name or Path(args.source.rstrip("/")).stem
+    if not name or "/" in name:
+        raise UserError(f"--name {name!r}: need a file name without '/' (shards are NAME-000000.tar)")
+    try:
+        items = read_list(args.source)
+        cache = open_cache(SimpleNamespace(cache=args.cache, short_side=args.short_side or None))
+    except (ListError, FlowUnavailable, CacheError) as err:
+        raise UserError(str(err)) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{args.source}: not a list file (binary content), folder or video") from None
+    if not (cache.dir / "params.json").is_file():
+        raise UserError(f"{args.cache}: no motion cache made at short side {args.short_side}; run `motionmae prepare "
+                        f"{args.source} --cache {args.cache}` first (or give --short-side)")
+    report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
+    shards = -(-len({item.key for item in items}) // args.shard_size)
+    print(f"packing {args.source} with the motion cache {cache.dir} into {args.out}/{name}-*.tar: "
+          f"shard {index}/{count}, {len(range(index, shards, count))} of {shards} shards of {args.shard_size} videos")
+    report = pack(items, cache, args.out, args.shard_size, name, index, count, progress=not args.quiet,
+                  report_name=report_name)
+    rate = report.bytes / 1e6 / max(report.seconds, 1e-9)
+    print(f"{report.written} shards written ({report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s, {rate:.0f} MB/s), "
+          f"{report.kept} already finished; {report.samples} samples")
+    print(f"report: {Path(args.out) / f'{name}-{report_name}'}")
+    print(f"videos: {report.videos.summary()}")
+    print(f"train on them with: --set 'data.train={Path(args.out) / name}-{{000000..{shards - 1:06d}}}.tar'")
+    for failure in report.videos.to_dict()["skipped_videos"]:
+        print(f"SKIPPED {failure['path']}: {failure['reason']}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 # ---------------------------------------------------------------- pretrain
 
 
@@ -555,12 +599,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
+    p = _command(sub, "pack", "Write WebDataset tar shards: videos, their motion-cache entries, labels.", """
+        motionmae pack k400/train.csv --cache cache/motion --out shards/ --shard-size 256
+        motionmae pack k400/train.csv --cache /scratch/motion --out /data/shards --shard $SLURM_ARRAY_TASK_ID/16
+        motionmae pretrain --config mme --set 'data.train=shards/train-{000000..000999}.tar'
+        motionmae pretrain --config mme --set 'data.train=pipe:curl -s https://host/train-{000000..000999}.tar'
+        Shard k holds videos k*N .. (k+1)*N - 1 of the list sorted by key (NAME-00000k.tar, plus its
+        sidecar NAME-00000k.json with the sample count that readers need: copy both). Per video:
+        the file's bytes as they are, its motion-cache entry (flow, shot cuts), label, metadata with
+        sha256 checksums checked when read. A killed run resumes: finished shards are kept as they are,
+        partial ones never appear. Videos not in the cache are skipped, listed in the report
+        (OUT/NAME-report.json) and make the exit code 1: run `prepare` on the list first.
+        """)
+    p.add_argument("source", metavar="LIST_OR_DIR",
+                   help="list file (`path [label]` lines, relative to its folder), folder, or one video")
+    p.add_argument("--cache", required=True, metavar="DIR", help="motion cache root that `prepare` filled")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the shards (created)")
+    p.add_argument("--shard-size", type=int, default=256, metavar="N", help="videos per shard (default: 256)")
+    p.add_argument("--name", default=None,
+                   help="shard file names: NAME-000000.tar, ... (default: the list file's name: train.csv -> train)")
+    p.add_argument("--short-side", type=int, default=256,
+                   help="the cache made at this short side, pixels, when DIR holds several (default: 256)")
+    p.add_argument("--shard", default="0/1", metavar="i/n",
+                   help="write only every n-th shard starting at i (0-based) (default: 0/1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pack)
+
     p = _command(sub, "pretrain", "Pretrain a video ViT (MME, VideoMAE, MaskFeat, MGM, MME+MGM).", """
         motionmae pretrain --config demo
         motionmae pretrain --config mme --set data.train=k400/train.csv --set optim.batch_size=48
         motionmae pretrain --config my-run.yaml        # a YAML file; `base: mme` in it starts from a preset
         motionmae pretrain --config mme-mgm --resume auto          # continue where it stopped
         torchrun --nproc-per-node 8 -m motionmae pretrain --config mme-vitb-k400
+        motionmae pretrain --config mme --set 'data.train=shards/train-{000000..000099}.tar'   # `pack`ed shards
         """)
     p.add_argument("--config", default="demo",
                    help=f"preset ({', '.join(preset_names('pretrain'))}) or YAML path (default: demo)")
@@ -609,8 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
         """)
     p.add_argument("checkpoint", metavar="CKPT",
                    help="pretraining (or fine-tuning) checkpoint, or its .safetensors export")
-    p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
-    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
+    p.add_argument("--train", required=True, metavar="LIST",
+                   help="labelled training list (`path label` lines) or shard pattern (`motionmae pack`)")
+    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list or shard pattern")
     p.add_argument("--out", default=None, help="results and feature cache (default: CKPT's folder/linear-probe)")
     p.add_argument("--epochs", type=int, default=20, help="epochs of the linear layer (default: 20)")
     p.add_argument("--lr", type=float, default=0.1, help="SGD lr for a batch of 256 (default: 0.1)")
@@ -642,8 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
         """)
     p.add_argument("checkpoint", metavar="CKPT",
                    help="pretraining checkpoint (or its .safetensors export) whose encoder is fine-tuned, or 'none'")
-    p.add_argument("--train", required=True, metavar="LIST", help="labelled training list (`path label` lines)")
-    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list")
+    p.add_argument("--train", required=True, metavar="LIST",
+                   help="labelled training list (`path label` lines) or shard pattern (`motionmae pack`)")
+    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list or shard pattern")
     p.add_argument("--config", default="finetune-demo",
                    help=f"fine-tuning preset ({', '.join(preset_names('finetune'))}) or YAML path "
                         "(default: finetune-demo)")
@@ -661,7 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
         """)
     p.add_argument("checkpoint", metavar="CKPT",
                    help="fine-tuning checkpoint (`motionmae finetune`), or its .safetensors export")
-    p.add_argument("--val", required=True, metavar="LIST", help="labelled test list")
+    p.add_argument("--val", required=True, metavar="LIST",
+                   help="labelled test list, or shard pattern (`motionmae pack`)")
     p.add_argument("--clips", type=int, default=None, help="temporal views per video (default: the config's)")
     p.add_argument("--crops", type=int, default=None, choices=[1, 2, 3],
                    help="spatial views per video along the long side (default: the config's)")

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    train: str = "data/synthetic/train.csv"  # list file (`path label` lines) or folder of videos
+    train: str = "data/synthetic/train.csv"  # list file (`path label` lines), folder of videos, or shard pattern
     val: str = "data/synthetic/val.csv"  # used by evaluation
     cache: str = "cache/motion"  # motion cache root (see `motionmae prepare`)
     short_side: int = 256  # decode and cache resolution (pixels)
@@ -37,6 +37,7 @@ class DataConfig:
     flow_on_the_fly: bool = False  # compute flow when a video has no cache entry
     workers: int = 2  # DataLoader worker processes
     shuffle_frames: bool = False  # temporal-shuffle ablation: permute the input frames
+    shard_buffer: int = 64  # shards (`motionmae pack`): samples each loader worker holds to shuffle
 
 
 @dataclass
@@ -90,6 +91,7 @@ class RunConfig:
     checkpoint_every: int = 500  # steps
     log_every: int = 10  # steps
     max_steps: int | None = None  # stop early (for tries and tests)
+    log_samples: bool = False  # write OUT/samples-rank<r>.jsonl: the videos of every batch of each process
 
 
 @dataclass
@@ -110,8 +112,8 @@ class Config:
 
 @dataclass
 class FinetuneDataConfig:
-    train: str = "data/synthetic/train.csv"  # labelled list file (`path label` lines)
-    val: str = "data/synthetic/val.csv"  # validation during training
+    train: str = "data/synthetic/train.csv"  # labelled list file (`path label` lines) or shard pattern
+    val: str = "data/synthetic/val.csv"  # validation during training (list or shard pattern)
     num_classes: int | None = None  # None: 1 + the largest label of the train and val lists
     short_side: int = 256  # decode size (pixels)
     frames: int = 16  # input frames per clip

@@ -16,6 +16,7 @@ data-loader worker, so it travels with the batch:
     cuts    bool    (T_raw - 1,)            True where frames t and t + 1 lie across a shot cut
     label   int64   ()                      -1 when unlabelled
     video   int64   ()                      the video's position in the list (counted by `tally.VideoTally`)
+    key     str                             the video's key (`cache.video_key`)
     skipped list of {"position", "path", "kind", "reason"}: videos that failed before this one was read
 
 A short video (fewer frames than the span) repeats its last frame, as
@@ -149,16 +150,18 @@ def skip_entry(position: int, item: Item, err: Exception) -> dict:
             "reason": getattr(err, "problem", str(err))}
 
 
-def make_loader(dataset, workers: int, pin_memory: bool = False, **batching) -> torch.utils.data.DataLoader:
+def make_loader(dataset, workers: int, pin_memory: bool = False, persistent: bool = True,
+                **batching) -> torch.utils.data.DataLoader:
     """A DataLoader of our data sets' samples (batched by `collate`) whose worker processes are
     spawned once and kept across epochs.
 
     Spawned rather than forked: a fork after OpenCV or FFmpeg threads ran in
     the parent can deadlock. Persistent, so the start-up cost is paid once;
-    samplers run in the main process, so `set_epoch` still reaches them.
+    samplers run in the main process, so `set_epoch` still reaches them
+    (streamed data sets, whose workers must learn the epoch, pass `persistent=False`).
     `batching`: `batch_sampler=...` or `batch_size=...`.
     """
-    extra = {"multiprocessing_context": "spawn", "persistent_workers": True, "worker_init_fn": _init_worker}
+    extra = {"multiprocessing_context": "spawn", "persistent_workers": persistent, "worker_init_fn": _init_worker}
     return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
                                        **(extra if workers > 0 else {}), **batching)
 
@@ -270,8 +273,8 @@ class SpanFlow:
     frames if `data.flow_on_the_fly`, else `FlowUnavailable` names it.
     """
 
-    def __init__(self, data):
-        self.cache = open_cache(data)
+    def __init__(self, data, cache: MotionCache | None = None):
+        self.cache = cache or open_cache(data)
         self.on_the_fly = data.flow_on_the_fly
 
     def frames(self, item: Item) -> int | None:
@@ -325,13 +328,14 @@ class PretrainDataset(torch.utils.data.Dataset):
     none has one), unless flow is computed on the fly; `left_out` lists them
     as "skipped" entries. A video that fails to read is reported on stderr,
     listed in the sample's "skipped" and replaced by the next one in the list.
+    `cache`: the motion cache to read instead of `data.cache`'s (`shards` reads entries from memory).
     """
 
     def __init__(self, items: list[Item], data, raw_span: int, masks: MaskGenerator, seed: int = 0,
-                 needs_flow: bool = True, train: bool = True):
+                 needs_flow: bool = True, train: bool = True, cache: MotionCache | None = None):
         self.data, self.raw_span, self.masks = data, raw_span, masks
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
-        self.span_flow = SpanFlow(data) if needs_flow else None
+        self.span_flow = SpanFlow(data, cache) if needs_flow else None
         self.listed = len(items)  # videos in the list given; `positions[i]`: items[i]'s place in it
         self.positions, self.left_out = list(range(len(items))), []
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
@@ -340,7 +344,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         if needs_flow:
             self.cut_cache = self.span_flow.cache
         else:  # MGM on a pixel target reads no flow, but the cuts still guide it
-            self.cut_cache = _cut_cache(data) if masks.needs_motion else None
+            self.cut_cache = (cache or _cut_cache(data)) if masks.needs_motion else None
 
     def _leave_out_uncached(self, items: list[Item]) -> None:
         cache = self.span_flow.cache
@@ -378,7 +382,8 @@ class PretrainDataset(torch.utils.data.Dataset):
             slot = (index + attempt) % len(self.items)
             try:
                 sample = self.load(self.items[slot], sample_rng(self.seed, index, epoch))
-                return {**sample, "video": torch.tensor(self.positions[slot]), "skipped": skipped}
+                return {**sample, "video": torch.tensor(self.positions[slot]), "key": self.items[slot].key,
+                        "skipped": skipped}
             except (VideoError, FlowUnavailable, CacheError) as err:
                 skipped.append(skip_entry(self.positions[slot], self.items[slot], err))
         raise ListError("no video in the list could be read")
@@ -659,8 +664,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 frames = self.views(item)
             except VideoError as err:
                 skipped.append(skip_entry(index, item, err))
-                s = self.spec
-                frames = np.zeros((self.clips * self.crops, s.frames, s.size, s.size, 3), np.uint8)
+                frames = self.blank()
             return {"frames": torch.from_numpy(frames), "label": torch.tensor(item.label),
                     "ok": torch.tensor(not skipped), "video": torch.tensor(-1 if skipped else index),
                     "skipped": skipped}
@@ -674,6 +678,11 @@ class ClipDataset(torch.utils.data.Dataset):
             except VideoError as err:
                 skipped.append(skip_entry(position, self.items[position], err))
         raise ListError("no video in the list could be read")
+
+    def blank(self) -> np.ndarray:
+        """uint8 (clips * crops, T, S, S, 3) zeros: the views of a video that could not be read."""
+        s = self.spec
+        return np.zeros((self.clips * self.crops, s.frames, s.size, s.size, 3), np.uint8)
 
     def train_clip(self, item: Item, rng: np.random.Generator) -> np.ndarray:
         """uint8 (T, S, S, 3)."""

@@ -46,11 +46,12 @@ from tqdm import tqdm
 from motionmae import checkpoints
 from motionmae.checkpoints import CheckpointError
 from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
-from motionmae.data import (ClipDataset, ClipSpec, EpochSampler, Item, ListError, RandAugment, TrainAugment,
-                            make_loader, read_list)
+from motionmae.data import ClipDataset, ClipSpec, Item, ListError, RandAugment, TrainAugment
 from motionmae.models import VideoClassifier, VisionTransformer
-from motionmae.pretrain import (Distributed, RunVideos, adamw, apply_gradients, check_finite, cosine_schedule,
-                                mean_over_ranks, normalize_video, open_run_folder, param_groups, setup_distributed)
+from motionmae.pretrain import (Distributed, RunVideos, SampleLog, adamw, apply_gradients, check_finite,
+                                cosine_schedule, mean_over_ranks, normalize_video, open_run_folder, param_groups,
+                                setup_distributed)
+from motionmae.shards import ShardStream, clip_dataset, epoch_loader, read_items, single_pass_loader
 from motionmae.tally import VideoTally
 
 
@@ -98,9 +99,8 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dic
 
 
 def _loader(dataset, batch_size: int, workers: int, env: Distributed):
-    """Test-time loader over this rank's share of the videos (every world-th one)."""
-    shard = torch.utils.data.Subset(dataset, range(env.rank, len(dataset), env.world))
-    return make_loader(shard, workers, pin_memory=env.device.type == "cuda", batch_size=batch_size)
+    """Test-time loader over this rank's share of the videos."""
+    return single_pass_loader(dataset, batch_size, workers, env.device.type == "cuda", env.rank, env.world)
 
 
 def _gather(parts: list, env: Distributed) -> list:
@@ -113,8 +113,8 @@ def _gather(parts: list, env: Distributed) -> list:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: ClipDataset, env: Distributed, batch_size: int = 4, workers: int = 2,
-            progress: bool = True, desc: str = "evaluate") -> Scores:
+def predict(model: nn.Module, dataset: ClipDataset | ShardStream, env: Distributed, batch_size: int = 4,
+            workers: int = 2, progress: bool = True, desc: str = "evaluate") -> Scores:
     """Softmax of `model` (video (B, 3, T, H, W) -> logits) averaged over the views of every video."""
     model.eval()
     use_amp = env.device.type == "cuda"
@@ -185,8 +185,8 @@ def _feature_key(checkpoint: Path, items: list[Item], spec: ClipSpec, views: tup
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def clip_features(encoder: VisionTransformer, dataset: ClipDataset, env: Distributed, cache_file: Path,
-                  batch_size: int, workers: int, progress: bool, desc: str) -> tuple[dict, bool]:
+def clip_features(encoder: VisionTransformer, dataset: ClipDataset | ShardStream, env: Distributed,
+                  cache_file: Path, batch_size: int, workers: int, progress: bool, desc: str) -> tuple[dict, bool]:
     """Mean-pooled features of every view, from `cache_file` when it exists; returns (features, cached).
 
     features: {"features": float32 (N, V, D), "labels": int64 (N,), "ok": bool (N,), "paths": [str],
@@ -198,19 +198,19 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset, env: Distrib
     views = dataset.clips * dataset.crops
     features = torch.zeros(len(dataset), views, encoder.dim)
     labels, ok = torch.zeros(len(dataset), dtype=torch.int64), torch.zeros(len(dataset), dtype=torch.bool)
-    loader = make_loader(dataset, workers, batch_size=batch_size)
-    start, videos = 0, VideoTally(len(dataset))
+    loader = single_pass_loader(dataset, batch_size, workers)
+    videos = VideoTally(len(dataset))
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
             videos.update(batch)
-            n, good = len(batch["ok"]), batch["ok"]
-            labels[start:start + n], ok[start:start + n] = batch["label"], good
+            good = batch["ok"]
+            rows = batch["video"][good]  # positions of the videos read
+            labels[rows], ok[rows] = batch["label"][good], True
             if good.any():
                 video = normalize_video(batch["frames"][good].flatten(0, 1).to(env.device))
                 with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=env.device.type == "cuda"):
                     pooled = encoder(video).mean(1)
-                features[start:start + n][good] = pooled.float().view(int(good.sum()), views, -1).cpu()
-            start += n
+                features[rows] = pooled.float().view(int(good.sum()), views, -1).cpu()
     result = {"features": features, "labels": labels, "ok": ok, "paths": [str(i.path) for i in dataset.items],
               "videos": videos.state()}
     checkpoints.atomic_save(result, cache_file)
@@ -268,8 +268,8 @@ def linear_probe(checkpoint, train_list, val_list, out=None, epochs: int = 20, l
     results = {}
     splits = {}
     for split, source, (clips, crops) in (("train", train_list, train_views), ("val", val_list, val_views)):
-        items = labelled(read_list(source), source)
-        dataset = ClipDataset(items, spec, clips=clips, crops=crops)
+        items = labelled(read_items(source), source)
+        dataset = clip_dataset(items, spec, clips=clips, crops=crops)
         cache_file = out / "features" / f"{split}-{_feature_key(checkpoint, items, spec, (clips, crops), arch)}.pt"
         started = time.perf_counter()
         splits[split], cached = clip_features(encoder, dataset, env, cache_file, feature_batch, workers, progress,
@@ -394,8 +394,8 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     env = setup_distributed(config.run.device)
     d, a, o = config.data, config.aug, config.optim
     out = Path(config.run.out)
-    train_items = labelled(read_list(d.train), d.train)
-    val_items = labelled(read_list(d.val), d.val)
+    train_items = labelled(read_items(d.train), d.train)
+    val_items = labelled(read_items(d.val), d.val)
     num_classes = d.num_classes or 1 + max(i.label for i in train_items + val_items)
     check_labels(train_items, num_classes, d.train)
     check_labels(val_items, num_classes, d.val)
@@ -403,10 +403,10 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     spec = ClipSpec(d.frames, d.sampling, d.stride, d.size, d.short_side)
     randaug = RandAugment(a.randaug_ops, a.randaug_magnitude, a.randaug_std) if a.randaug_ops else None
     augment = TrainAugment(tuple(a.crop_area), tuple(a.crop_aspect), a.flip, randaug)
-    dataset = ClipDataset(train_items, spec, augment, seed=config.run.seed, repeats=a.repeats)
-    val_set = ClipDataset(val_items, spec)
-    sampler = EpochSampler(len(dataset), o.batch_size, seed=config.run.seed, rank=env.rank, world=env.world)
-    loader = make_loader(dataset, d.workers, pin_memory=env.device.type == "cuda", batch_sampler=sampler)
+    dataset = clip_dataset(train_items, spec, augment, seed=config.run.seed, repeats=a.repeats)
+    val_set = clip_dataset(val_items, spec)
+    loader, sampler = epoch_loader(dataset, o.batch_size, config.run.seed, env.rank, env.world, d.workers,
+                                   env.device.type == "cuda")
 
     torch.manual_seed(config.run.seed)  # the head's initialization
     model = build_classifier(config, num_classes)
@@ -453,6 +453,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
                 "val_top5": result["top5"], "val_videos": scores.videos.to_dict()}
 
     log = open_run_folder(out, config, step, env)
+    samples = SampleLog(out, env.rank, step) if config.run.log_samples else None
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="finetune", unit="step", disable=not (progress and env.main),
                dynamic_ncols=True)
@@ -465,6 +466,8 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
             seed = (config.run.seed, step * o.accum_steps + micro, env.rank)
             torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))  # drop path, dropout
             videos.update(batch)
+            if samples is not None:
+                samples.write(step + 1, epoch, batch)
             video = normalize_video(batch["frames"].to(env.device, non_blocking=True))
             labels = batch["label"].to(env.device, non_blocking=True)
             video, targets = mix_batch(video, labels, num_classes, a, np.random.default_rng(seed))
@@ -540,12 +543,12 @@ def evaluate(checkpoint, val_list, clips: int | None = None, crops: int | None =
     model, config = load_classifier(checkpoint)
     d = config.data
     clips, crops = clips or d.test_clips, crops or d.test_crops
-    items = labelled(read_list(val_list), val_list)
+    items = labelled(read_items(val_list), val_list)
     num_classes = model.head.out_features
     check_labels(items, num_classes, val_list)
     env = setup_distributed(device)
-    dataset = ClipDataset(items, ClipSpec(d.frames, d.sampling, d.stride, d.size, d.short_side),
-                          clips=clips, crops=crops)
+    dataset = clip_dataset(items, ClipSpec(d.frames, d.sampling, d.stride, d.size, d.short_side),
+                           clips=clips, crops=crops)
     scores = predict(model.to(env.device), dataset, env, batch_size, workers, progress)
     report = accuracy(scores.probs, scores.labels, num_classes)
     names = class_names(val_list, num_classes)

@@ -14,7 +14,10 @@ each guidance source since the previous record, e.g. {"mv": 6, "diff": 2}),
 and a record of the videos read and skipped ("videos", `tally.VideoTally.to_dict()`)
 at an epoch's end when the counts changed and at the last step. When MGM cannot use the
 configured guidance for some clip (a codec without motion vectors, say), a
-warning says so once per run.
+warning says so once per run. With `run.log_samples`, every process writes which videos
+each of its batches held (`SampleLog`), to check what a run read.
+
+`data.train` is a list, a folder or a shard pattern (`motionmae pack`, `motionmae.shards`).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from tqdm import tqdm
 
 from motionmae import checkpoints
 from motionmae.config import Config, save_config
-from motionmae.data import EpochSampler, PretrainDataset, make_loader, read_list
+from motionmae.data import PretrainDataset
 from motionmae.masking import SOURCES, MaskGenerator
 from motionmae.models import PretrainModel, token_grid
+from motionmae.shards import ShardStream, epoch_loader, pretrain_dataset, read_items
 from motionmae.tally import VideoTally
 from motionmae.targets import IMAGENET_MEAN as MEAN
 from motionmae.targets import IMAGENET_STD as STD
@@ -139,6 +143,25 @@ class MetricsLog:
             for key, value in record.items():
                 if key not in ("step", "epoch") and isinstance(value, (int, float)):
                     self.board.add_scalar(key, value, record["step"])
+
+
+class SampleLog:
+    """OUT/samples-rank<r>.jsonl (`run.log_samples`): per batch of this process, the step it counts towards,
+    the epoch, the positions of the videos read ("videos") and their keys when the batch has them."""
+
+    def __init__(self, out: Path, rank: int, resume_step: int):
+        self.path = out / f"samples-rank{rank}.jsonl"
+        out.mkdir(parents=True, exist_ok=True)
+        kept = [line for line in self.path.read_text().splitlines()
+                if json.loads(line)["step"] <= resume_step] if self.path.exists() else []
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, epoch: int, batch: dict) -> None:
+        record = {"step": step, "epoch": epoch, "videos": batch["video"].tolist()}
+        if "key" in batch:
+            record["keys"] = list(batch["key"])
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def open_run_folder(out: Path, config, step: int, env: Distributed) -> MetricsLog | None:
@@ -259,13 +282,14 @@ def build_model(config: Config, target_dim: int, parts: dict | None = None) -> P
                          dict(m.head_activations))
 
 
-def build_dataset(config: Config, target) -> PretrainDataset:
+def build_dataset(config: Config, target) -> PretrainDataset | ShardStream:
+    """The training data of `data.train`: a list's videos, or a shard set's samples (`motionmae.shards`)."""
     d, m = config.data, config.model
     grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
     masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance,
                           options=dict(config.mask.options))
-    return PretrainDataset(read_list(d.train), d, target.raw_span(d.frames, d.stride), masks,
-                           seed=config.run.seed, needs_flow=target.needs_flow or masks.needs_flow)
+    return pretrain_dataset(read_items(d.train), d, target.raw_span(d.frames, d.stride), masks,
+                            seed=config.run.seed, needs_flow=target.needs_flow or masks.needs_flow)
 
 
 def batch_loss(model, target, batch: dict, data, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, dict]:
@@ -303,9 +327,8 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
                           **config.target.options)
     dataset = build_dataset(config, target)
-    sampler = EpochSampler(len(dataset), config.optim.batch_size, seed=config.run.seed,
-                           rank=env.rank, world=env.world)
-    loader = make_loader(dataset, config.data.workers, env.device.type == "cuda", batch_sampler=sampler)
+    loader, sampler = epoch_loader(dataset, config.optim.batch_size, config.run.seed, env.rank, env.world,
+                                   config.data.workers, env.device.type == "cuda")
 
     model = build_model(config, target.dim, target.parts).to(env.device)
     o = config.optim
@@ -355,6 +378,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
             dist.barrier()
 
     log = open_run_folder(out, config, step, env)
+    samples = SampleLog(out, env.rank, step) if config.run.log_samples else None
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", disable=not env.main, dynamic_ncols=True)
     while step < last_step:
@@ -365,6 +389,8 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
             micro += 1
             sync = micro % o.accum_steps == 0
             videos.update(batch)
+            if samples is not None:
+                samples.write(step + 1, epoch, batch)
             if sources is not None:
                 sources.add(batch)
             with ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext():

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import io
 import os
 import re
 from collections import OrderedDict
@@ -112,7 +113,23 @@ class VideoInfo:
     truncated: bool  # the file is damaged; num_frames counts what precedes the damage
 
 
-def _check_file(path) -> os.stat_result:
+class NamedBytes(io.BytesIO):
+    """A video held in memory (e.g. read from a shard), named in messages: `VideoReader(NamedBytes(data, name))`."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _check_file(path) -> os.stat_result | None:
+    """The file's stat (None for a `NamedBytes`); errors for a missing or empty file."""
+    if isinstance(path, NamedBytes):
+        if not path.getbuffer().nbytes:
+            raise EmptyVideoError(path, "file is empty")
+        return None
     path = Path(path)
     if not path.is_file():
         raise VideoNotFoundError(path, "no such file")
@@ -123,9 +140,11 @@ def _check_file(path) -> os.stat_result:
 
 
 def _open(path) -> av.container.InputContainer:
+    """`av.open` of a file name or a `NamedBytes` (a fresh reader over its bytes), errors naming `path`."""
     _check_file(path)
+    source = io.BytesIO(path.getvalue()) if isinstance(path, NamedBytes) else str(path)
     try:
-        container = av.open(str(path))
+        container = av.open(source)
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise NotAVideoError(path, f"not a readable video ({err.__class__.__name__}: {err})") from None
     if not container.streams.video:
@@ -351,13 +370,16 @@ _PROBED: OrderedDict = OrderedDict()
 _PROBED_MAX = 1 << 16
 
 
-def _file_key(path) -> tuple:
+def _file_key(path) -> tuple | None:
+    """What identifies a probed file; None for a video in memory, which is not kept."""
     stat = _check_file(path)
-    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+    return None if stat is None else (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def _remember(path, info: VideoInfo, timeline: _Timeline) -> None:
     key = _file_key(path)
+    if key is None:
+        return
     _PROBED[key] = (info, timeline if timeline.learned else None)
     _PROBED.move_to_end(key)
     while len(_PROBED) > _PROBED_MAX:
@@ -572,10 +594,11 @@ class VideoReader:
 
     Opens the file once and keeps its timeline, so reading many clips of the
     same video does not re-scan it. Use as a context manager or call close().
+    `path`: a file name, or a `NamedBytes` (a video in memory).
     """
 
     def __init__(self, path, short_side: int | None = None):
-        self.path = str(path)
+        self.path, self.source = str(path), path  # name in messages; what reopening opens
         self.container = _open(path)
         try:
             self.info, self.timeline = _described(self.container, path)
@@ -651,10 +674,10 @@ class VideoReader:
 
     def _relearn(self) -> None:
         """Replace the predicted timeline by the one of a full decode (its count included)."""
-        self.timeline = _learn(self.path, self.tally)
+        self.timeline = _learn(self.source, self.tally)
         self.info = dataclasses.replace(self.info, num_frames=len(self.timeline),
                                         truncated=self.info.truncated or self.tally.damaged)
-        _remember(self.path, self.info, self.timeline)
+        _remember(self.source, self.info, self.timeline)
 
     def sequential(self, motion: bool = False, gray: bool = False):
         """Every frame in one forward pass: yields (index, pixels, field, has_vectors) in display order.
@@ -671,7 +694,7 @@ class VideoReader:
         """
         if point is None or self._motion not in (None, motion):  # the decoder's options are set before it opens
             self.container.close()
-            self.container = _open(self.path)
+            self.container = _open(self.source)
             self._motion = None
         if self._motion is None:
             self.container.streams.video[0].codec_context.options = {"flags2": "+export_mvs"} if motion else {}
