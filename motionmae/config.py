@@ -37,6 +37,8 @@ class DataConfig:
     flow_on_the_fly: bool = False  # compute flow when a video has no cache entry
     workers: int = 2  # DataLoader worker processes
     shuffle_frames: bool = False  # temporal-shuffle ablation: permute the input frames
+    repeats: int = 1  # repeated sampling: clips per decoded span, each with its own crop, flip and mask
+    fast_loader: bool = True  # decode and resample only what the target reads (false: the loader before issue 18)
 
 
 @dataclass
