@@ -49,6 +49,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from motionmae.cache import CacheError, CacheParams, MotionCache, video_key
+from motionmae.config import ConfigError
 from motionmae.cuts import shot_ids
 from motionmae.flow import video_flow
 from motionmae.masking import MaskGenerator, sample_rng
@@ -416,7 +417,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def __init__(self, items: list[Item], data, raw_span: int, masks: MaskGenerator, seed: int = 0,
                  needs_flow: bool = True, train: bool = True, reads: tuple | None = None):
         if data.repeats < 1:
-            raise ValueError(f"data.repeats must be at least 1, got {data.repeats}")
+            raise ConfigError(f"data.repeats must be at least 1, got {data.repeats}")
         self.data, self.raw_span, self.masks = data, raw_span, masks
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
         self.span_flow = SpanFlow(data) if needs_flow else None

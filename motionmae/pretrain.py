@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from motionmae import checkpoints
-from motionmae.config import Config, save_config
+from motionmae.config import Config, ConfigError, save_config
 from motionmae.data import EpochSampler, PretrainDataset, make_loader, read_list
 from motionmae.masking import SOURCES, MaskGenerator
 from motionmae.models import PretrainModel, token_grid
@@ -335,7 +335,7 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     dataset = build_dataset(config, target)
     repeats = config.data.repeats
     if config.optim.batch_size % repeats:
-        raise ValueError(f"optim.batch_size {config.optim.batch_size} is not a multiple of data.repeats {repeats}")
+        raise ConfigError(f"optim.batch_size {config.optim.batch_size} is not a multiple of data.repeats {repeats}")
     sampler = EpochSampler(len(dataset), config.optim.batch_size // repeats, seed=config.run.seed,
                            rank=env.rank, world=env.world)  # videos per batch: each gives `repeats` clips
     loader = make_loader(dataset, config.data.workers, env.device.type == "cuda", batch_sampler=sampler)
