@@ -199,24 +199,29 @@ def multiscale_crop(height: int, width: int, size: int, scales, flip: bool, rng:
 
 
 def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: int, out: int,
-                  interpolation: int) -> np.ndarray:
+                  interpolation: int, into=None):
     """Crop (x, y, w, h) of each (H, W, C) array of `stack` (C <= 4), resize to (out, out), mirror if `box.flip`.
 
-    One `cv2.resize` (and `cv2.flip`) per frame: every OpenCV version resizes 4 channels at once,
-    whereas folding time into channels hits the per-call channel limit (512 in
-    OpenCV 4, 128 in OpenCV 5) and is 3-6x slower (bench/resize_bench.py); mirroring
-    each frame with OpenCV takes a fraction of numpy's copy of the reversed stack.
+    Written into `into` (returned): `(len(stack), out, out, C)` arrays, e.g. a list of rows of a
+    larger array; by default a new array. One `cv2.resize` (and `cv2.flip`) per frame, in place:
+    every OpenCV version resizes 4 channels at once, whereas folding time into channels hits the
+    per-call channel limit (512 in OpenCV 4, 128 in OpenCV 5) and is 3-6x slower
+    (bench/resize_bench.py); mirroring with OpenCV takes a fraction of numpy's reversed copy.
     """
-    resized = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
-    for source, target in zip(stack[:, y:y + h, x:x + w], resized):
-        image = cv2.resize(source, (out, out), interpolation=interpolation)
-        target[...] = (cv2.flip(image, 1) if box.flip else image).reshape(target.shape)
-    return resized
+    if into is None:
+        into = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
+    for source, target in zip(stack[:, y:y + h, x:x + w], into):
+        image = cv2.resize(source, (out, out), dst=target, interpolation=interpolation)
+        if box.flip:
+            image = cv2.flip(image, 1, dst=image)
+        if image is not target:  # OpenCV made an array of its own
+            target[...] = image.reshape(target.shape)
+    return into
 
 
-def augment_frames(frames: np.ndarray, box: CropBox) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> (T, S, S, 3)."""
-    return _resize_stack(frames, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR)
+def augment_frames(frames: np.ndarray, box: CropBox, into=None) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, S, S, 3), written into `into` when given (see `_resize_stack`)."""
+    return _resize_stack(frames, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR, into)
 
 
 def augment_flow(flow: np.ndarray, box: CropBox) -> np.ndarray:
@@ -353,7 +358,7 @@ def decode_frames(reader: VideoReader, indices) -> np.ndarray:
         frames = _decode_pass(reader, wanted)
     if frames is None:
         return reader.read(indices).frames
-    return frames[np.searchsorted(wanted, indices)]
+    return frames if np.array_equal(indices, wanted) else frames[np.searchsorted(wanted, indices)]
 
 
 def _decode_pass(reader: VideoReader, wanted: np.ndarray) -> np.ndarray | None:
@@ -549,7 +554,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         if len(self.frames_read) == self.raw_span:
             return augment_frames(decoded, box)
         frames = np.zeros((self.raw_span, box.size, box.size, 3), np.uint8)
-        frames[self.frames_read] = augment_frames(decoded, box)
+        augment_frames(decoded, box, into=[frames[place] for place in self.frames_read])
         return frames
 
 
