@@ -18,6 +18,13 @@ data-loader worker, so it travels with the batch:
     video   int64   ()                      the video's position in the list (counted by `tally.VideoTally`)
     skipped list of {"position", "path", "kind", "reason"}: videos that failed before this one was read
 
+The loader decodes, resizes and reads from the cache only what the target reads
+(`Target.span_reads`, always with the T input frames): the other frames and flow
+fields of the span are zeros (`data.fast_loader: false` decodes and resamples the whole
+span, as before issue 18). With `data.repeats` N, one index gives N samples of one
+decoded span, each with its own crop, flip and mask (repeated sampling, as in MAE-ST and
+VideoMAE v2: N x the clips per decoded frame; `optim.batch_size` counts clips).
+
 A short video (fewer frames than the span) repeats its last frame, as
 VideoMAE does; the span ends at the last frame that both the reader and the
 motion cache have, so a count that differs by a frame drops nothing.

@@ -15,9 +15,10 @@ Four comparisons, each measured in one run on the same inputs, printed with rati
    (times its workers) against the clips/s its training step consumes.
 
 `motionmae bench loader` (`run_loader_bench`, issue 18) compares the pretraining loader of a config
-before and after its speed-ups with a plain PyAV decode-the-span loader, on real videos.
+before and after its speed-ups with a plain PyAV decode-the-span loader, on real videos, in clips
+per CPU second (all threads of the process) and per wall second.
 
-Times are wall clock (`time.perf_counter`); torch and OpenCV use `threads` threads in
+Times are otherwise wall clock (`time.perf_counter`); torch and OpenCV use `threads` threads in
 every timed process except the data-loader worker, which is single-threaded as in
 training. The figures go to a JSON file as well, for docs to quote.
 """

@@ -34,7 +34,8 @@ def time_coded(frames=26, height=64, width=96) -> np.ndarray:
 def pyramid(tmp_path_factory):
     """H.264 whose B-frames are partly references (B-pyramid, 3 references), keyframes every 12."""
     path = tmp_path_factory.mktemp("loader") / "pyramid.mp4"
-    write_video(path, translating_square(frames=72, width=176), options={"bf": "3", "x264-params": "b-pyramid=normal:ref=3"})
+    pyramid = {"bf": "3", "x264-params": "b-pyramid=normal:ref=3"}
+    write_video(path, translating_square(frames=72, width=176), options=pyramid)
     return path
 
 
