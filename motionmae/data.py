@@ -368,12 +368,18 @@ def decode_frames(reader: VideoReader, indices) -> np.ndarray:
     return frames if np.array_equal(indices, wanted) else frames[np.searchsorted(wanted, indices)]
 
 
+def decoder_threads(reader: VideoReader) -> int:
+    """Set the reader's decoder to `torch.get_num_threads()` threads (1 in a data-loader worker, whose
+    cores go to the workers) unless it is open already; returns that count."""
+    threads = torch.get_num_threads()
+    if not reader.stream.codec_context.is_open:
+        reader.stream.codec_context.thread_count = threads
+    return threads
+
+
 def _decode_pass(reader: VideoReader, wanted: np.ndarray) -> np.ndarray | None:
     """Frames at sorted distinct `wanted` indices from one decoding pass, or None when one is missing."""
-    ctx = reader.stream.codec_context
-    threads = torch.get_num_threads()
-    if not ctx.is_open:
-        ctx.thread_count = threads
+    ctx, threads = reader.stream.codec_context, decoder_threads(reader)
     place = {int(i): p for p, i in enumerate(wanted)}
     skippable = ctx.name in NONREF_SKIPPABLE
     frames = np.empty((len(wanted), reader.height, reader.width, 3), np.uint8)
@@ -383,7 +389,7 @@ def _decode_pass(reader: VideoReader, wanted: np.ndarray) -> np.ndarray | None:
         reader.container.seek(int(reader.index.pts[first]), stream=reader.stream, backward=True)
         ctx.flush_buffers()
         for packet in reader.container.demux(reader.stream):
-            unwanted = reader.index_of_pts.get(packet.pts, -1) not in place and packet.pts is not None
+            unwanted = packet.pts is not None and reader.index_of_pts.get(packet.pts) not in place
             ctx.skip_frame = "NONREF" if skippable and unwanted else "DEFAULT"
             for frame in packet.decode():
                 p = place.get(reader.index_of_pts.get(frame.pts))
@@ -520,6 +526,8 @@ class PretrainDataset(torch.utils.data.Dataset):
             indices = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
             motion = self.masks.needs_motion and not d.shuffle_frames
             if motion or not d.fast_loader:
+                if d.fast_loader:
+                    decoder_threads(reader)
                 clip = reader.read(indices, motion=motion)
                 frames, vectors, has_vectors = clip.frames, clip.motion, clip.has_motion
             else:
