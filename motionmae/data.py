@@ -428,8 +428,9 @@ class PretrainDataset(torch.utils.data.Dataset):
     `reads`: the places in the span of the frames and flow fields the target
     reads (`Target.span_reads`). With `data.fast_loader`, only those and the
     input frames are decoded, converted and resampled (`decode_frames`); the
-    others are zeros. MGM masks, shuffled frames and flow computed on the fly
-    read the whole span; MGM decodes it with the reader's codec vectors.
+    others are zeros. Shuffled frames and flow computed on the fly read the
+    whole span; MGM masks read the reader's codec vectors (its decode) and, with
+    flow, every flow field.
     """
 
     def __init__(self, items: list[Item], data, raw_span: int, masks: MaskGenerator, seed: int = 0,
@@ -440,11 +441,14 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
         self.span_flow = SpanFlow(data) if needs_flow else None
         whole = (np.arange(raw_span), np.arange(raw_span - 1))
-        if reads is None or not data.fast_loader or masks.needs_motion or data.shuffle_frames or data.flow_on_the_fly:
+        if reads is None or not data.fast_loader or data.shuffle_frames or data.flow_on_the_fly:
             reads = whole
+        elif masks.needs_motion:  # MGM's flow guidance reads the flow between any two input frames
+            reads = (reads[0], whole[1])
         inputs = np.arange(data.frames) * data.stride
         self.frames_read = np.union1d(inputs, np.asarray(reads[0], np.int64))  # places in the span
         self.flows_read = np.asarray(reads[1], np.int64)
+        self.input_places = np.searchsorted(self.frames_read, inputs)  # of the input frames in frames_read
         self.listed = len(items)  # videos in the list given; `positions[i]`: items[i]'s place in it
         self.positions, self.left_out = list(range(len(items))), []
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
@@ -525,10 +529,10 @@ class PretrainDataset(torch.utils.data.Dataset):
                 start = int(rng.integers(last_start + 1)) if self.train else last_start // 2
             indices = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
             motion = self.masks.needs_motion and not d.shuffle_frames
-            if motion or not d.fast_loader:
+            if motion or not d.fast_loader:  # codec vectors: the reader's decode
                 if d.fast_loader:
                     decoder_threads(reader)
-                clip = reader.read(indices, motion=motion)
+                clip = reader.read(indices[self.frames_read], motion=motion)
                 frames, vectors, has_vectors = clip.frames, clip.motion, clip.has_motion
             else:
                 frames, vectors, has_vectors = decode_frames(reader, indices[self.frames_read]), None, None
@@ -551,7 +555,8 @@ class PretrainDataset(torch.utils.data.Dataset):
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
         if span.motion is not None:
-            motion, has_motion = augment_vectors(span.motion[inputs], box), span.has_motion[inputs]
+            places = self.input_places
+            motion, has_motion = augment_vectors(span.motion[places], box), span.has_motion[places]
         cuts = np.diff(shot) != 0  # (T_raw - 1,) pairs of the (shuffled) span across a shot cut
         mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, indices[inputs]), rng, flow,
                                            d.stride, cuts)
@@ -580,8 +585,8 @@ class Span:
     start: int  # first raw frame
     indices: np.ndarray  # int64 (T_raw,) frame of the video at each place (short videos repeat the last)
     frames: np.ndarray  # uint8 (F, H, W, 3) at the places `PretrainDataset.frames_read`, decoded size
-    motion: np.ndarray | None  # codec vectors (T_raw, h8, w8, 2) of every place, for MGM; else None
-    has_motion: np.ndarray | None  # bool (T_raw,)
+    motion: np.ndarray | None  # codec vectors (F, h8, w8, 2) at the places of `frames`, for MGM; else None
+    has_motion: np.ndarray | None  # bool (F,)
     shot: np.ndarray  # int (T_raw,) shot of each place (`cuts.shot_ids`)
 
 

@@ -97,7 +97,7 @@ def test_repeats_are_several_crops_and_masks_of_one_decoded_span(coded_list):
         PretrainDataset(read_list(coded_list), dataclasses.replace(data, repeats=0), 10, masks, needs_flow=False)
 
 
-@pytest.mark.parametrize("preset", ["mme", "videomae"])
+@pytest.mark.parametrize("preset", ["mme", "videomae", "mgm"])
 def test_the_fast_loader_gives_the_samples_of_the_loader_before_it(preset, tiny_synthetic):
     """Options off (data.fast_loader=false) is the loader before issue 18; on, the places the target
     reads hold the same frames and flow (to 0.02 px: the mirror is now part of the flow's warp), the
@@ -117,6 +117,7 @@ def test_the_fast_loader_gives_the_samples_of_the_loader_before_it(preset, tiny_
         unread = np.setdiff1d(np.arange(fast.raw_span), frames_read)
         assert not new["frames"][unread].any()
         assert torch.equal(new["mask"], old["mask"]) and torch.equal(new["cuts"], old["cuts"])
+        assert new["mask_source"] == old["mask_source"] == ("mv" if preset == "mgm" else "none")
         if target.needs_flow:
             assert torch.allclose(new["flow"][flows_read], old["flow"][flows_read], atol=0.02)
         batch = [torch.stack([s[k] for s in (new, old)]) for k in ("frames", "flow")]
