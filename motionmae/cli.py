@@ -720,8 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
         motionmae bench loader --config videomae --list data/real/list.txt --repeats 2 --out runs/bench-loader-pixel
         Sides, on the same videos and taking turns: the loader with the issue-18 options off
         (data.fast_loader=false, data.repeats=1), a plain PyAV decode-the-span loader (no targets),
-        the new loader with repeats 1 and with --repeats. One thread; per core = clips per CPU
-        second. Prints the machine, the config and the ratios; writes OUT/loader.json.
+        the new loader decoding the whole span, decoding what the target reads, and with --repeats.
+        One thread; per core = clips per CPU second. Prints the machine, the config and the
+        ratios; writes OUT/loader.json.
         """)
     p.add_argument("--config", required=True, metavar="NAME", help="pretraining preset or config file")
     p.add_argument("--list", required=True, metavar="LIST", help="videos: list file, folder or one video")

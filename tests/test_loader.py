@@ -133,7 +133,7 @@ def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "\nmachine: " in printed and "config: demo: 8 frames at stride 2" in printed and "ratio: " in printed
     report = json.loads((tmp_path / "loader.json").read_text())
-    assert set(report["sides"]) == {"before", "peer", "new_single", "new"}
+    assert set(report["sides"]) == {"before", "peer", "new_whole_span", "new_single", "new"}
     for side in report["sides"].values():
         assert side["clips_per_s_per_core"] > 0 and side["clips_per_s_wall"] > 0 and len(side["rounds"]) == 1
     assert all(math.isfinite(r) and r > 0 for r in report["ratios"].values())
