@@ -488,7 +488,8 @@ class PlainSpanLoader:
         with av.open(str(self.paths[index])) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
-            rate, base, origin = float(stream.average_rate), float(stream.time_base), stream.start_time or 0
+            rate, base = float(stream.average_rate or stream.guessed_rate), float(stream.time_base)
+            origin = stream.start_time or 0
             start = int(rng.integers(max(1, stream.frames - span + 1)))
             wanted = set(range(start, start + span, d.stride))
             width, height = output_size(stream.codec_context.width, stream.codec_context.height, d.short_side)
