@@ -225,12 +225,15 @@ class MotionCache:
             raise CacheError(f"{video}: unreadable cache entry {path} ({err.__class__.__name__}: {err})") from None
 
     def read(self, video: str, start: int, stop: int, size: tuple[int, int] | None = None,
-             crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+             crop: tuple[int, int, int, int] | None = None, flip: bool = False,
+             out: np.ndarray | None = None) -> np.ndarray:
         """Flow fields `start..stop-1` (field t carries frame t to t+1): float32 `(stop-start, H, W, 2)`.
 
         `crop = (x, y, width, height)` is a box in pixels of the decoded frames
         (`info(video).frame_size`; default the whole frame); `size = (H, W)` the
-        output resolution (default the crop's). Vectors are in output pixels.
+        output resolution (default the crop's); `flip` mirrors it left-right (dx
+        negated). Vectors are in output pixels. `out`: a float32 array of that
+        shape to write into (returned), rather than a new one.
         """
         info = self.info(video)
         if not 0 <= start < stop <= info.num_flows:
@@ -240,7 +243,11 @@ class MotionCache:
             data = f.read(int(info.offsets[stop] - info.offsets[start]))
         bounds = info.offsets[start:stop + 1] - info.offsets[start]
         fields = [decode_field(data[a:b], info.grid_size, self.params.step) for a, b in zip(bounds[:-1], bounds[1:])]
-        return np.stack([self._resample(flow, info, size, crop) for flow in fields])
+        if out is None:
+            return np.stack([self._resample(flow, info, size, crop, flip) for flow in fields])
+        for flow, target in zip(fields, out):
+            self._resample(flow, info, size, crop, flip, target)
+        return out
 
     def _open_entry(self, video: str):
         """The entry of a video key, open for binary reading; FileNotFoundError when there is none."""
@@ -252,19 +259,22 @@ class MotionCache:
         return np.concatenate([cuts[start:stop], np.zeros(max(0, stop - max(start, len(cuts))), bool)])
 
     @staticmethod
-    def _resample(flow: np.ndarray, info: EntryInfo, size, crop) -> np.ndarray:
-        """Bilinear resample of a stored field onto the output pixels of `crop` resized to `size`."""
+    def _resample(flow: np.ndarray, info: EntryInfo, size, crop, flip: bool = False,
+                  out: np.ndarray | None = None) -> np.ndarray:
+        """Bilinear resample of a stored field onto the output pixels of `crop` resized to `size`
+        (mirrored when `flip`), written to `out` when given."""
         frame_h, frame_w = info.frame_size
         grid_h, grid_w = info.grid_size
         x0, y0, crop_w, crop_h = crop if crop is not None else (0, 0, frame_w, frame_h)
         out_h, out_w = size if size is not None else (crop_h, crop_w)
         sx, sy = crop_w / out_w, crop_h / out_h  # frame px per output px
         gx, gy = grid_w / frame_w, grid_h / frame_h  # grid cells per frame px
-        # output pixel centre u -> frame x = x0 + (u + 0.5) * sx - 0.5 -> grid (x + 0.5) * gx - 0.5
-        matrix = np.array([[sx * gx, 0, (x0 + 0.5 * sx) * gx - 0.5],
-                           [0, sy * gy, (y0 + 0.5 * sy) * gy - 0.5]])
-        flow = flow * np.array([1 / sx, 1 / sy], np.float32)  # vectors in output pixels
-        return cv2.warpAffine(flow, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        # output pixel centre u -> frame x = x0 + (u + 0.5) * sx - 0.5 -> grid (x + 0.5) * gx - 0.5;
+        # mirrored: u -> out_w - 1 - u
+        row = [-sx * gx, 0, (x0 + (out_w - 0.5) * sx) * gx - 0.5] if flip else [sx * gx, 0, (x0 + 0.5 * sx) * gx - 0.5]
+        matrix = np.array([row, [0, sy * gy, (y0 + 0.5 * sy) * gy - 0.5]])
+        flow = flow * np.array([-1 / sx if flip else 1 / sx, 1 / sy], np.float32)  # vectors in output pixels
+        return cv2.warpAffine(flow, matrix, (out_w, out_h), dst=out, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
 
     # ------------------------------------------------------------ writing

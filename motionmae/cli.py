@@ -462,6 +462,26 @@ def cmd_bench_speed(args) -> int:
     return 0
 
 
+def cmd_bench_loader(args) -> int:
+    """The pretraining loader before and after issue 18 beside a plain PyAV loader; print the ratios."""
+    for flag, value in (("--clips", args.clips), ("--repeats", args.repeats), ("--rounds", args.rounds)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: need at least 1")
+    if args.clips % args.repeats:
+        raise UserError(f"--clips {args.clips} is not a multiple of --repeats {args.repeats}")
+    from motionmae.cache import CacheError
+    from motionmae.config import ConfigError
+    from motionmae.data import FlowUnavailable, ListError
+    from motionmae.speed import run_loader_bench
+
+    try:
+        run_loader_bench(args.config, args.list, args.out, cache=args.cache, clips=args.clips, repeats=args.repeats,
+                         rounds=args.rounds, overrides=args.set)
+    except (ConfigError, ListError, FlowUnavailable, CacheError) as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
 def cmd_bench_quality(args) -> int:
     """Pretrain-and-probe ablations on the embedded data set (motionmae.ablations)."""
     if args.seeds < 1:
@@ -748,6 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "bench", "Benchmarks: speed beside peer tools, quality of the pretraining variants.", """
         motionmae bench speed                    # decode, prepare, training step, data loader (about 3 min)
         motionmae bench speed --quick            # small sizes: a smoke test
+        motionmae bench loader --config mme-vitb-k400 --list data/real/list.txt --cache cache/real
         motionmae bench quality --budget small
         `make bench` installs the peers (transformers, an OpenCV-contrib venv for TV-L1) and runs both.
         """)
@@ -768,6 +789,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench-speed", metavar="DIR",
                    help="folder of speed.json (default: runs/bench-speed)")
     p.set_defaults(func=cmd_bench_speed)
+    p = _command(bench, "loader", "Clips/s per core of the pretraining loader before and after issue 18 "
+                 "beside a plain PyAV loader.", """
+        motionmae prepare data/real/list.txt --cache cache/real       # the motion cache at 256 px
+        motionmae bench loader --config mme-vitb-k400 --list data/real/list.txt --cache cache/real
+        motionmae bench loader --config videomae --list data/real/list.txt --repeats 2 --out runs/bench-loader-pixel
+        Sides, on the same videos and taking turns: the loader with the issue-18 options off
+        (data.fast_loader=false, data.repeats=1), a plain PyAV decode-the-span loader (no targets),
+        the new loader decoding the whole span, decoding what the target reads, and with --repeats.
+        One thread; per core = clips per CPU second. Prints the machine, the config and the
+        ratios; writes OUT/loader.json.
+        """)
+    p.add_argument("--config", required=True, metavar="NAME", help="pretraining preset or config file")
+    p.add_argument("--list", required=True, metavar="LIST", help="videos: list file, folder or one video")
+    p.add_argument("--cache", default=None, metavar="DIR", help="motion cache root (default: the config's)")
+    p.add_argument("--clips", type=int, default=24, metavar="N", help="clips per side per round (default: 24)")
+    p.add_argument("--repeats", type=int, default=4, metavar="N",
+                   help="data.repeats of the new side: clips per decoded span (default: 4)")
+    p.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds, the sides taking turns (default: 3)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--out", default="runs/bench-loader", metavar="DIR",
+                   help="folder of loader.json (default: runs/bench-loader)")
+    p.set_defaults(func=cmd_bench_loader)
     p = _command(bench, "quality", "Pretrain-and-probe ablations of targets and masks on the embedded data set.", """
         motionmae bench quality --budget small
         motionmae bench quality --budget full --seeds 3 --out runs/bench-quality-full

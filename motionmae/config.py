@@ -38,6 +38,8 @@ class DataConfig:
     workers: int = 2  # DataLoader worker processes
     shuffle_frames: bool = False  # temporal-shuffle ablation: permute the input frames
     shard_buffer: int = 64  # shards (`motionmae pack`): samples each loader worker holds to shuffle
+    repeats: int = 1  # repeated sampling: clips per decoded span, each with its own crop, flip and mask
+    fast_loader: bool = True  # decode and resample only what the target reads (false: the loader before issue 18)
 
 
 @dataclass

@@ -19,6 +19,13 @@ data-loader worker, so it travels with the batch:
     key     str                             the video's key (`cache.video_key`)
     skipped list of {"position", "path", "kind", "reason"}: videos that failed before this one was read
 
+The loader decodes, resizes and reads from the cache only what the target reads
+(`Target.span_reads`, always with the T input frames): the other frames and flow
+fields of the span are zeros (`data.fast_loader: false` decodes and resamples the whole
+span, as before issue 18). With `data.repeats` N, one index gives N samples of one
+decoded span, each with its own crop, flip and mask (repeated sampling, as in MAE-ST and
+VideoMAE v2: N x the clips per decoded frame; `optim.batch_size` counts clips).
+
 A short video (fewer frames than the span) repeats its last frame, as
 VideoMAE does; the span ends at the last frame that both the reader and the
 motion cache have, so a count that differs by a frame drops nothing.
@@ -48,6 +55,7 @@ import numpy as np
 import torch
 
 from motionmae.cache import CacheError, CacheParams, MotionCache, video_key
+from motionmae.config import ConfigError
 from motionmae.cuts import shot_ids
 from motionmae.flow import video_flow
 from motionmae.masking import MaskGenerator, sample_rng
@@ -136,8 +144,10 @@ def _init_worker(_):
     torch.set_num_threads(1)
 
 
-def collate(samples: list[dict]) -> dict:
-    """`default_collate`, except that the per-sample "skipped" lists are joined into one list."""
+def collate(samples: list) -> dict:
+    """`default_collate`, except that the per-sample "skipped" lists are joined into one list and
+    lists of samples (`PretrainDataset` with repeats) are taken apart into their samples."""
+    samples = [s for entry in samples for s in (entry if isinstance(entry, list) else [entry])]
     skipped = [entry for sample in samples for entry in sample["skipped"]]
     batch = torch.utils.data.default_collate([{k: v for k, v in s.items() if k != "skipped"} for s in samples])
     return {**batch, "skipped": skipped}
@@ -197,22 +207,29 @@ def multiscale_crop(height: int, width: int, size: int, scales, flip: bool, rng:
 
 
 def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: int, out: int,
-                  interpolation: int) -> np.ndarray:
-    """Crop (x, y, w, h) of each (H, W, C) array of `stack` (C <= 4) and resize to (out, out).
+                  interpolation: int, into=None):
+    """Crop (x, y, w, h) of each (H, W, C) array of `stack` (C <= 4), resize to (out, out), mirror if `box.flip`.
 
-    One `cv2.resize` per frame: every OpenCV version resizes 4 channels at once,
-    whereas folding time into channels hits the per-call channel limit (512 in
-    OpenCV 4, 128 in OpenCV 5) and is 3-6x slower (bench/resize_bench.py).
+    Written into `into` (returned): `(len(stack), out, out, C)` arrays, e.g. a list of rows of a
+    larger array; by default a new array. One `cv2.resize` (and `cv2.flip`) per frame, in place:
+    every OpenCV version resizes 4 channels at once, whereas folding time into channels hits the
+    per-call channel limit (512 in OpenCV 4, 128 in OpenCV 5) and is 3-6x slower
+    (bench/resize_bench.py); mirroring with OpenCV takes a fraction of numpy's reversed copy.
     """
-    resized = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
-    for source, target in zip(stack[:, y:y + h, x:x + w], resized):
-        target[...] = cv2.resize(source, (out, out), interpolation=interpolation).reshape(target.shape)
-    return resized[:, :, ::-1] if box.flip else resized
+    if into is None:
+        into = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
+    for source, target in zip(stack[:, y:y + h, x:x + w], into):
+        image = cv2.resize(source, (out, out), dst=target, interpolation=interpolation)
+        if box.flip:
+            image = cv2.flip(image, 1, dst=image)
+        if image is not target:  # OpenCV made an array of its own
+            target[...] = image.reshape(target.shape)
+    return into
 
 
-def augment_frames(frames: np.ndarray, box: CropBox) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> (T, S, S, 3)."""
-    return np.ascontiguousarray(_resize_stack(frames, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR))
+def augment_frames(frames: np.ndarray, box: CropBox, into=None) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, S, S, 3), written into `into` when given (see `_resize_stack`)."""
+    return _resize_stack(frames, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR, into)
 
 
 def augment_flow(flow: np.ndarray, box: CropBox) -> np.ndarray:
@@ -221,7 +238,7 @@ def augment_flow(flow: np.ndarray, box: CropBox) -> np.ndarray:
     scale = np.array([box.size / box.w, box.size / box.h], np.float32)
     if box.flip:
         scale[0] = -scale[0]
-    return np.ascontiguousarray(out * scale)
+    return out * scale
 
 
 def augment_vectors(motion: np.ndarray, box: CropBox, cell: int = 8) -> np.ndarray:
@@ -232,7 +249,7 @@ def augment_vectors(motion: np.ndarray, box: CropBox, cell: int = 8) -> np.ndarr
     scale = np.array([box.size / box.w, box.size / box.h], np.float32)
     if box.flip:
         scale[0] = -scale[0]
-    return np.ascontiguousarray(out * scale)
+    return out * scale
 
 
 # ---------------------------------------------------------------- flow of a span
@@ -284,7 +301,9 @@ class SpanFlow:
         except CacheError:
             return None
 
-    def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox) -> np.ndarray:
+    def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox,
+                 places=None) -> np.ndarray:
+        """`places`: the fields to read, sorted offsets from `start` (default all); the others are zeros."""
         try:
             info = self.cache.info(item.key)
         except CacheError as err:
@@ -292,19 +311,25 @@ class SpanFlow:
                 raise FlowUnavailable(f"{err}; run `motionmae prepare` on its list first, "
                                       f"or set data.flow_on_the_fly=true") from None
             return self.compute(frames, box)[: stop - start]
-        stop_in = min(stop, info.num_flows)
+        places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
         flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
-        if start < stop_in:
-            flow[: stop_in - start] = self.cache.read(item.key, start, stop_in, size=(box.size, box.size),
-                                                      crop=(box.x, box.y, box.w, box.h))
-        if box.flip:
-            flow = flow[:, :, ::-1] * np.array([-1.0, 1.0], np.float32)
-        return np.ascontiguousarray(flow)
+        for a, b in _runs(places[start + places < info.num_flows]):
+            self.cache.read(item.key, start + a, start + b, size=(box.size, box.size),
+                            crop=(box.x, box.y, box.w, box.h), flip=box.flip, out=flow[a:b])
+        return flow
 
     def compute(self, frames: np.ndarray, box: CropBox) -> np.ndarray:
         """Flow between consecutive decoded frames uint8 `(T, H, W, 3)` with the cache's flow
         parameters, under the box: `(T - 1, S, S, 2)` output px."""
         return augment_flow(video_flow(frames, self.cache.params.flow), box)
+
+
+def _runs(places: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted distinct ints as runs of consecutive values `[(first, last + 1), ...]`."""
+    if not len(places):
+        return []
+    breaks = np.flatnonzero(np.diff(places) != 1) + 1
+    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(places, breaks)]
 
 
 def _cut_cache(data) -> MotionCache | None:
@@ -314,6 +339,8 @@ def _cut_cache(data) -> MotionCache | None:
     except (FlowUnavailable, CacheError):
         return None
 
+
+# ---------------------------------------------------------------- decoding the frames a sample reads
 
 # ---------------------------------------------------------------- pretraining dataset
 
@@ -328,14 +355,39 @@ class PretrainDataset(torch.utils.data.Dataset):
     none has one), unless flow is computed on the fly; `left_out` lists them
     as "skipped" entries. A video that fails to read is reported on stderr,
     listed in the sample's "skipped" and replaced by the next one in the list.
+
+    With `data.repeats` N > 1 an index gives a list of N samples of one decoded
+    span (repeated sampling): the same frames, each with its own crop, flip,
+    frame order and mask; the first from `sample_rng(seed, index, epoch)` as
+    without repeats, sample r from `repeat_rng`. `collate` joins the lists.
+
     `cache`: the motion cache to read instead of `data.cache`'s (`shards` reads entries from memory).
+
+    `reads`: the places in the span of the frames and flow fields the target
+    reads (`Target.span_reads`). With `data.fast_loader`, only those and the
+    input frames are decoded, converted and resampled; the
+    others are zeros. Shuffled frames and flow computed on the fly read the
+    whole span; MGM masks read the reader's codec vectors (its decode) and, with
+    flow, every flow field.
     """
 
     def __init__(self, items: list[Item], data, raw_span: int, masks: MaskGenerator, seed: int = 0,
-                 needs_flow: bool = True, train: bool = True, cache: MotionCache | None = None):
+                 needs_flow: bool = True, train: bool = True, reads: tuple | None = None,
+                 cache: MotionCache | None = None):
+        if data.repeats < 1:
+            raise ConfigError(f"data.repeats must be at least 1, got {data.repeats}")
         self.data, self.raw_span, self.masks = data, raw_span, masks
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
         self.span_flow = SpanFlow(data, cache) if needs_flow else None
+        whole = (np.arange(raw_span), np.arange(raw_span - 1))
+        if reads is None or not data.fast_loader or data.shuffle_frames or data.flow_on_the_fly:
+            reads = whole
+        elif masks.needs_motion:  # MGM's flow guidance reads the flow between any two input frames
+            reads = (reads[0], whole[1])
+        inputs = np.arange(data.frames) * data.stride
+        self.frames_read = np.union1d(inputs, np.asarray(reads[0], np.int64))  # places in the span
+        self.flows_read = np.asarray(reads[1], np.int64)
+        self.input_places = np.searchsorted(self.frames_read, inputs)  # of the input frames in frames_read
         self.listed = len(items)  # videos in the list given; `positions[i]`: items[i]'s place in it
         self.positions, self.left_out = list(range(len(items))), []
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
@@ -377,25 +429,37 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        rngs = [sample_rng(self.seed, index, epoch)] + [repeat_rng(self.seed, index, epoch, r)
+                                                        for r in range(1, self.data.repeats)]
         skipped = []
         for attempt in range(len(self.items)):
             slot = (index + attempt) % len(self.items)
             try:
-                sample = self.load(self.items[slot], sample_rng(self.seed, index, epoch))
-                return {**sample, "video": torch.tensor(self.positions[slot]), "key": self.items[slot].key,
-                        "skipped": skipped}
+                samples = self.load(self.items[slot], rngs)
+                break
             except (VideoError, FlowUnavailable, CacheError) as err:
                 skipped.append(skip_entry(self.positions[slot], self.items[slot], err))
-        raise ListError("no video in the list could be read")
+        else:
+            raise ListError("no video in the list could be read")
+        video = torch.tensor(self.positions[slot])
+        samples = [{**sample, "video": video, "key": self.items[slot].key, "skipped": skipped if r == 0 else []}
+                   for r, sample in enumerate(samples)]
+        return samples if self.data.repeats > 1 else samples[0]
 
-    def load(self, item: Item, rng: np.random.Generator) -> dict:
-        return self.sample(item, rng)[0]
+    def load(self, item: Item, rngs: list[np.random.Generator]) -> list[dict]:
+        """One sample per generator, all of one decoded span."""
+        span = self.read(item, rngs[0])
+        return [self.augment(item, span, rng)[0] for rng in rngs]
 
     def sample(self, item: Item, rng: np.random.Generator, start: int | None = None) -> tuple[dict, CropBox]:
         """One sample (the dict of the module docstring) and its crop box in decoded pixels.
 
         `start`: the span's first raw frame; by default random in training, the middle otherwise.
         """
+        return self.augment(item, self.read(item, rng, start), rng)
+
+    def read(self, item: Item, rng: np.random.Generator, start: int | None = None) -> Span:
+        """Decode the span of a sample (`start` as in `sample`)."""
         d = self.data
         cached = self.span_flow.frames(item) if self.needs_flow and not d.shuffle_frames else None
         with VideoReader(item.path, d.short_side) as reader:
@@ -403,26 +467,32 @@ class PretrainDataset(torch.utils.data.Dataset):
             last_start = max(0, count - self.raw_span)
             if start is None:
                 start = int(rng.integers(last_start + 1)) if self.train else last_start // 2
-            span = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
-            clip = reader.read(span, motion=self.masks.needs_motion and not d.shuffle_frames)
-        box = multiscale_crop(clip.frames.shape[1], clip.frames.shape[2], d.size, d.scales, d.flip, rng, self.train)
-        decoded = clip.frames
-        shot = shot_ids(self.span_cuts(item, start))  # (T_raw,) shot of each frame of the span
+            indices = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
+            clip = reader.read(indices[self.frames_read], motion=self.masks.needs_motion and not d.shuffle_frames)
+            frames, vectors, has_vectors = clip.frames, clip.motion, clip.has_motion
+        return Span(start, indices, frames, vectors, has_vectors, shot_ids(self.span_cuts(item, start)))
+
+    def augment(self, item: Item, span: Span, rng: np.random.Generator) -> tuple[dict, CropBox]:
+        """A sample of a decoded span: its own crop, flip, frame order (`shuffle_frames`) and mask."""
+        d = self.data
+        box = multiscale_crop(span.frames.shape[1], span.frames.shape[2], d.size, d.scales, d.flip, rng, self.train)
+        indices, decoded, shot = span.indices, span.frames, span.shot
         if d.shuffle_frames:
-            order = rng.permutation(len(span))
-            span, decoded, shot = span[order], decoded[order], shot[order]
-        frames = augment_frames(decoded, box)
+            order = rng.permutation(len(indices))
+            indices, decoded, shot = indices[order], decoded[order], shot[order]
+        frames = self.span_frames(decoded, box)
         flow = None
         if self.needs_flow and d.shuffle_frames:
             flow = self.span_flow.compute(decoded, box)
         elif self.needs_flow:
-            flow = self.span_flow(item, decoded, start, start + self.raw_span - 1, box)
+            flow = self.span_flow(item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read)
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
-        if clip.motion is not None:
-            motion, has_motion = augment_vectors(clip.motion[inputs], box), clip.has_motion[inputs]
+        if span.motion is not None:
+            places = self.input_places
+            motion, has_motion = augment_vectors(span.motion[places], box), span.has_motion[places]
         cuts = np.diff(shot) != 0  # (T_raw - 1,) pairs of the (shuffled) span across a shot cut
-        mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, span[inputs]), rng, flow,
+        mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, indices[inputs]), rng, flow,
                                            d.stride, cuts)
         return {
             "frames": torch.from_numpy(frames),
@@ -432,6 +502,31 @@ class PretrainDataset(torch.utils.data.Dataset):
             "label": torch.tensor(item.label),
             "mask_source": source,
         }, box
+
+    def span_frames(self, decoded: np.ndarray, box: CropBox) -> np.ndarray:
+        """uint8 `(T_raw, S, S, 3)`: the decoded frames at `frames_read` under the box; zeros elsewhere."""
+        if len(self.frames_read) == self.raw_span:
+            return augment_frames(decoded, box)
+        frames = np.zeros((self.raw_span, box.size, box.size, 3), np.uint8)
+        augment_frames(decoded, box, into=[frames[place] for place in self.frames_read])
+        return frames
+
+
+@dataclass(frozen=True)
+class Span:
+    """The decoded raw span of a sample, before augmentation."""
+
+    start: int  # first raw frame
+    indices: np.ndarray  # int64 (T_raw,) frame of the video at each place (short videos repeat the last)
+    frames: np.ndarray  # uint8 (F, H, W, 3) at the places `PretrainDataset.frames_read`, decoded size
+    motion: np.ndarray | None  # codec vectors (F, h8, w8, 2) at the places of `frames`, for MGM; else None
+    has_motion: np.ndarray | None  # bool (F,)
+    shot: np.ndarray  # int (T_raw,) shot of each place (`cuts.shot_ids`)
+
+
+def repeat_rng(seed: int, index: int, epoch: int, repeat: int) -> np.random.Generator:
+    """RNG of the `repeat`-th (>= 1) sample of a decoded span; the first one uses `sample_rng`."""
+    return np.random.default_rng((seed, epoch, index, repeat))
 
 
 # ---------------------------------------------------------------- classification clips

@@ -9,8 +9,10 @@ the loss is the builder's masked MSE. Checkpoints hold everything needed to
 continue exactly: model, optimizer, scheduler, scaler, RNG states, epoch, step.
 
 metrics.jsonl gets a record per `log_every` steps (loss and its parts, lr,
-clips/s; with MGM masks also "mask_sources": the samples whose mask followed
-each guidance source since the previous record, e.g. {"mv": 6, "diff": 2}),
+clips/s; rank 0's mean seconds per step spent waiting for data and in all,
+"data_wait_s" and "step_s", their ratio on the progress bar as "wait 12%"; with
+MGM masks also "mask_sources": the samples whose mask followed each guidance
+source since the previous record, e.g. {"mv": 6, "diff": 2}),
 and a record of the videos read and skipped ("videos", `tally.VideoTally.to_dict()`)
 at an epoch's end when the counts changed and at the last step. When MGM cannot use the
 configured guidance for some clip (a codec without motion vectors, say), a
@@ -38,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from motionmae import checkpoints
-from motionmae.config import Config, save_config
+from motionmae.config import Config, ConfigError, save_config
 from motionmae.data import PretrainDataset
 from motionmae.masking import SOURCES, MaskGenerator
 from motionmae.models import PretrainModel, token_grid
@@ -237,6 +239,33 @@ FALLBACK_CAUSES = {  # why a configured MGM guidance source can be missing (diff
 }
 
 
+class DataWait:
+    """Time the loop waits for the data loader against the time of a whole step: `flush` gives the
+    means per optimizer step since the previous flush, seconds, {"data_wait_s", "step_s"}."""
+
+    def __init__(self, step: int):
+        self.waited, self.since, self.step = 0.0, time.perf_counter(), step
+
+    def timed(self, loader):
+        """The loader's batches, the time spent fetching each counted."""
+        batches = iter(loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.waited += time.perf_counter() - start
+            yield batch
+
+    def flush(self, step: int) -> dict:
+        now = time.perf_counter()
+        steps = max(1, step - self.step)
+        record = {"data_wait_s": self.waited / steps, "step_s": (now - self.since) / steps}
+        self.waited, self.since, self.step = 0.0, now, step
+        return record
+
+
 class MaskSources:
     """Counts the guidance source of every MGM mask (`masking.SOURCES`) between two metrics records,
     and warns once per run (rank 0) when a mask could not follow the configured source."""
@@ -289,7 +318,8 @@ def build_dataset(config: Config, target) -> PretrainDataset | ShardStream:
     masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance,
                           options=dict(config.mask.options))
     return pretrain_dataset(read_items(d.train), d, target.raw_span(d.frames, d.stride), masks,
-                            seed=config.run.seed, needs_flow=target.needs_flow or masks.needs_flow)
+                            seed=config.run.seed, needs_flow=target.needs_flow or masks.needs_flow,
+                            reads=target.span_reads(d.frames, d.stride))
 
 
 def batch_loss(model, target, batch: dict, data, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, dict]:
@@ -327,8 +357,13 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
                           **config.target.options)
     dataset = build_dataset(config, target)
-    loader, sampler = epoch_loader(dataset, config.optim.batch_size, config.run.seed, env.rank, env.world,
-                                   config.data.workers, env.device.type == "cuda")
+    repeats = config.data.repeats
+    if config.optim.batch_size % repeats:
+        raise ConfigError(f"optim.batch_size {config.optim.batch_size} is not a multiple of data.repeats {repeats}")
+    if repeats > 1 and isinstance(dataset, ShardStream):
+        raise ConfigError("data.repeats > 1 is not supported with shards yet; use a list, or data.repeats=1")
+    loader, sampler = epoch_loader(dataset, config.optim.batch_size // repeats, config.run.seed, env.rank,
+                                   env.world, config.data.workers, env.device.type == "cuda")
 
     model = build_model(config, target.dim, target.parts).to(env.device)
     o = config.optim
@@ -381,11 +416,12 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     samples = SampleLog(out, env.rank, step) if config.run.log_samples else None
     last_step = min(total_steps, config.run.max_steps or total_steps)
     bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", disable=not env.main, dynamic_ncols=True)
+    wait = DataWait(step)
     while step < last_step:
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
         started, clips, micro = time.perf_counter(), 0, 0
-        for batch in loader:
+        for batch in wait.timed(loader):
             micro += 1
             sync = micro % o.accum_steps == 0
             videos.update(batch)
@@ -408,12 +444,13 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
                 rate = clips / (time.perf_counter() - started)
                 record = {"step": step, "epoch": epoch, "loss": values[0].item(),
                           **{k: v.item() for k, v in zip(parts, values[1:])},
-                          "lr": optimizer.param_groups[0]["lr"], "clips_per_s": rate}
+                          "lr": optimizer.param_groups[0]["lr"], "clips_per_s": rate, **wait.flush(step)}
                 if sources is not None:
                     record["mask_sources"] = sources.flush()
                 if log is not None:
                     log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}",
+                                wait=f"{record['data_wait_s'] / max(record['step_s'], 1e-9):.0%}")
             if step % steps_per_epoch == 0 or step == last_step:
                 videos.log(log, step, epoch, last=step == last_step)
             if step % config.run.checkpoint_every == 0 or step == last_step:

@@ -437,7 +437,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             self.entries.hold(packed)
         p = self.pipeline
         if isinstance(p, PretrainDataset):
-            return {**p.load(item, rng), "key": item.key}
+            return {**p.load(item, [rng])[0], "key": item.key}
         if p.augment is not None:
             return {"frames": torch.from_numpy(p.train_clip(item, rng)), "label": torch.tensor(item.label)}
         return {"frames": torch.from_numpy(p.views(item)), "label": torch.tensor(item.label), "ok": torch.tensor(True)}
@@ -452,14 +452,15 @@ class ShardStream(torch.utils.data.IterableDataset):
 
 
 def pretrain_dataset(items: list[Item], data, raw_span: int, masks, seed: int = 0,
-                     needs_flow: bool = True) -> PretrainDataset | ShardStream:
+                     needs_flow: bool = True, reads: tuple | None = None) -> PretrainDataset | ShardStream:
     """A `PretrainDataset` of a list's videos, or a `ShardStream` of a `ShardIndex`'s samples."""
     if not isinstance(items, ShardIndex):
-        return PretrainDataset(items, data, raw_span, masks, seed=seed, needs_flow=needs_flow)
+        return PretrainDataset(items, data, raw_span, masks, seed=seed, needs_flow=needs_flow, reads=reads)
     if needs_flow or masks.needs_motion:
         items.check_cache(data.short_side)
     entries = ShardEntries()
-    pipeline = PretrainDataset([], data, raw_span, masks, seed=seed, needs_flow=needs_flow, cache=entries)
+    pipeline = PretrainDataset([], data, raw_span, masks, seed=seed, needs_flow=needs_flow, reads=reads,
+                               cache=entries)
     return ShardStream(items, pipeline, entries, data.shard_buffer)
 
 

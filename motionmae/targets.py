@@ -15,6 +15,8 @@ i*s, and token slice j (tubelet t = 2) starts at raw frame r_j = t*j*s. Tokens a
 VideoMAE order (time, rows, columns), N = T/t * H/16 * W/16. `builder.raw_span(T, s)`
 is the T_raw a builder needs (the dataset reads that many frames and T_raw - 1 flow
 fields), and `input_frames` picks the encoder's T frames out of the span.
+`builder.span_reads(T, s)` says which of those frames and flow fields it reads at all,
+so that the data loader can leave the others out (zeros).
 
 `builder.parts` names slices of D; `target_loss` averages each over the valid
 elements of masked tokens and sums them with `builder.loss_weights`.
@@ -140,6 +142,12 @@ class Target:
         """Raw frames this target needs; the inputs alone need `(T-1)*s + 1`."""
         return (num_frames - 1) * stride + 1
 
+    def span_reads(self, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
+        """Places in the raw span of the frames and of the flow fields this target reads (sorted;
+        the others may hold anything, zeros say). By default every one of them."""
+        span = self.raw_span(num_frames, stride)
+        return list(range(span)), list(range(span - 1)) if self.needs_flow else []
+
     def loss(self, pred, target, valid, mask):
         """`target_loss` with this builder's parts and weights."""
         return target_loss(pred, target, valid, mask, self.parts, self.loss_weights, self.element_weight,
@@ -233,6 +241,15 @@ class TrajectoryTarget(Target):
 
     def raw_span(self, num_frames: int, stride: int) -> int:
         return TR.raw_span(num_frames, stride, self.traj_len, self.tubelet, self.interpolate)
+
+    def span_reads(self, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
+        """Flow fields r_j .. r_j + L*step - 1 (the release tracker: L fields), HOG frames r_j + l*step."""
+        step = 1 if self.interpolate else stride
+        fields = self.traj_len if self.tracker == "release" else self.traj_len * step
+        starts = [j * self.tubelet * stride for j in range(num_frames // self.tubelet)]  # r_j
+        flows = {r + f for r in starts for f in range(fields)}
+        frames = {r + step * l for r in starts for l in range(self.traj_len)} if self.shape else set()
+        return sorted(frames), sorted(flows)
 
     def _tracks(self, flow, starts, points, step):
         """Steps `(B*S, L, P, 2)` px, the points HOG is read at `(B*S, L, P, 2)` px and in-frame flags `(B*S, P)`."""
@@ -351,6 +368,9 @@ class PixelTarget(Target):
         self.dim = tubelet * patch * patch * 3
         self.parts, self.loss_weights = {"pixel": slice(0, self.dim)}, {"pixel": 1.0}
 
+    def span_reads(self, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
+        return list(range(0, (num_frames - 1) * stride + 1, stride)), []
+
     @torch.no_grad()
     def __call__(self, frames, flow, num_frames, stride, cuts=None):
         _check_span(self, frames, flow, num_frames, stride, cuts)
@@ -384,6 +404,9 @@ class HOGTarget(Target):
         self.dim = (patch // cell) ** 2 * 3 * bins
         self.parts, self.loss_weights = {"hog": slice(0, self.dim)}, {"hog": 1.0}
 
+    def span_reads(self, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
+        return list(range((self.tubelet // 2) * stride, (num_frames - 1) * stride + 1, self.tubelet * stride)), []
+
     @torch.no_grad()
     def __call__(self, frames, flow, num_frames, stride, cuts=None):
         _check_span(self, frames, flow, num_frames, stride, cuts)
@@ -407,6 +430,9 @@ class _FlowTarget(Target):
 
     def raw_span(self, num_frames: int, stride: int) -> int:
         return (num_frames - 1) * stride + 2
+
+    def span_reads(self, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
+        return [], list(range(0, (num_frames - 1) * stride + 1, stride))
 
     def _input_flow(self, flow, num_frames, stride):
         """`(B, T, H, W, 2)`: flow[:, i*s], carrying input frame i to the next raw frame."""
@@ -506,6 +532,10 @@ class CombinedTarget(Target):
 
     def raw_span(self, num_frames: int, stride: int) -> int:
         return max(t.raw_span(num_frames, stride) for t in self.targets)
+
+    def span_reads(self, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
+        reads = [t.span_reads(num_frames, stride) for t in self.targets]
+        return sorted({i for frames, _ in reads for i in frames}), sorted({i for _, flows in reads for i in flows})
 
     def __call__(self, frames, flow, num_frames, stride, cuts=None):
         outputs = [t(frames, flow, num_frames, stride, cuts) for t in self.targets]

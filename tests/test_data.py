@@ -1,7 +1,6 @@
 """Pretraining data: list files, epoch sampling, joint augmentation, the raw-span dataset."""
 
 import re
-from pathlib import Path
 
 import cv2
 import numpy as np

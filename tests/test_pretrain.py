@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from motionmae import checkpoints
-from motionmae.config import load_config
+from motionmae.config import ConfigError, load_config
 from motionmae.interop import model_from_checkpoint
 from motionmae.pretrain import TrainingDiverged, param_groups, pretrain
 
@@ -52,6 +52,17 @@ def test_resume_continues_exactly(tiny_synthetic, tmp_path):
     assert losses(split) == losses(whole)  # bitwise equal on CPU
     counts = resumed.videos.to_dict()  # the checkpoint carries the videos read before the interruption
     assert counts == uninterrupted.videos.to_dict() and (counts["read"], counts["skipped"]) == (24, 0)  # 6 x 4
+
+
+def test_repeated_sampling_trains_on_clips_of_half_the_videos_and_the_log_times_the_data_wait(tiny_synthetic,
+                                                                                             tmp_path):
+    torch.set_num_threads(1)
+    result = pretrain(load_config("demo", overrides(tiny_synthetic, tmp_path, "run.max_steps=3", "data.repeats=2")))
+    logged = [r for r in records(tmp_path) if "loss" in r]
+    assert len(logged) == 3 and all(0 <= r["data_wait_s"] <= r["step_s"] for r in logged)
+    assert result.videos.to_dict()["read"] == 6  # batches of 4 clips: 2 videos x 2 clips, 3 steps
+    with pytest.raises(ConfigError, match="optim.batch_size 4 is not a multiple of data.repeats 3"):
+        pretrain(load_config("demo", overrides(tiny_synthetic, tmp_path / "bad", "data.repeats=3")))
 
 
 def test_compiled_model_trains_like_the_eager_one(tiny_synthetic, tmp_path):

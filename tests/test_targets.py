@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from motionmae import hog as H
 from motionmae import trajectory as TR
 from motionmae.flow import video_flow
-from motionmae.targets import IMAGENET_MEAN, IMAGENET_STD, RELEASE, build_target, dead_zone, target_loss
+from motionmae.targets import IMAGENET_MEAN, IMAGENET_STD, RELEASE, RELEASE_TRAJ, build_target, dead_zone
 from motionmae.video import read_frames
 
 
@@ -420,6 +420,25 @@ def test_registry():
         target(frames, flow, num_frames=4, stride=2)
     with pytest.raises(ValueError, match="needs flow"):
         build_target("traj")(frames, None, num_frames=2, stride=1)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("traj", {}), ("traj", {"interpolate": False}), ("traj", {"shape": False, "traj_len": 4}), ("traj", RELEASE_TRAJ),
+    ("pixel", {}), ("hog", {}), ("flow", {}), ("hof", {}), ("mbh", {}), ("hog+traj", RELEASE), ("pixel+mbh", {})])
+def test_a_target_reads_only_the_frames_and_flow_fields_it_declares(name, options):
+    """The loader leaves out what `span_reads` does not list: other values there change no target value."""
+    target = build_target(name, **options)
+    span = target.raw_span(4, 3)
+    read_frames, read_flows = target.span_reads(4, 3)
+    assert read_frames == sorted(set(read_frames)) and set(read_frames) <= set(range(span))
+    assert read_flows == sorted(set(read_flows)) and set(read_flows) <= set(range(span - 1))
+    assert len(read_frames) + len(read_flows) < 2 * span - 1  # something is left out
+    frames, flow = random_clip(span, 32, 32, seed=1)
+    mixed_frames, mixed_flow = random_clip(span, 32, 32, seed=2)
+    mixed_frames[:, read_frames], mixed_flow[:, read_flows] = frames[:, read_frames], flow[:, read_flows]
+    y, valid = target(frames, flow, num_frames=4, stride=3)
+    y_mixed, valid_mixed = target(mixed_frames, mixed_flow, num_frames=4, stride=3)
+    assert torch.equal(y, y_mixed) and torch.equal(valid, valid_mixed)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
