@@ -57,7 +57,9 @@ from motionmae.flow import FlowEstimator, FlowParams, compensate
 from motionmae.tally import VideoTally, skip_kind
 from motionmae.video import VideoError, VideoReader
 
-FORMAT_VERSION = 3  # part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts)
+# Part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts,
+# 4: the faster DIS "balanced" preset and USAC camera fit).
+FORMAT_VERSION = 4
 MAGIC = b"MMEFLOW1"
 TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}
