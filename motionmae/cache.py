@@ -118,12 +118,13 @@ class EntryInfo:
 
 def encode_field(flow: np.ndarray, params: CacheParams) -> bytes:
     """Quantize a float32 `(h, w, 2)` field (px) and encode it as one gray image (dx above dy)."""
-    codes = np.clip(np.rint(flow / params.step), -127, 127).astype(np.int16) + 128
-    rows = -(-flow.shape[0] // 8) * 8  # pad each plane to whole JPEG blocks so dx and dy never share one
-    planes = np.pad(codes.transpose(2, 0, 1), ((0, 0), (0, rows - flow.shape[0]), (0, 0)), mode="edge")
-    image = planes.reshape(2 * rows, flow.shape[1]).astype(np.uint8)
+    height, width = flow.shape[:2]
+    rows = -(-height // 8) * 8  # pad each plane to whole JPEG blocks so dx and dy never share one
+    image = np.empty((2, rows, width), np.uint8)
+    image[:, :height] = np.moveaxis(np.clip(np.rint(flow / params.step), -127, 127) + 128, 2, 0)
+    image[:, height:] = image[:, height - 1:height]
     options = [cv2.IMWRITE_JPEG_QUALITY, params.quality] if params.codec == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 6]
-    ok, data = cv2.imencode(CODECS[params.codec], image, options)
+    ok, data = cv2.imencode(CODECS[params.codec], image.reshape(2 * rows, width), options)
     if not ok:
         raise CacheError(f"could not encode a {params.codec} field")
     return data.tobytes()

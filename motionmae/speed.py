@@ -40,9 +40,10 @@ import cv2
 import numpy as np
 import torch
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.cache import CacheParams, MotionCache, encode_field, list_videos, prepare
 from motionmae.config import load_config
-from motionmae.flow import FlowEstimator, pair_flow
+from motionmae.cuts import warp_residual
+from motionmae.flow import FlowEstimator, camera_homography, pair_flow, remove_camera
 from motionmae.video import VideoReader, output_size, probe, shipped_videos
 
 TVL1_PYTHON = ".venv-tvl1/bin/python"  # the peer venv `make bench` creates
@@ -155,6 +156,42 @@ def prepare_rate(path, params: CacheParams, root: Path, repeats: int) -> tuple[f
         frames, _ = cache.extract(path.name, path)
         best = min(best, time.perf_counter() - start)
     return frames / best, cache
+
+
+PREPARE_STAGES = ("decode", "flow", "cut score", "camera fit", "compensate", "encode")
+
+
+def prepare_stages(path, params: CacheParams, clock=time.process_time) -> dict[str, float]:
+    """Ms per frame of each step `MotionCache.extract` takes per frame pair, timed one by one on
+    `path` with `clock` (CPU time by default: what one core spends, whatever else runs).
+
+    decode: gray frames at `short_side`; flow: the estimator; cut score: `cuts.warp_residual`;
+    camera fit: `flow.camera_homography`; compensate: `flow.remove_camera` (grid, camera, clamp);
+    encode: `cache.encode_field`. Opening the file and writing the entry are left out.
+    """
+    f = params.flow
+    estimator = FlowEstimator(f.method, f.preset)
+    spent = dict.fromkeys(PREPARE_STAGES, 0.0)
+
+    def timed(stage, fn, *args):
+        start = clock()
+        out = fn(*args)
+        spent[stage] += clock() - start
+        return out
+
+    frames, previous = 0, None
+    with VideoReader(path, params.short_side) as reader:
+        decoded = reader.sequential(gray=True)
+        while (item := timed("decode", next, decoded, None)) is not None:
+            gray = item[1]
+            if previous is not None:
+                raw = timed("flow", estimator, previous, gray)
+                timed("cut score", warp_residual, previous, gray, raw)
+                camera = timed("camera fit", camera_homography, raw, previous, gray, f.compensation)
+                field = timed("compensate", remove_camera, raw, camera, f.clamp, params.stride)
+                timed("encode", encode_field, field, params)
+            previous, frames = gray, frames + 1
+    return {stage: 1e3 * seconds / max(frames, 1) for stage, seconds in spent.items()}
 
 
 def first_gray_frames(path, short_side: int, count: int) -> np.ndarray:
