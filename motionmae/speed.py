@@ -4,9 +4,10 @@ Four comparisons, each measured in one run on the same inputs, printed with rati
 
 1. decode: sequential RGB decode of bikes.mp4 with and without codec motion vectors;
 2. prepare: `motionmae prepare` of one video (decode + DIS flow + camera compensation +
-   cache write) against gray decode only, and our flow against OpenCV's Dual TV-L1 (the
-   algorithm of the denseflow tool the official MME code needs) on the same gray frame
-   pairs. TV-L1 is in opencv-contrib, which cannot share an environment with the
+   cache write) against gray decode only, with the CPU time of each of its steps (a shared
+   machine's load does not blur where the time goes), and our flow against OpenCV's Dual
+   TV-L1 (the algorithm of the denseflow tool the official MME code needs) on the same gray
+   frame pairs. TV-L1 is in opencv-contrib, which cannot share an environment with the
    package's opencv-python-headless, so it runs in its own venv (`make bench` makes
    `.venv-tvl1`) on frames handed over in a .npy file (`tvl1_peer.py`);
 3. train: one pretraining step, ours vs Hugging Face's `VideoMAEForPreTraining`, each in a
@@ -382,12 +383,15 @@ def compare_prepare(path: Path, short_side: int, repeats: int, pairs: int, threa
     decode = 1 / decode_rate(path, short_side, repeats, gray=True)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = 1 / prepare_rate(path, params, Path(tmp), repeats)[0]
+    stages = prepare_stages(path, params)
     gray = first_gray_frames(path, short_side, pairs + 1)
     ours = flow_seconds(gray, params)
     figures = {"decode_ms_per_frame": 1e3 * decode, "prepare_ms_per_frame": 1e3 * prepared,
-               "our_flow_ms_per_pair": 1e3 * ours}
+               "our_flow_ms_per_pair": 1e3 * ours, "prepare_steps_cpu_ms_per_frame": stages}
     print(f"  decode only (gray)     {1e3 * decode:8.2f} ms/frame")
     print(f"  our prepare            {1e3 * prepared:8.2f} ms/frame  (decode + flow + compensation + cache write)")
+    print("    its steps, CPU ms/frame timed one at a time: " + " | ".join(f"{k} {v:.2f}" for k, v in stages.items())
+          + f" | sum {sum(stages.values()):.2f} ({1e3 / sum(stages.values()):.0f} frames/s per core)")
     print(f"  our flow               {1e3 * ours:8.2f} ms/pair   (flow + compensation, same pairs as TV-L1)")
     ratios = {"prepare_vs_decode_time": prepared / decode}
     result = {"config": config, "figures": figures, "ratios": ratios}
