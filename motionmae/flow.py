@@ -31,7 +31,7 @@ METHODS = ("dis", "farneback")
 # "fast" and "ultrafast", and its field stays smooth enough to be stored at 1/4 resolution.
 # The 3 iterations take 0.85x the time of 5 at errors within 3 % on real frames moved by known
 # motion; patches every 5 px instead of 4 would save as much again but let the flow fail on
-# more frame pairs (docs/benchmarks.md).
+# more frame pairs (`bench/flow_bench.py --levers`, docs/benchmarks.md).
 DIS_PRESETS = {
     "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
     "balanced": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {"VariationalRefinementAlpha": 10.0,
@@ -81,18 +81,20 @@ class FlowEstimator:
 # ---------------------------------------------------------------- camera motion
 
 
-def homography_from_flow(flow: np.ndarray, points: int = 300, threshold: float = 1.0) -> np.ndarray:
+def homography_from_flow(flow: np.ndarray, points: int = 300, threshold: float = 1.0,
+                         method: int = cv2.USAC_FAST) -> np.ndarray:
     """Camera homography `(3, 3)` fitted by RANSAC to the flow at ~`points` grid positions.
 
     The grid keeps half a cell away from the borders, where flow is least
-    reliable. Returns the identity when no plausible homography fits.
+    reliable. Returns the identity when no plausible homography fits. `method` is
+    cv2.findHomography's robust method (cv2.RANSAC: the classic one).
     """
     height, width = flow.shape[:2]
     cell = max(2, int(np.sqrt(height * width / points)))
     ys, xs = np.mgrid[cell // 2:height:cell, cell // 2:width:cell]
     src = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
     dst = src + flow[ys.ravel(), xs.ravel()]
-    return _ransac_homography(src, dst, threshold, (height, width))
+    return _ransac_homography(src, dst, threshold, (height, width), method)
 
 
 def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: int = 600,
@@ -111,9 +113,10 @@ def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: i
                               frame0.shape[:2])
 
 
-def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
-    """RANSAC fit (OpenCV's USAC_FAST: uniform samples, MSAC score, local optimization; 500
-    iterations at most), refitted on the points within 3 robust standard deviations of it. The
+def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size: tuple[int, int],
+                       method: int = cv2.USAC_FAST) -> np.ndarray:
+    """RANSAC fit (by default OpenCV's USAC_FAST: uniform samples, MSAC score, local optimization;
+    500 iterations at most), refitted on the points within 3 robust standard deviations of it. The
     identity when it fails, when it does not cut the median residual of a still camera (a fit to
     flow noise), or when it is implausible: a camera moving a frame corner by more than CLAMP px,
     or folding the image.
@@ -121,12 +124,12 @@ def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size:
     The refit and the still-camera test matter for sub-pixel motion (small frames): with a
     fixed 1 px threshold an object moving 0.5 px/frame counts as camera, and a homography
     fitted to noise moves parts of a still frame by tenths of a pixel. USAC_FAST finds the
-    camera classic RANSAC finds (within 0.06 px on 95 % of the shipped videos' frame pairs) in
-    a third of its time (docs/benchmarks.md).
+    camera classic RANSAC finds (their camera flows differ by 0.01 px on average over
+    bikes.mp4's pairs) in 0.4x its time (`bench/flow_bench.py --levers`).
     """
     if len(src) < 8:
         return np.eye(3)
-    homography, _ = cv2.findHomography(src, dst, cv2.USAC_FAST, threshold, maxIters=500)
+    homography, _ = cv2.findHomography(src, dst, method, threshold, maxIters=500)
     if homography is None or not np.isfinite(homography).all():
         return np.eye(3)
     residual = _residual(src, dst, homography)
