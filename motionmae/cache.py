@@ -57,7 +57,9 @@ from motionmae.flow import FlowEstimator, FlowParams, compensate
 from motionmae.tally import VideoTally, skip_kind
 from motionmae.video import VideoError, VideoReader
 
-FORMAT_VERSION = 3  # part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts)
+# Part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts,
+# 4: the faster DIS "balanced" preset and USAC camera fit).
+FORMAT_VERSION = 4
 MAGIC = b"MMEFLOW1"
 TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}
@@ -116,12 +118,13 @@ class EntryInfo:
 
 def encode_field(flow: np.ndarray, params: CacheParams) -> bytes:
     """Quantize a float32 `(h, w, 2)` field (px) and encode it as one gray image (dx above dy)."""
-    codes = np.clip(np.rint(flow / params.step), -127, 127).astype(np.int16) + 128
-    rows = -(-flow.shape[0] // 8) * 8  # pad each plane to whole JPEG blocks so dx and dy never share one
-    planes = np.pad(codes.transpose(2, 0, 1), ((0, 0), (0, rows - flow.shape[0]), (0, 0)), mode="edge")
-    image = planes.reshape(2 * rows, flow.shape[1]).astype(np.uint8)
+    height, width = flow.shape[:2]
+    rows = -(-height // 8) * 8  # pad each plane to whole JPEG blocks so dx and dy never share one
+    image = np.empty((2, rows, width), np.uint8)
+    image[:, :height] = np.moveaxis(np.clip(np.rint(flow / params.step), -127, 127) + 128, 2, 0)
+    image[:, height:] = image[:, height - 1:height]
     options = [cv2.IMWRITE_JPEG_QUALITY, params.quality] if params.codec == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 6]
-    ok, data = cv2.imencode(CODECS[params.codec], image, options)
+    ok, data = cv2.imencode(CODECS[params.codec], image.reshape(2 * rows, width), options)
     if not ok:
         raise CacheError(f"could not encode a {params.codec} field")
     return data.tobytes()

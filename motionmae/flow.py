@@ -25,14 +25,17 @@ import numpy as np
 
 CLAMP = 20.0  # px, the paper's upper bound on flow values
 METHODS = ("dis", "farneback")
-# DIS presets: OpenCV's three, plus "balanced" (the default): OpenCV's "fast"
-# with a variational refinement that smooths half as much (alpha 10 instead of
-# 20). On the rendered objects of tests/test_flow.py it is about twice as
-# accurate as "fast" and "ultrafast" at the same speed, and its field stays
-# smooth enough to be stored at 1/4 resolution (docs/benchmarks.md).
+# DIS presets: OpenCV's three, plus "balanced" (the default): OpenCV's "fast" with a
+# variational refinement that smooths half as much (alpha 10 instead of 20) in 3 iterations
+# instead of 5. On the rendered objects of tests/test_flow.py it is about twice as accurate as
+# "fast" and "ultrafast", and its field stays smooth enough to be stored at 1/4 resolution.
+# The 3 iterations take 0.85x the time of 5 at errors within 3 % on real frames moved by known
+# motion; patches every 5 px instead of 4 would save as much again but let the flow fail on
+# more frame pairs (`bench/flow_bench.py --levers`, docs/benchmarks.md).
 DIS_PRESETS = {
     "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
-    "balanced": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {"VariationalRefinementAlpha": 10.0}),
+    "balanced": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {"VariationalRefinementAlpha": 10.0,
+                                                   "VariationalRefinementIterations": 3}),
     "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {}),
     "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),
 }
@@ -78,18 +81,20 @@ class FlowEstimator:
 # ---------------------------------------------------------------- camera motion
 
 
-def homography_from_flow(flow: np.ndarray, points: int = 300, threshold: float = 1.0) -> np.ndarray:
+def homography_from_flow(flow: np.ndarray, points: int = 300, threshold: float = 1.0,
+                         method: int = cv2.USAC_FAST) -> np.ndarray:
     """Camera homography `(3, 3)` fitted by RANSAC to the flow at ~`points` grid positions.
 
     The grid keeps half a cell away from the borders, where flow is least
-    reliable. Returns the identity when no plausible homography fits.
+    reliable. Returns the identity when no plausible homography fits. `method` is
+    cv2.findHomography's robust method (cv2.RANSAC: the classic one).
     """
     height, width = flow.shape[:2]
     cell = max(2, int(np.sqrt(height * width / points)))
     ys, xs = np.mgrid[cell // 2:height:cell, cell // 2:width:cell]
     src = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
     dst = src + flow[ys.ravel(), xs.ravel()]
-    return _ransac_homography(src, dst, threshold, (height, width))
+    return _ransac_homography(src, dst, threshold, (height, width), method)
 
 
 def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: int = 600,
@@ -108,19 +113,23 @@ def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: i
                               frame0.shape[:2])
 
 
-def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
-    """RANSAC fit (500 iterations at most), refitted on the points within 3 robust standard
-    deviations of it. The identity when it fails, when it does not cut the median residual
-    of a still camera (a fit to flow noise), or when it is implausible: a camera moving a frame
-    corner by more than CLAMP px, or folding the image.
+def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size: tuple[int, int],
+                       method: int = cv2.USAC_FAST) -> np.ndarray:
+    """RANSAC fit (by default OpenCV's USAC_FAST: uniform samples, MSAC score, local optimization;
+    500 iterations at most), refitted on the points within 3 robust standard deviations of it. The
+    identity when it fails, when it does not cut the median residual of a still camera (a fit to
+    flow noise), or when it is implausible: a camera moving a frame corner by more than CLAMP px,
+    or folding the image.
 
     The refit and the still-camera test matter for sub-pixel motion (small frames): with a
     fixed 1 px threshold an object moving 0.5 px/frame counts as camera, and a homography
-    fitted to noise moves parts of a still frame by tenths of a pixel.
+    fitted to noise moves parts of a still frame by tenths of a pixel. USAC_FAST finds the
+    camera classic RANSAC finds (their camera flows differ by 0.01 px on average over
+    bikes.mp4's pairs) in 0.4x its time (`bench/flow_bench.py --levers`).
     """
     if len(src) < 8:
         return np.eye(3)
-    homography, _ = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=500)
+    homography, _ = cv2.findHomography(src, dst, method, threshold, maxIters=500)
     if homography is None or not np.isfinite(homography).all():
         return np.eye(3)
     residual = _residual(src, dst, homography)
@@ -190,14 +199,25 @@ def pair_flow(frame0: np.ndarray, frame1: np.ndarray, estimator: FlowEstimator, 
 def compensate(flow: np.ndarray, frame0: np.ndarray, frame1: np.ndarray, compensation: str = "flow",
                clamp: float = CLAMP, stride: int = 1) -> np.ndarray:
     """`pair_flow` of the raw flow `(H, W, 2)` the estimator gave for the gray frames `frame0`, `frame1`."""
+    return remove_camera(flow, camera_homography(flow, frame0, frame1, compensation), clamp, stride)
+
+
+def camera_homography(flow: np.ndarray, frame0: np.ndarray, frame1: np.ndarray,
+                      compensation: str = "flow") -> np.ndarray | None:
+    """The camera homography `(3, 3)` of a frame pair found as `compensation` says, None for "none"."""
     if compensation not in COMPENSATIONS:
         raise ValueError(f"unknown compensation {compensation!r}; choose from {COMPENSATIONS}")
-    height, width = flow.shape[:2]
-    camera = None
     if compensation == "flow":
-        camera = homography_from_flow(flow)
-    elif compensation == "features":
-        camera = homography_from_features(frame0, frame1)
+        return homography_from_flow(flow)
+    if compensation == "features":
+        return homography_from_features(frame0, frame1)
+    return None
+
+
+def remove_camera(flow: np.ndarray, camera: np.ndarray | None, clamp: float = CLAMP, stride: int = 1) -> np.ndarray:
+    """Raw flow `(H, W, 2)` area-averaged onto the `stride` grid, minus the flow of `camera`
+    (a homography, or None for no camera motion), clamped to ±`clamp` px."""
+    height, width = flow.shape[:2]
     if stride > 1:
         flow = cv2.resize(flow, (-(-width // stride), -(-height // stride)), interpolation=cv2.INTER_AREA)
     if camera is not None:

@@ -4,9 +4,10 @@ Four comparisons, each measured in one run on the same inputs, printed with rati
 
 1. decode: sequential RGB decode of bikes.mp4 with and without codec motion vectors;
 2. prepare: `motionmae prepare` of one video (decode + DIS flow + camera compensation +
-   cache write) against gray decode only, and our flow against OpenCV's Dual TV-L1 (the
-   algorithm of the denseflow tool the official MME code needs) on the same gray frame
-   pairs. TV-L1 is in opencv-contrib, which cannot share an environment with the
+   cache write) against gray decode only, with the CPU time of each of its steps (a shared
+   machine's load does not blur where the time goes), and our flow against OpenCV's Dual
+   TV-L1 (the algorithm of the denseflow tool the official MME code needs) on the same gray
+   frame pairs. TV-L1 is in opencv-contrib, which cannot share an environment with the
    package's opencv-python-headless, so it runs in its own venv (`make bench` makes
    `.venv-tvl1`) on frames handed over in a .npy file (`tvl1_peer.py`);
 3. train: one pretraining step, ours vs Hugging Face's `VideoMAEForPreTraining`, each in a
@@ -44,9 +45,10 @@ import cv2
 import numpy as np
 import torch
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.cache import CacheParams, MotionCache, encode_field, list_videos, prepare
 from motionmae.config import load_config
-from motionmae.flow import FlowEstimator, pair_flow
+from motionmae.cuts import warp_residual
+from motionmae.flow import FlowEstimator, camera_homography, pair_flow, remove_camera
 from motionmae.video import VideoReader, output_size, probe, shipped_videos
 
 TVL1_PYTHON = ".venv-tvl1/bin/python"  # the peer venv `make bench` creates
@@ -150,15 +152,53 @@ def decode_rate(path, short_side: int | None, repeats: int, motion: bool = False
     return frames / best_seconds(decode, repeats)
 
 
-def prepare_rate(path, params: CacheParams, root: Path, repeats: int) -> tuple[float, MotionCache]:
-    """Frames/s of `MotionCache.extract` on one video, a fresh cache under `root` each time (best of `repeats`)."""
+def prepare_rate(path, params: CacheParams, root: Path, repeats: int,
+                 clock=time.perf_counter) -> tuple[float, MotionCache]:
+    """Frames/s of `MotionCache.extract` on one video, a fresh cache under `root` each time (best of
+    `repeats`), in seconds of `clock` (`time.process_time`: frames per CPU second, per core)."""
     best, cache, frames = np.inf, None, 0
     for i in range(repeats):
-        cache = MotionCache(root / f"run{i}", params)
-        start = time.perf_counter()
+        cache = MotionCache(root / f"run{i}-{clock.__name__}", params)
+        start = clock()
         frames, _ = cache.extract(path.name, path)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return frames / best, cache
+
+
+PREPARE_STAGES = ("decode", "flow", "cut score", "camera fit", "compensate", "encode")
+
+
+def prepare_stages(path, params: CacheParams, clock=time.process_time) -> dict[str, float]:
+    """Ms per frame of each step `MotionCache.extract` takes per frame pair, timed one by one on
+    `path` with `clock` (CPU time by default: what one core spends, whatever else runs).
+
+    decode: gray frames at `short_side`; flow: the estimator; cut score: `cuts.warp_residual`;
+    camera fit: `flow.camera_homography`; compensate: `flow.remove_camera` (grid, camera, clamp);
+    encode: `cache.encode_field`. Opening the file and writing the entry are left out.
+    """
+    f = params.flow
+    estimator = FlowEstimator(f.method, f.preset)
+    spent = dict.fromkeys(PREPARE_STAGES, 0.0)
+
+    def timed(stage, fn, *args):
+        start = clock()
+        out = fn(*args)
+        spent[stage] += clock() - start
+        return out
+
+    frames, previous = 0, None
+    with VideoReader(path, params.short_side) as reader:
+        decoded = reader.sequential(gray=True)
+        while (item := timed("decode", next, decoded, None)) is not None:
+            gray = item[1]
+            if previous is not None:
+                raw = timed("flow", estimator, previous, gray)
+                timed("cut score", warp_residual, previous, gray, raw)
+                camera = timed("camera fit", camera_homography, raw, previous, gray, f.compensation)
+                field = timed("compensate", remove_camera, raw, camera, f.clamp, params.stride)
+                timed("encode", encode_field, field, params)
+            previous, frames = gray, frames + 1
+    return {stage: 1e3 * seconds / max(frames, 1) for stage, seconds in spent.items()}
 
 
 def first_gray_frames(path, short_side: int, count: int) -> np.ndarray:
@@ -349,12 +389,18 @@ def compare_prepare(path: Path, short_side: int, repeats: int, pairs: int, threa
     decode = 1 / decode_rate(path, short_side, repeats, gray=True)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = 1 / prepare_rate(path, params, Path(tmp), repeats)[0]
+        prepared_cpu = 1 / prepare_rate(path, params, Path(tmp), repeats, time.process_time)[0]
+    stages = prepare_stages(path, params)
     gray = first_gray_frames(path, short_side, pairs + 1)
     ours = flow_seconds(gray, params)
     figures = {"decode_ms_per_frame": 1e3 * decode, "prepare_ms_per_frame": 1e3 * prepared,
-               "our_flow_ms_per_pair": 1e3 * ours}
+               "prepare_cpu_ms_per_frame": 1e3 * prepared_cpu, "our_flow_ms_per_pair": 1e3 * ours,
+               "prepare_steps_cpu_ms_per_frame": stages}
     print(f"  decode only (gray)     {1e3 * decode:8.2f} ms/frame")
     print(f"  our prepare            {1e3 * prepared:8.2f} ms/frame  (decode + flow + compensation + cache write)")
+    print(f"    in CPU time          {1e3 * prepared_cpu:8.2f} ms/frame  ({1 / prepared_cpu:.0f} frames/s per core)")
+    print("    its steps, CPU ms/frame timed one at a time: " + " | ".join(f"{k} {v:.2f}" for k, v in stages.items())
+          + f" | sum {sum(stages.values()):.2f} ({1e3 / sum(stages.values()):.0f} frames/s per core)")
     print(f"  our flow               {1e3 * ours:8.2f} ms/pair   (flow + compensation, same pairs as TV-L1)")
     ratios = {"prepare_vs_decode_time": prepared / decode}
     result = {"config": config, "figures": figures, "ratios": ratios}

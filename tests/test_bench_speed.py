@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from motionmae.cli import main
-from motionmae.speed import tvl1_seconds
+from motionmae.speed import PREPARE_STAGES, tvl1_seconds
 
 COMPARISONS = {
     "decode": {"vectors_vs_plain_time"},
@@ -42,6 +42,9 @@ def test_quick_run_prints_and_writes_every_comparison_and_skips_a_missing_tvl1_e
     for side in report["comparisons"]["train"]["figures"].values():  # --quick takes 2 rounds: the median of 2
         assert len(side["rounds"]) == 2 and side["clips_per_s"] == pytest.approx(sum(side["rounds"]) / 2)
     assert "(rounds: " in printed
+    steps = report["comparisons"]["prepare"]["figures"]["prepare_steps_cpu_ms_per_frame"]
+    assert list(steps) == list(PREPARE_STAGES) and all(ms > 0 for ms in steps.values())
+    assert "its steps, CPU ms/frame timed one at a time: decode " in printed
     assert report["comparisons"]["prepare"]["skipped"].startswith(f"{missing} not found")
     assert "tvl1_ms_per_pair" not in report["comparisons"]["prepare"]["figures"]
 
