@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 import cv2
 import numpy as np
 
@@ -609,6 +610,7 @@ class VideoReader:
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
         self.tally = _Tally()  # frames the decoder produced so far (seeking keeps this small)
         self._motion = None  # whether the open decoder exports vectors; None before its first frame
+        self.scaler = VideoReformatter()  # one swscale context for every frame this reader converts
 
     @property
     def frames_decoded(self) -> int:
@@ -736,10 +738,11 @@ class VideoReader:
                 yield b_index, self._pixels(b_frame, gray), *self._field(b_frame, b_index, b_previous, None)
 
     def _pixels(self, frame, gray: bool) -> np.ndarray:
+        """uint8 (H, W, 3) RGB or (H, W) luma at the output size, through the reader's one swscale context
+        (`frame.to_ndarray` sets up a new one per frame, which costs about as much as the conversion)."""
         fmt = "gray" if gray else "rgb24"
-        if self.short_side:
-            return frame.to_ndarray(format=fmt, width=self.width, height=self.height)
-        return frame.to_ndarray(format=fmt)
+        width, height = (self.width, self.height) if self.short_side else (frame.width, frame.height)
+        return self.scaler.reformat(frame, width=width, height=height, format=fmt).to_ndarray()
 
     def _field(self, frame, index, previous_anchor, next_anchor):
         """Vectors of one decoded frame on the output grid, and whether it had any."""
