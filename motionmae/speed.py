@@ -589,6 +589,16 @@ LOADER_LABELS = {"before": "before (issue 18 options off)", "peer": "plain PyAV 
                  "new_whole_span": "new decode of the whole span", "new_single": "new, repeats 1", "new": "new"}
 
 
+def write_report(out, name: str, report: dict) -> Path:
+    """Write `report` as `out`/`name` JSON, atomically (temp file + rename); returns the path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out / name)
+    return out / name
+
+
 def run_loader_bench(config_name: str, list_path, out, cache=None, clips: int = 24, repeats: int = 4,
                      rounds: int = 3, overrides=()) -> dict:
     """Clips/s per core of the pretraining loader before this change, a plain PyAV peer and the new one
@@ -602,7 +612,7 @@ def run_loader_bench(config_name: str, list_path, out, cache=None, clips: int = 
         raise ValueError(f"--clips {clips} is not a multiple of --repeats {repeats}")
     settings = [f"data.train={list_path}"] + ([f"data.cache={cache}"] if cache else []) + list(overrides)
     config = load_config(config_name, settings)
-    d, m = config.data, config.model
+    d = config.data
     info = machine()
     with threads(1):
         sides = loader_sides(config, repeats)
@@ -645,12 +655,7 @@ def run_loader_bench(config_name: str, list_path, out, cache=None, clips: int = 
           f"what the target reads {ratios['new_single_vs_before']:.2f}x, + {repeats} repeats "
           f"{ratios['new_vs_before']:.2f}x")
     report = {"machine": info, "config": setup, "sides": figures, "ratios": ratios}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".loader.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "loader.json")
-    print(f"wrote {out / 'loader.json'}")
+    print(f"wrote {write_report(out, 'loader.json', report)}")
     return report
 
 
@@ -672,10 +677,5 @@ def run_speed(out, quick: bool = False, thread_count: int = 1, tvl1_python=TVL1_
         }
     report = {"options": {"quick": quick, "threads": thread_count, "tvl1_python": str(tvl1_python)},
               "machine": info, "comparisons": results}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".speed.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "speed.json")
-    print(f"\nwrote {out / 'speed.json'}")
+    print(f"\nwrote {write_report(out, 'speed.json', report)}")
     return report
