@@ -35,6 +35,7 @@ class DataConfig:
     flow_on_the_fly: bool = False  # compute flow when a video has no cache entry
     workers: int = 2  # DataLoader worker processes
     shuffle_frames: bool = False  # temporal-shuffle ablation: permute the input frames
+    in_memory: bool = False  # decode each video (and read its flow) once, keep it in RAM: small sets, workers 0
 
 
 @dataclass

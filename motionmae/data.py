@@ -21,6 +21,11 @@ span as if it were the video: the flow between consecutive shuffled frames is
 computed on the fly (the cached flow belongs to the true order), and no codec
 vectors are read (MGM falls back to that flow). Only pretraining samples are
 shuffled; probe and fine-tuning clips (`ClipDataset`) never are.
+
+With `data.in_memory` every video is decoded once (and its cached flow read once)
+on first use and kept in RAM, so later samples cost array slicing instead of a
+decode: for small data sets such as the demo's, with `data.workers: 0` (each
+worker process would keep a copy of its own).
 """
 
 from __future__ import annotations
@@ -233,12 +238,15 @@ class SpanFlow:
 
     Read from the motion cache straight into the box (one resampling of the
     stored field); when the video has no entry, computed from the decoded
-    frames if `data.flow_on_the_fly`, else `FlowUnavailable` names it.
+    frames if `data.flow_on_the_fly`, else `FlowUnavailable` names it. With
+    `data.in_memory` a video's whole flow is read once at frame resolution
+    (float16) and kept; spans are then cut from it and resampled into the box.
     """
 
     def __init__(self, data):
         self.cache = open_cache(data)
         self.on_the_fly = data.flow_on_the_fly
+        self.kept: dict[str, np.ndarray] | None = {} if data.in_memory else None
 
     def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox) -> np.ndarray:
         try:
@@ -250,6 +258,11 @@ class SpanFlow:
             return self.compute(frames, box)[: stop - start]
         stop_in = min(stop, info.num_flows)
         flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
+        if start < stop_in and self.kept is not None:
+            if item.key not in self.kept:
+                self.kept[item.key] = self.cache.read(item.key, 0, info.num_flows).astype(np.float16)
+            flow[: stop_in - start] = augment_flow(self.kept[item.key][start:stop_in].astype(np.float32), box)
+            return flow
         if start < stop_in:
             flow[: stop_in - start] = self.cache.read(item.key, start, stop_in, size=(box.size, box.size),
                                                       crop=(box.x, box.y, box.w, box.h))
@@ -264,6 +277,31 @@ class SpanFlow:
 
 
 # ---------------------------------------------------------------- pretraining dataset
+
+
+class MemoryVideo:
+    """A whole video decoded once and kept, read like a `VideoReader`: `len()`, `read(indices, motion)`."""
+
+    def __init__(self, path, short_side: int | None, motion: bool):
+        with VideoReader(path, short_side) as reader:
+            self.clip = reader.read(np.arange(len(reader)), motion=motion)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def __len__(self) -> int:
+        return len(self.clip.frames)
+
+    def read(self, indices, motion: bool = False) -> Clip:
+        """Frames (and vectors, when decoded with them) at any list of indices, in the order asked."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        c = self.clip
+        if not motion or c.motion is None:
+            return Clip(c.frames[indices], None, None, indices)
+        return Clip(c.frames[indices], c.motion[indices], c.has_motion[indices], indices)
 
 
 class PretrainDataset(torch.utils.data.Dataset):
@@ -282,6 +320,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.data, self.raw_span, self.masks = data, raw_span, masks
         self.seed, self.needs_flow, self.train = seed, needs_flow, train
         self.span_flow = SpanFlow(data) if needs_flow else None
+        self.videos: dict[str, MemoryVideo] | None = {} if data.in_memory else None
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
             items = self._cached(items)
         self.items = items
@@ -316,13 +355,22 @@ class PretrainDataset(torch.utils.data.Dataset):
     def load(self, item: Item, rng: np.random.Generator) -> dict:
         return self.sample(item, rng)[0]
 
+    def open(self, item: Item):
+        """A reader of the item's video; with `data.in_memory`, the video decoded once and kept."""
+        if self.videos is None:
+            return VideoReader(item.path, self.data.short_side)
+        if item.key not in self.videos:
+            motion = self.masks.needs_motion and not self.data.shuffle_frames
+            self.videos[item.key] = MemoryVideo(item.path, self.data.short_side, motion)
+        return self.videos[item.key]
+
     def sample(self, item: Item, rng: np.random.Generator, start: int | None = None) -> tuple[dict, CropBox]:
         """One sample (the dict of the module docstring) and its crop box in decoded pixels.
 
         `start`: the span's first raw frame; by default random in training, the middle otherwise.
         """
         d = self.data
-        with VideoReader(item.path, d.short_side) as reader:
+        with self.open(item) as reader:
             count = len(reader)
             last_start = max(0, count - self.raw_span)
             if start is None:
