@@ -40,7 +40,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    size: str = "base"  # tiny | small | base | large
+    size: str = "base"  # micro (the demo's) | tiny | small | base | large
     tubelet: int = 2
     patch: int = 16
     decoder_depth: int = 1

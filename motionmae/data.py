@@ -173,6 +173,8 @@ def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: in
                   interpolation: int) -> np.ndarray:
     """Crop (x, y, w, h) of each (H, W, C) array of `stack` and resize to (out, out)."""
     crops = stack[:, y:y + h, x:x + w]
+    if w == h == out:  # nothing to resize (e.g. a full-frame crop at the decoded size)
+        return crops[:, :, ::-1] if box.flip else crops
     t, _, _, c = crops.shape
     # OpenCV resizes up to 512 channels at once: fold time into channels.
     folded = np.ascontiguousarray(crops.transpose(1, 2, 0, 3).reshape(h, w, t * c))

@@ -249,7 +249,7 @@ def _background(rng, side: int) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def sample_scene(label: int, index: int, size: int = 64, frames: int = 48, seed: int = 0,
+def sample_scene(label: int, index: int, size: int = 32, frames: int = 24, seed: int = 0,
                  camera_motion: str = "none") -> Scene:
     """The scene of video `index` of class `label`; a pure function of its arguments."""
     rng = np.random.default_rng([seed, label, index, size, frames, CAMERA_MOTIONS.index(camera_motion)])
@@ -325,7 +325,7 @@ def _ground_truth(scene: Scene, mask: np.ndarray, index: int) -> dict:
     }
 
 
-def render_video(label: int | str, index: int, size: int = 64, frames: int = 48, seed: int = 0,
+def render_video(label: int | str, index: int, size: int = 32, frames: int = 24, seed: int = 0,
                  camera_motion: str = "none") -> tuple[np.ndarray, dict]:
     """One video in memory: frames uint8 (T, S, S, 3) RGB and its ground truth.
 
@@ -490,7 +490,7 @@ def _write_job(job: tuple) -> None:
     write_one(*job)
 
 
-def make_dataset(out, videos_per_class: int = 100, size: int = 64, frames: int = 48, fps: int = 25,
+def make_dataset(out, videos_per_class: int = 100, size: int = 32, frames: int = 24, fps: int = 25,
                  seed: int = 0, camera_motion: str = "none", workers: int = 1, progress: bool = True) -> Path:
     """Write the data set to `out` (resuming a partial one); returns the folder.
 

@@ -252,11 +252,12 @@ def test_shuffled_frames_are_the_same_span_in_another_order_with_their_own_flow(
     order = [next(i for i in range(len(frames)) if torch.equal(frames[i], f)) for f in mixed]
     assert sorted(order) == list(range(len(frames))) and order != sorted(order)
     assert shuffled["mask_source"] == "flow"  # no codec vectors: they describe the true order
-    # its flow follows the shuffled frames (flow of the crops themselves, at 32 px, as a reference)
+    # its flow follows the shuffled frames (flow of the crops themselves, at 32 px, as a coarse
+    # reference: on the weakly textured background DIS at 32 px spreads the objects' motion)
     expected = video_flow(shuffled["frames"].numpy()).ravel()
     assert shuffled["flow"].shape == plain["flow"].shape
-    assert np.corrcoef(shuffled["flow"].numpy().ravel(), expected)[0, 1] > 0.5
-    assert abs(np.corrcoef(plain["flow"].numpy().ravel(), expected)[0, 1]) < 0.2
+    assert np.corrcoef(shuffled["flow"].numpy().ravel(), expected)[0, 1] > 0.2
+    assert abs(np.corrcoef(plain["flow"].numpy().ravel(), expected)[0, 1]) < 0.1
 
 
 @pytest.fixture(scope="module")
