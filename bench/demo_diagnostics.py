@@ -3,7 +3,7 @@
     .venv/bin/python bench/demo_diagnostics.py targets [--data data/synthetic] [--cache cache/demo] [--set k=v ...]
     .venv/bin/python bench/demo_diagnostics.py truth   [--data ...] [--cache ...]
     .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT [--split val|train] [--clips N]
-    .venv/bin/python bench/demo_diagnostics.py baseline videomae [--set k=v ...]
+    .venv/bin/python bench/demo_diagnostics.py baseline videomae [--target-only] [--set k=v ...]
     .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|vit] [--steps 1500] [--batch 64]
         [--lr 1e-3] [--data ...] [--set k=v ...]
 
@@ -22,7 +22,8 @@ zero: the loss of a pretrained checkpoint on the middle clip of every validation
     the zero predictor. For a pixel target, "zero" is the per-patch mean: its trivial predictor.
 baseline: the demo (its data, cache, model, clips, schedule) pretrained with another
     method's target, mask and decoder depth (a variant of `bench quality`, e.g. videomae:
-    pixels, tube 0.9, decoder 4) into runs/demo-METHOD, then `zero` on val and the demo's probe.
+    pixels, tube 0.9, decoder 4; --target-only: its target alone, with the demo's mask and
+    decoder) into runs/demo-METHOD[-target], then `zero` on val and the demo's probe.
 supervised: the references of the demo with labels, in its budget (steps x batch clip
     samples): a small 3D CNN (4 conv-BN-ReLU-maxpool blocks, 0.29 M parameters) or the
     demo preset's ViT with VideoMAE's classification head, trained from scratch on clips
@@ -209,9 +210,11 @@ def cmd_baseline(args):
     """The demo preset with another method's target, mask and decoder depth; then zero and the probe."""
     method = METHODS[args.method]
     preset = load_config(method.preset, method.overrides)
-    config = load_config("demo", [f"run.out=runs/demo-{args.method}", *args.set])
-    config.target, config.mask = preset.target, preset.mask
-    config.model.decoder_depth = preset.model.decoder_depth
+    name = args.method + ("-target" if args.target_only else "")
+    config = load_config("demo", [f"run.out=runs/demo-{name}", *args.set])
+    config.target = preset.target
+    if not args.target_only:
+        config.mask, config.model.decoder_depth = preset.mask, preset.model.decoder_depth
     cache = MotionCache(config.data.cache, demo_cache_params(config.data.short_side))
     config.data.cache = str(cache.dir)
     print(f"{args.method}: target {config.target.name} {config.target.options}, {config.mask.kind} "
@@ -306,6 +309,8 @@ def main():
         p.add_argument("--set", action="append", default=[], help="config override of the demo preset")
     baseline = sub.add_parser("baseline")
     baseline.add_argument("method", choices=sorted(METHODS), help="a variant of `bench quality` (videomae: pixels)")
+    baseline.add_argument("--target-only", action="store_true",
+                          help="take only the method's target; keep the demo's mask and decoder (runs/demo-METHOD-target)")
     baseline.add_argument("--set", action="append", default=[], help="config override of the demo preset")
     zero = sub.add_parser("zero")
     zero.add_argument("checkpoint")

@@ -5,7 +5,7 @@
     .venv/bin/python bench/regime_search.py flow [--size 32] [--texture 3 8]
 
 No files, no codec, no motion cache: every run renders its videos with motionmae.synthetic
-(the current generator; --videos-per-class train videos and a fifth as many val videos per
+(the working tree's generator, or --generator COMMIT's; --videos-per-class train videos and a fifth as many val videos per
 class, --size px x --frames frames), computes their flow, keeps both in RAM (and in
 bench/out/regime-data-<hash>.pt for the next run), and trains in one process. Minutes per
 run, to find a regime before measuring it with the real pipeline (`motionmae demo`).
@@ -33,8 +33,10 @@ import hashlib
 import json
 import math
 import multiprocessing
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import cv2
@@ -54,15 +56,30 @@ sys.path.insert(0, str(Path(__file__).parent))
 from demo_diagnostics import small_cnn  # noqa: E402
 
 VAL_OFFSET = 100_000  # val videos are indices VAL_OFFSET.. of each class: never a train video
+GENERATORS = {"": synthetic}  # --generator COMMIT: motionmae/synthetic.py as it was at that commit
+
+
+def generator(commit: str):
+    """The synthetic module of the working tree (""), or of a git commit (e.g. 8b9d52c: version 1)."""
+    if commit not in GENERATORS:
+        source = subprocess.run(["git", "show", f"{commit}:motionmae/synthetic.py"], capture_output=True, text=True,
+                                check=True, cwd=Path(__file__).parent).stdout
+        module = types.ModuleType(f"synthetic_{commit}")
+        sys.modules[module.__name__] = module  # dataclasses look their module up
+        exec(compile(source, f"synthetic.py@{commit}", "exec"), module.__dict__)
+        GENERATORS[commit] = module
+    return GENERATORS[commit]
 
 
 def render(job) -> tuple[int, np.ndarray, np.ndarray]:
     """(label, frames uint8 (T, S, S, 3), flow float16 (T-1, S, S, 2)) of one video."""
-    label, index, size, frames, seed, flow, scale, texture = job
-    synthetic.TEXTURE = texture
-    video, truth = synthetic.render_video(label, index, size * scale, frames, seed)
+    label, index, size, frames, seed, flow, scale, texture, commit = job
+    source = generator(commit)
+    if texture is not None:
+        source.TEXTURE = texture
+    video, truth = source.render_video(label, index, size * scale, frames, seed)
     if flow == "true":
-        field = synthetic.true_flow(truth)
+        field = source.true_flow(truth)
     else:
         field = video_flow(video, FlowParams(compensation="flow" if flow == "dis" else "none"))
     if scale > 1:
@@ -73,13 +90,14 @@ def render(job) -> tuple[int, np.ndarray, np.ndarray]:
 
 def rendered(args, per_class: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Frames (N, T, S, S, 3) uint8, flow (N, T-1, S, S, 2) float16, labels (N,); cached in bench/out."""
-    texture = tuple(args.texture)
+    texture = tuple(args.texture) if args.texture else None
     key = json.dumps([per_class, offset, args.size, args.frames, args.data_seed, args.flow, args.flow_scale, texture,
-                      Path(synthetic.__file__).read_text()])
+                      args.generator or Path(synthetic.__file__).read_text()])
     path = Path("bench/out") / f"regime-data-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
     if path.is_file():
         return torch.load(path)
-    jobs = [(label, offset + i, args.size, args.frames, args.data_seed, args.flow, args.flow_scale, texture)
+    jobs = [(label, offset + i, args.size, args.frames, args.data_seed, args.flow, args.flow_scale, texture,
+             args.generator)
             for label in range(len(synthetic.CLASSES)) for i in range(per_class)]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         out = pool.map(render, jobs, chunksize=16)
@@ -185,7 +203,7 @@ def probe(args, encoder, train, val, batch, room: int) -> None:
                     batch(data, c, np.full(len(c), start))[0], args.clip_frames, args.stride))).mean(1) for c in chunks]))
         return torch.stack(out, 1)  # (N, views, D)
 
-    x_train, x_val = features(train, [0, room // 2, room]), features(val, [room // 2])
+    x_train, x_val = features(train, [0, round(room / 2), room]), features(val, [room // 2])
     y_train = train[2].repeat_interleave(3)
     for epochs in (20, 100):
         classifier = train_linear(x_train.flatten(0, 1), y_train, len(synthetic.CLASSES), epochs=epochs)
@@ -195,6 +213,7 @@ def probe(args, encoder, train, val, batch, room: int) -> None:
 
 
 def cmd_flow(args):
+    texture = tuple(args.texture) if args.texture else None
     kinds = [("dis", 1), ("dis-none", 1), ("dis-none", 2)]
     target = build_target("traj", tubelet=2, patch=8, cell=8, traj_len=4, traj_norm="none", shape=False)
     span = target.raw_span(8, 2)
@@ -203,7 +222,7 @@ def cmd_flow(args):
         for i in range(24):
             label = i % len(synthetic.CLASSES)
             started = time.process_time()
-            _, video, flow = render((label, 500 + i, args.size, args.frames, 0, kind, scale, tuple(args.texture)))
+            _, video, flow = render((label, 500 + i, args.size, args.frames, 0, kind, scale, texture, ""))
             seconds.append(time.process_time() - started)
             _, truth = synthetic.render_video(label, 500 + i, args.size * scale, args.frames)
             true = synthetic.true_flow(truth)
@@ -235,14 +254,16 @@ def main():
         p = sub.add_parser(name)
         p.add_argument("--size", type=int, default=32)
         p.add_argument("--frames", type=int, default=24)
-        p.add_argument("--texture", type=float, nargs=2, default=list(synthetic.TEXTURE),
-                       help="background texture contrast range (of 255)")
+        p.add_argument("--texture", type=float, nargs=2, default=None,
+                       help="background texture contrast range (of 255; default: the generator's)")
     p = sub.choices["train"]
     p.add_argument("--mode", choices=["mme", "pixel", "vit", "cnn"], default="mme")
     p.add_argument("--flow", choices=["true", "dis", "dis-none"], default="dis-none")
     p.add_argument("--flow-scale", type=int, default=1)
     p.add_argument("--videos-per-class", type=int, default=100)
     p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--generator", default="", metavar="COMMIT",
+                   help="motionmae/synthetic.py of this git commit (8b9d52c: version 1) instead of the working tree's")
     p.add_argument("--clip-frames", type=int, default=8)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--patch", type=int, default=8)

@@ -3,7 +3,9 @@
 A config file is YAML with the sections below; anything it leaves out keeps
 its default. `load_config("mme", ["optim.epochs=10"])` reads the preset
 `configs/mme.yaml` (or any path) and applies overrides, whose values are
-parsed as YAML (`8`, `0.5`, `true`, `[1, 0.875]`).
+parsed as YAML (`8`, `0.5`, `true`, `[1, 0.875]`). Options (`target.options`,
+`mask.options`) add up key by key; `target.options=null` empties them, e.g. to
+switch a preset to another target: `target.name=pixel target.options=null`.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model: faster steps after a one-time compile (~1 min)
+    threads: int | None = None  # torch threads of each training process (None: torch's default, one per core)
     checkpoint_every: int = 500  # steps
     log_every: int = 10  # steps
     max_steps: int | None = None  # stop early (for tries and tests)
@@ -190,6 +193,8 @@ def _merge(section, values: dict, where: str):
             _merge(current, value, f"{where}.{key}")
         elif isinstance(current, dict) and isinstance(value, dict):  # options: add to what is there
             setattr(section, key, {**current, **value})
+        elif isinstance(current, dict) and value is None:  # `target.options=null`: drop the preset's options
+            setattr(section, key, {})
         else:
             setattr(section, key, _coerce(value, current, f"{where}.{key}"))
 

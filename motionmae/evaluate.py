@@ -385,6 +385,8 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     `log_every` steps, validation every `eval_every` epochs) and OUT/config.yaml.
     """
     env = setup_distributed(config.run.device)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
     d, a, o = config.data, config.aug, config.optim
     out = Path(config.run.out)
     train_items = labelled(read_list(d.train), d.train)
