@@ -1,33 +1,39 @@
-"""Why the demo's encoder learns so little: four measurements on a synthetic data set.
+"""What the demo's encoder learns, and whether its data set can be learnt in the demo's budget.
 
-    .venv/bin/python bench/demo_diagnostics.py targets [--data data/synthetic] [--cache cache/motion] [--set k=v ...]
+    .venv/bin/python bench/demo_diagnostics.py targets [--data data/synthetic] [--cache cache/demo] [--set k=v ...]
     .venv/bin/python bench/demo_diagnostics.py truth   [--data ...] [--cache ...]
-    .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT
-    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|convstem|vit|vit-convstem]
-        [--patch 16] [--depth 12] [--pool mean|max] [--lr 3e-3] [--epochs 8] [--data ...]
+    .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT [--split val|train] [--clips N]
+    .venv/bin/python bench/demo_diagnostics.py baseline videomae [--target-only] [--set k=v ...]
+    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|vit] [--steps 1500] [--batch 64]
+        [--lr 1e-3] [--data ...] [--set k=v ...]
 
 targets: how much of the class a linear classifier reads from the pretraining targets
     themselves, pooled over one clip per video (mean over tokens, mean per time slice,
     mean |value|): an upper-bound-like figure for what a linear probe on an encoder
-    that encoded its own targets could reach. `--set target.options.traj_norm=none`
+    that encoded its own targets could reach. `--set target.options.traj_norm=token`
     etc. pick the target variant (demo config otherwise).
 truth: trajectory targets (raw px) against the generator's ground truth on the
     translating classes: per-step displacement and error of points on the primary
     object, and the flow noise carried by points on the still background.
-zero: the loss of a pretrained checkpoint on 64 training clips beside the loss of
-    predicting zero and of copying each masked token's target from the same token at
-    the nearest visible time. A model that learnt nothing sits at the zero predictor.
-supervised: is the data set learnable at all in the demo's budget? A small 3D CNN
-    (4 conv blocks, 0.29 M parameters), the ViT's convolutional stem alone (mean over its
-    tokens, LayerNorm, linear), our ViT-tiny classifier, or that ViT with the
-    convolutional stem in place of the tubelet embedding (16 px patches); the ViT cut to
-    its first --depth blocks, its tokens max-pooled with --pool max. Trained with labels
-    from scratch on the demo's clips (16 frames at stride 2, 64 px, one random crop of
-    50-100 % area per video, drawn once, no flip; AdamW, one-cycle lr up to --lr,
-    batch 16); validation top-1 (centre clip) after every epoch.
+zero: the loss of a pretrained checkpoint on the middle clip of every validation video
+    (or --clips N of them; --split train for the training list), with masks seeded per
+    video, beside the loss of predicting zero and of copying each masked token's target
+    from the same token at the nearest visible time. A model that learnt nothing sits at
+    the zero predictor. For a pixel target, "zero" is the per-patch mean: its trivial predictor.
+baseline: the demo (its data, cache, model, clips, schedule) pretrained with another
+    method's target, mask and decoder depth (a variant of `bench quality`, e.g. videomae:
+    pixels, tube 0.9, decoder 4; --target-only: its target alone, with the demo's mask and
+    decoder) into runs/demo-METHOD[-target], then `zero` on val and the demo's probe.
+supervised: the references of the demo with labels, in its budget (steps x batch clip
+    samples): a small 3D CNN (4 conv-BN-ReLU-maxpool blocks, 0.29 M parameters) or the
+    demo preset's ViT with VideoMAE's classification head, trained from scratch on clips
+    cut like the demo's pretraining samples (the preset's frames, stride, size, crops;
+    a random start per sample) from videos decoded once into RAM; AdamW, one-cycle lr up
+    to --lr; validation top-1 on the middle clip of every val video every --eval-every steps.
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -35,11 +41,15 @@ import numpy as np
 import torch
 
 from motionmae import checkpoints
+from motionmae.ablations import METHODS
+from motionmae.cache import MotionCache
 from motionmae.config import config_from_dict, load_config
-from motionmae.data import ClipDataset, ClipSpec, PretrainDataset, TrainAugment, read_list
+from motionmae.data import MemoryVideo, PretrainDataset, augment_frames, multiscale_crop, read_list
 from motionmae.masking import MaskGenerator
 from motionmae.models import VideoClassifier, token_grid
-from motionmae.pretrain import batch_loss, build_dataset, build_model, normalize_video
+from motionmae.demo import PROBE_EPOCHS, PROBE_VIEWS, demo_cache_params
+from motionmae.evaluate import linear_probe
+from motionmae.pretrain import batch_loss, build_model, normalize_video, pretrain
 from motionmae.speed import machine_line
 from motionmae.targets import build_target
 
@@ -153,26 +163,67 @@ def copy_nearest_visible(y, mask, slices: int) -> torch.Tensor:
     return pred.view(b, n, dim)
 
 
-def cmd_zero(args):
-    state = checkpoints.load(args.checkpoint)
+def zero_losses(checkpoint, split: str = "val", clips: int = 0, cache: str | None = None) -> dict:
+    """Loss of a checkpoint, of the zero predictor and of copying the nearest visible time, averaged
+    over the middle clips of `split`'s videos (all, or `clips` spread over the list)."""
+    state = checkpoints.load(checkpoint)
     config = config_from_dict(state["config"])
+    if cache:
+        config.data.cache = cache
     target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
                           **config.target.options)
-    dataset = build_dataset(config, target)
+    d, m = config.data, config.model
+    masks = MaskGenerator(config.mask.kind, config.mask.ratio, token_grid(d.frames, d.size, m.tubelet, m.patch),
+                          prefer=config.mask.guidance, options=dict(config.mask.options))
+    dataset = PretrainDataset(read_list(d.val if split == "val" else d.train), d, target.raw_span(d.frames, d.stride),
+                              masks, seed=config.run.seed, needs_flow=target.needs_flow, train=False)
     model = build_model(config, target.dim)
     model.load_state_dict(state["model"])
     model.eval()
-    picks = np.linspace(0, len(dataset) - 1, 64).astype(int)
-    batch = torch.utils.data.default_collate([dataset[(0, int(i))] for i in picks])
-    d = config.data
-    with torch.no_grad():
-        trained, _ = batch_loss(model, target, batch, d, torch.device("cpu"))
-        y, valid = target(batch["frames"], batch["flow"], d.frames, d.stride)
-        zero, _ = target.loss(torch.zeros_like(y), y, valid, batch["mask"])
-        copied = copy_nearest_visible(y, batch["mask"], d.frames // config.model.tubelet)
-        copy, _ = target.loss(copied, y, valid, batch["mask"])
-    print(f"{args.checkpoint} (step {state['step']}): loss on 64 clips {trained.item():.4f}; "
-          f"predicting zero {zero.item():.4f}; copying the nearest visible time {copy.item():.4f}")
+    picks = np.arange(len(dataset)) if clips == 0 else np.linspace(0, len(dataset) - 1, clips).astype(int)
+    totals = np.zeros(3)
+    for chunk in np.array_split(picks, max(1, len(picks) // 64)):
+        batch = torch.utils.data.default_collate([dataset[(0, int(i))] for i in chunk])
+        with torch.no_grad():
+            trained, _ = batch_loss(model, target, batch, d, torch.device("cpu"))
+            y, valid = target(batch["frames"], batch["flow"], d.frames, d.stride)
+            zero, _ = target.loss(torch.zeros_like(y), y, valid, batch["mask"])
+            copied = copy_nearest_visible(y, batch["mask"], d.frames // config.model.tubelet)
+            copy, _ = target.loss(copied, y, valid, batch["mask"])
+        totals += len(chunk) * np.array([trained.item(), zero.item(), copy.item()])
+    trained, zero, copy = totals / len(picks)
+    return {"step": state["step"], "target": config.target.name, "clips": len(picks), "trained": trained,
+            "zero": zero, "copy": copy}
+
+
+def print_zero(checkpoint, split: str, r: dict) -> None:
+    print(f"{checkpoint} (step {r['step']}, target {r['target']}): loss on {r['clips']} {split} clips (middle "
+          f"span, seeded masks) {r['trained']:.4f}; predicting zero {r['zero']:.4f} (trained / zero = "
+          f"{r['trained'] / r['zero']:.3f}); copying the nearest visible time {r['copy']:.4f}")
+
+
+def cmd_zero(args):
+    print_zero(args.checkpoint, args.split, zero_losses(args.checkpoint, args.split, args.clips, args.cache))
+
+
+def cmd_baseline(args):
+    """The demo preset with another method's target, mask and decoder depth; then zero and the probe."""
+    method = METHODS[args.method]
+    preset = load_config(method.preset, method.overrides)
+    name = args.method + ("-target" if args.target_only else "")
+    config = load_config("demo", [f"run.out=runs/demo-{name}", *args.set])
+    config.target = preset.target
+    if not args.target_only:
+        config.mask, config.model.decoder_depth = preset.mask, preset.model.decoder_depth
+    cache = MotionCache(config.data.cache, demo_cache_params(config.data.short_side))
+    config.data.cache = str(cache.dir)
+    print(f"{args.method}: target {config.target.name} {config.target.options}, {config.mask.kind} "
+          f"{config.mask.ratio}, decoder depth {config.model.decoder_depth} -> {config.run.out}")
+    result = pretrain(config, resume="auto")
+    print_zero(result.checkpoint, "val", zero_losses(result.checkpoint))
+    probe = linear_probe(result.checkpoint, config.data.train, config.data.val, epochs=PROBE_EPOCHS,
+                         train_views=PROBE_VIEWS, progress=False)
+    print(f"linear probe: val top-1 {probe['top1']:.1%} (train {probe['train_top1']:.1%})")
 
 
 def small_cnn(classes: int) -> torch.nn.Module:
@@ -186,90 +237,66 @@ def small_cnn(classes: int) -> torch.nn.Module:
     return torch.nn.Sequential(*layers, *head)
 
 
-class Mean(torch.nn.Module):
-    """Mean over one axis, as a layer."""
+class MemoryClips:
+    """Labelled clips cut like the demo's pretraining samples, from videos decoded once into RAM."""
 
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
+    def __init__(self, listing, data):
+        self.items, self.data = read_list(listing), data
+        self.videos = [MemoryVideo(item.path, data.short_side, motion=False) for item in self.items]
+        self.labels = torch.tensor([item.label for item in self.items])
 
-    def forward(self, x):
-        return x.mean(self.dim)
+    def clip(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
+        """uint8 (T, S, S, 3): random start, crop and flip per the config (rng), or the middle clip (None)."""
+        d, video = self.data, self.videos[index]
+        room = max(0, len(video) - (d.frames - 1) * d.stride - 1)
+        start = int(rng.integers(room + 1)) if rng is not None else room // 2
+        frames = video.read(np.minimum(start + d.stride * np.arange(d.frames), len(video) - 1)).frames
+        box = multiscale_crop(frames.shape[1], frames.shape[2], d.size, d.scales, d.flip,
+                              rng or np.random.default_rng(0), train=rng is not None)
+        return augment_frames(frames, box)
 
-
-class ConvStem(torch.nn.Module):
-    """Drop-in for the tubelet embedding: four 3x3x3 conv-BN-ReLU layers of stride 2 in
-    space (and 2 in time in the third), then a 1x1x1 conv to the width: (B, 3, T, S, S)
-    -> (B, N, D) with the tubelet grid (T/2, S/16, S/16)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        layers, width = [], 3
-        for out, stride in ((24, (1, 2, 2)), (48, (1, 2, 2)), (96, (2, 2, 2)), (192, (1, 2, 2))):
-            layers += [torch.nn.Conv3d(width, out, 3, stride, 1, bias=False), torch.nn.BatchNorm3d(out),
-                       torch.nn.ReLU(inplace=True)]
-            width = out
-        self.convs = torch.nn.Sequential(*layers, torch.nn.Conv3d(width, dim, 1))
-
-    def forward(self, video, mask=None):
-        return self.convs(video).flatten(2).transpose(1, 2)
-
-
-class MaxPooled(torch.nn.Module):
-    """A VideoClassifier whose tokens are max-pooled instead of averaged: logits (B, classes)."""
-
-    def __init__(self, classifier: VideoClassifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, video):
-        c = self.classifier
-        return c.head(c.fc_norm(c.encoder(video).amax(1)))
+    def batch(self, indices, rng=None) -> tuple[torch.Tensor, torch.Tensor]:
+        clips = np.stack([self.clip(int(i), rng) for i in indices])
+        return normalize_video(torch.from_numpy(clips)), self.labels[indices]
 
 
 def cmd_supervised(args):
-    spec = ClipSpec(frames=16, stride=2, size=64, short_side=64)
-    train_items, val_items = read_list(f"{args.data}/train.csv"), read_list(f"{args.data}/val.csv")
-    classes = max(i.label for i in train_items) + 1
-    train = ClipDataset(train_items, spec, TrainAugment(area=(0.5, 1.0), flip=False))
-    loaders = {"train": torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, num_workers=1, drop_last=True),
-               "val": torch.utils.data.DataLoader(ClipDataset(val_items, spec), batch_size=32, num_workers=1)}
-    torch.manual_seed(0)
+    config = demo_config(args)
+    d, m = config.data, config.model
+    train, val = MemoryClips(d.train, d), MemoryClips(d.val, d)
+    classes = int(max(train.labels.max(), val.labels.max())) + 1
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     if args.model == "cnn":
         model = small_cnn(classes)
-    elif args.model == "convstem":
-        model = torch.nn.Sequential(ConvStem(192), Mean(1), torch.nn.LayerNorm(192), torch.nn.Linear(192, classes))
     else:
-        model = VideoClassifier(classes, "tiny", spec.frames, spec.size, patch=args.patch)
-        if args.model == "vit-convstem":
-            model.encoder.patch_embed = ConvStem(model.encoder.dim)
-        model.encoder.blocks = model.encoder.blocks[:args.depth]
-        if args.pool == "max":
-            model = MaxPooled(model)
+        model = VideoClassifier(classes, m.size, d.frames, d.size, m.tubelet, m.patch)
     optimizer = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.05)  # lr: OneCycleLR sets it
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * len(loaders["train"]))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps)
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
-    vit = f" (patch {args.patch}, depth {args.depth}, {args.pool} pool)" if args.model.startswith("vit") else ""
-    print(f"{args.model}{vit}, lr {args.lr}, "
-          f"{parameters:.2f} M parameters, {len(train_items)} train / {len(val_items)} val videos, "
-          f"chance {1 / classes:.1%}")
-    start = time.time()
-    for epoch in range(args.epochs):
+    arch = f"ViT-{m.size} (patch {m.patch}, tubelet {m.tubelet})" if args.model == "vit" else "small 3D CNN"
+    print(f"{arch}, {parameters:.2f} M parameters, peak lr {args.lr}, {args.steps} steps of {args.batch} clips "
+          f"({d.frames} frames at stride {d.stride}, {d.size} px); {len(train.items)} train / {len(val.items)} "
+          f"val videos, chance {1 / classes:.1%}")
+    start, cpu, losses = time.time(), time.process_time(), []
+    for step in range(1, args.steps + 1):
         model.train()
-        losses = []
-        for batch in loaders["train"]:
-            loss = torch.nn.functional.cross_entropy(model(normalize_video(batch["frames"])), batch["label"])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+        video, label = train.batch(rng.integers(len(train.items), size=args.batch), rng)
+        loss = torch.nn.functional.cross_entropy(model(video), label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if step % args.eval_every and step != args.steps:
+            continue
         model.eval()
         with torch.no_grad():
-            right = sum((model(normalize_video(b["frames"].flatten(0, 1))).argmax(1) == b["label"]).sum().item()
-                        for b in loaders["val"])
-        print(f"epoch {epoch + 1}: train loss {np.mean(losses):.3f}, val top-1 {right / len(val_items):.1%}, "
-              f"{time.time() - start:.0f} s")
+            right = sum((model(v).argmax(1) == y).sum().item()
+                        for v, y in (val.batch(chunk) for chunk in np.array_split(np.arange(len(val.items)), 8)))
+        print(f"step {step} ({step * args.batch} clips): train loss {np.mean(losses[-args.eval_every:]):.3f}, "
+              f"val top-1 {right / len(val.items):.1%}, {time.time() - start:.0f} s "
+              f"({time.process_time() - cpu:.0f} s CPU)", flush=True)
 
 
 def main():
@@ -278,23 +305,34 @@ def main():
     for name in ("targets", "truth"):
         p = sub.add_parser(name)
         p.add_argument("--data", default="data/synthetic")
-        p.add_argument("--cache", default="cache/motion")
+        p.add_argument("--cache", default="cache/demo")
         p.add_argument("--set", action="append", default=[], help="config override of the demo preset")
-    sub.add_parser("zero").add_argument("checkpoint")
+    baseline = sub.add_parser("baseline")
+    baseline.add_argument("method", choices=sorted(METHODS), help="a variant of `bench quality` (videomae: pixels)")
+    baseline.add_argument("--target-only", action="store_true",
+                          help="take only the method's target; keep the demo's mask and decoder (runs/demo-METHOD-target)")
+    baseline.add_argument("--set", action="append", default=[], help="config override of the demo preset")
+    zero = sub.add_parser("zero")
+    zero.add_argument("checkpoint")
+    zero.add_argument("--split", choices=["val", "train"], default="val", help="the list of the checkpoint's config")
+    zero.add_argument("--clips", type=int, default=0, help="clips spread over the list (0: one per video)")
+    zero.add_argument("--cache", default=None, help="motion cache folder (default: the checkpoint's)")
     supervised = sub.add_parser("supervised")
     supervised.add_argument("--data", default="data/synthetic")
-    supervised.add_argument("--model", choices=["cnn", "convstem", "vit", "vit-convstem"], default="cnn")
-    supervised.add_argument("--patch", type=int, default=16, help="ViT patch side (px)")
-    supervised.add_argument("--depth", type=int, default=12, help="ViT blocks kept (of ViT-tiny's 12)")
-    supervised.add_argument("--pool", choices=["mean", "max"], default="mean", help="ViT token pooling")
-    supervised.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    supervised.add_argument("--epochs", type=int, default=8)
+    supervised.add_argument("--cache", default="cache/demo", help="unused (the clips need no flow)")
+    supervised.add_argument("--set", action="append", default=[], help="config override of the demo preset")
+    supervised.add_argument("--model", choices=["cnn", "vit"], default="cnn",
+                            help="small 3D CNN, or the demo preset's ViT with a classification head")
+    supervised.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    supervised.add_argument("--steps", type=int, default=1500)
+    supervised.add_argument("--batch", type=int, default=64)
+    supervised.add_argument("--eval-every", type=int, default=250)
+    supervised.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.command == "supervised" and args.model in ("convstem", "vit-convstem") and args.patch != 16:
-        parser.error("the convolutional stem makes 16 px patches; drop --patch")
     print(f"machine: {machine_line()}", file=sys.stderr)
-    torch.set_num_threads(2)
-    {"targets": cmd_targets, "truth": cmd_truth, "zero": cmd_zero, "supervised": cmd_supervised}[args.command](args)
+    if "OMP_NUM_THREADS" not in os.environ:  # under load, one thread per process may run faster
+        torch.set_num_threads(2)
+    {"targets": cmd_targets, "truth": cmd_truth, "zero": cmd_zero, "baseline": cmd_baseline, "supervised": cmd_supervised}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     run_quality("small", seeds=2)        # `motionmae bench quality --budget small --seeds 2`
 
 For every method of METHODS and every seed: pretrain the base config's model
-(the `demo` preset: ViT-tiny, 64 px, 16 frames at stride 2) with the method's
+(the `demo` preset: ViT-micro, 32 px, 8 frames at stride 2) with the method's
 target, mask and decoder depth on the embedded synthetic data set, then
 linear-probe the frozen encoder and fine-tune it. Every method gets the same
 budget (BUDGETS: pretraining epochs x batch, probe epochs, fine-tune epochs),
@@ -47,6 +47,7 @@ import numpy as np
 
 from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
 from motionmae.config import Config, FinetuneConfig, load_config
+from motionmae.demo import DEMO_DATA
 from motionmae.evaluate import finetune, linear_probe
 from motionmae.flow import FlowParams
 from motionmae.pretrain import pretrain
@@ -103,7 +104,6 @@ class Budget:
     camera_motion: str = "mixed"  # synthetic camera motion of the "camera" data set
 
 
-DEMO_DATA = {"videos_per_class": 100, "size": 64, "frames": 48}  # `make demo`'s set: 960 train / 240 val videos
 SMALL_DATA = {**DEMO_DATA, "videos_per_class": 60}  # 576 train / 144 val videos: 24 runs fit in an hour
 BUDGETS = {
     "small": Budget(SMALL_DATA, pretrain_epochs=2, pretrain_warmup=1, batch=16, probe_epochs=20,

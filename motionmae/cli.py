@@ -87,7 +87,7 @@ def cmd_demo(args) -> int:
     from motionmae.synthetic import SyntheticError
 
     try:
-        summary = run_demo(args.config, args.set, args.workers)
+        summary = run_demo(args.config, args.set, args.workers, args.seed)
     except (CacheError, CheckpointError, ConfigError, FlowUnavailable, ListError, SyntheticError,
             TrainingDiverged) as err:
         raise UserError(str(err)) from None
@@ -520,10 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "demo", "Synthetic data -> motion cache -> MME pretraining -> linear probe, on a CPU.", """
         motionmae demo
         motionmae demo --set optim.epochs=2            # shorter
+        motionmae demo --seed 1                        # another data set: data/synthetic-seed1, runs/demo-seed1
         """)
     p.add_argument("--config", default="demo", help="preset name or YAML path (default: demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--workers", type=int, default=None, help="processes for data and cache (default: all CPUs)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the synthetic data set; not 0: folders get a -seed<N> suffix (default: 0)")
     p.set_defaults(func=cmd_demo)
 
     p = _command(sub, "visualize-masks", "Draw a mask strategy over a clip beside its motion magnitude.", """
@@ -568,14 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_visualize)
 
     p = _command(sub, "make-synthetic", "Write the embedded data set: 12 classes defined only by motion.", """
-        motionmae make-synthetic data/synthetic                      # 1,200 videos, 64 px x 48 frames
+        motionmae make-synthetic data/synthetic                      # 1,200 videos, 32 px x 24 frames (the demo's)
         motionmae make-synthetic data/small --videos-per-class 10 --size 32 --frames 16
         motionmae make-synthetic data/cam --camera-motion mixed      # pan / zoom / still camera
         """)
     p.add_argument("out", metavar="OUT", help="output folder (created; an interrupted run resumes)")
     p.add_argument("--videos-per-class", type=int, default=100, metavar="N", help="videos per class (default: 100)")
-    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels (default: 64)")
-    p.add_argument("--frames", type=int, default=48, help="frames per video (default: 48)")
+    p.add_argument("--size", type=int, default=32, help="frame width and height in pixels (default: 32)")
+    p.add_argument("--frames", type=int, default=24, help="frames per video (default: 24)")
     p.add_argument("--fps", type=int, default=25, help="frame rate written to the files (default: 25)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--camera-motion", choices=["none", "pan", "zoom", "mixed"], default="none",

@@ -4,7 +4,9 @@ A config file is YAML with the sections below; anything it leaves out keeps
 its default. `load_config("mme", ["optim.epochs=10"])` reads the preset
 `mme.yaml` (presets ship inside the package, in `motionmae/configs/`; any
 path works too) and applies overrides, whose values are parsed as YAML (`8`,
-`0.5`, `true`, `[1, 0.875]`).
+`0.5`, `true`, `[1, 0.875]`). Options (`target.options`, `mask.options`) add
+up key by key; `target.options=null` empties them, e.g. to switch a preset to
+another target: `target.name=pixel target.options=null`.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ class DataConfig:
     shard_buffer: int = 64  # shards (`motionmae pack`): samples each loader worker holds to shuffle
     repeats: int = 1  # repeated sampling: clips per decoded span, each with its own crop, flip and mask
     fast_loader: bool = True  # decode and resample only what the target reads (false: the loader before issue 18)
+    in_memory: bool = False  # decode each video (and read its flow) once, keep it in RAM: small sets, workers 0
 
 
 @dataclass
 class ModelConfig:
-    size: str = "base"  # tiny | small | base | large
+    size: str = "base"  # micro (the demo's) | tiny | small | base | large
     tubelet: int = 2
     patch: int = 16
     decoder_depth: int = 1
@@ -90,6 +93,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model: faster steps after a one-time compile (~1 min)
+    threads: int | None = None  # torch threads of each training process (None: torch's default, one per core)
     checkpoint_every: int = 500  # steps
     log_every: int = 10  # steps
     max_steps: int | None = None  # stop early (for tries and tests)
@@ -198,6 +202,8 @@ def _merge(section, values: dict, where: str):
             _merge(current, value, f"{where}.{key}")
         elif isinstance(current, dict) and isinstance(value, dict):  # options: add to what is there
             setattr(section, key, {**current, **value})
+        elif isinstance(current, dict) and value is None:  # `target.options=null`: drop the preset's options
+            setattr(section, key, {})
         else:
             setattr(section, key, _coerce(value, current, f"{where}.{key}"))
 

@@ -41,6 +41,11 @@ computed on the fly (the cached flow belongs to the true order), no codec
 vectors are read (MGM falls back to that flow), and two consecutive shuffled
 frames lie across a cut when they come from different shots. Only pretraining
 samples are shuffled; probe and fine-tuning clips (`ClipDataset`) never are.
+
+With `data.in_memory` every video is decoded once (and its cached flow read once)
+on first use and kept in RAM, so later samples cost array slicing instead of a
+decode: for small data sets such as the demo's, with `data.workers: 0` (each
+worker process would keep a copy of its own).
 """
 
 from __future__ import annotations
@@ -218,6 +223,10 @@ def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: in
     """
     if into is None:
         into = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
+    if w == h == out:  # nothing to resize (e.g. a full-frame crop at the decoded size)
+        crops = stack[:, y:y + h, x:x + w]
+        into[...] = crops[:, :, ::-1] if box.flip else crops
+        return into
     for source, target in zip(stack[:, y:y + h, x:x + w], into):
         image = cv2.resize(source, (out, out), dst=target, interpolation=interpolation)
         if box.flip:
@@ -287,12 +296,15 @@ class SpanFlow:
 
     Read from the motion cache straight into the box (one resampling of the
     stored field); when the video has no entry, computed from the decoded
-    frames if `data.flow_on_the_fly`, else `FlowUnavailable` names it.
+    frames if `data.flow_on_the_fly`, else `FlowUnavailable` names it. With
+    `data.in_memory` a video's whole flow is read once at frame resolution
+    (float16) and kept; spans are then cut from it and resampled into the box.
     """
 
     def __init__(self, data, cache: MotionCache | None = None):
         self.cache = cache or open_cache(data)
         self.on_the_fly = data.flow_on_the_fly
+        self.kept: dict[str, np.ndarray] | None = {} if data.in_memory else None
 
     def frames(self, item: Item) -> int | None:
         """Frame count of the video's cache entry (what decoded when it was made); None without one."""
@@ -313,7 +325,14 @@ class SpanFlow:
             return self.compute(frames, box)[: stop - start]
         places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
         flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
-        for a, b in _runs(places[start + places < info.num_flows]):
+        inside = places[start + places < info.num_flows]
+        if self.kept is not None:
+            if item.key not in self.kept:
+                self.kept[item.key] = self.cache.read(item.key, 0, info.num_flows).astype(np.float16)
+            if len(inside):
+                flow[inside] = augment_flow(self.kept[item.key][start + inside].astype(np.float32), box)
+            return flow
+        for a, b in _runs(inside):
             self.cache.read(item.key, start + a, start + b, size=(box.size, box.size),
                             crop=(box.x, box.y, box.w, box.h), flip=box.flip, out=flow[a:b])
         return flow
@@ -343,6 +362,31 @@ def _cut_cache(data) -> MotionCache | None:
 # ---------------------------------------------------------------- decoding the frames a sample reads
 
 # ---------------------------------------------------------------- pretraining dataset
+
+
+class MemoryVideo:
+    """A whole video decoded once and kept, read like a `VideoReader`: `len()`, `read(indices, motion)`."""
+
+    def __init__(self, path, short_side: int | None, motion: bool):
+        with VideoReader(path, short_side) as reader:
+            self.clip = reader.read(np.arange(len(reader)), motion=motion)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def __len__(self) -> int:
+        return len(self.clip.frames)
+
+    def read(self, indices, motion: bool = False) -> Clip:
+        """Frames (and vectors, when decoded with them) at any list of indices, in the order asked."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        c = self.clip
+        if not motion or c.motion is None:
+            return Clip(c.frames[indices], None, None, indices)
+        return Clip(c.frames[indices], c.motion[indices], c.has_motion[indices], indices)
 
 
 class PretrainDataset(torch.utils.data.Dataset):
@@ -390,6 +434,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.input_places = np.searchsorted(self.frames_read, inputs)  # of the input frames in frames_read
         self.listed = len(items)  # videos in the list given; `positions[i]`: items[i]'s place in it
         self.positions, self.left_out = list(range(len(items))), []
+        self.videos: dict[str, MemoryVideo] | None = {} if data.in_memory else None
         if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
             self._leave_out_uncached(items)
         self.items = [items[p] for p in self.positions]
@@ -451,6 +496,15 @@ class PretrainDataset(torch.utils.data.Dataset):
         span = self.read(item, rngs[0])
         return [self.augment(item, span, rng)[0] for rng in rngs]
 
+    def open(self, item: Item):
+        """A reader of the item's video; with `data.in_memory`, the video decoded once and kept."""
+        if self.videos is None:
+            return VideoReader(item.path, self.data.short_side)
+        if item.key not in self.videos:
+            motion = self.masks.needs_motion and not self.data.shuffle_frames
+            self.videos[item.key] = MemoryVideo(item.path, self.data.short_side, motion)
+        return self.videos[item.key]
+
     def sample(self, item: Item, rng: np.random.Generator, start: int | None = None) -> tuple[dict, CropBox]:
         """One sample (the dict of the module docstring) and its crop box in decoded pixels.
 
@@ -462,7 +516,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         """Decode the span of a sample (`start` as in `sample`)."""
         d = self.data
         cached = self.span_flow.frames(item) if self.needs_flow and not d.shuffle_frames else None
-        with VideoReader(item.path, d.short_side) as reader:
+        with self.open(item) as reader:
             count = min(len(reader), cached or len(reader))  # a frame both have
             last_start = max(0, count - self.raw_span)
             if start is None:

@@ -392,6 +392,8 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     OUT/config.yaml.
     """
     env = setup_distributed(config.run.device)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
     d, a, o = config.data, config.aug, config.optim
     out = Path(config.run.out)
     train_items = labelled(read_items(d.train), d.train)

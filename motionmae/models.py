@@ -30,6 +30,7 @@ class ViTSize:
 
 
 SIZES = {
+    "micro": ViTSize(128, 4, 4, 128, 4),  # not VideoMAE's: the CPU demo's 0.8 M-parameter encoder
     "tiny": ViTSize(192, 12, 3, 96, 3),
     "small": ViTSize(384, 12, 6, 192, 3),
     "base": ViTSize(768, 12, 12, 384, 6),

@@ -353,6 +353,8 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
     """Train per `config`. `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint path."""
     env = setup_distributed(config.run.device)
     out = Path(config.run.out)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
     torch.manual_seed(config.run.seed)
     target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
                           **config.target.options)

@@ -7,13 +7,20 @@ shows (shapes, colours, textures, sizes, where the objects are in the middle fra
 how many there are) is drawn from one distribution for every class, so only motion
 tells the classes apart.
 
-A scene is a few textured objects on a textured background seen by a camera. In
-scene coordinates (pixels of the unmoved camera, y down) object k at frame t has a
-pose `(cx, cy, angle, radius)`; angle in radians, positive = clockwise on screen.
+A scene is a few (2-4) textured objects on a weakly textured background seen by a
+camera, and every object performs the class motion: in `move_left` all of them move
+left (each at its own speed, within 20 degrees of the heading), in `rotate_clockwise`
+all spin, in `approach` all move toward their common centre, in `move_then_stop`
+each moves in its own direction and all stop at the middle frame. So the class is
+carried by many tokens of every clip, not by one small object among distractors.
+In scene coordinates (pixels of the unmoved camera, y down) object k at frame t has
+a pose `(cx, cy, angle, radius)`; angle in radians, positive = clockwise on screen.
 The camera maps scene to image points with a 2x3 affine per frame; it is the
-identity at the middle frame (index (T-1)//2), where every object is also at
-its sampled pose, so the middle frame's appearance depends on neither camera nor class. Object 0 is the primary object that performs the action;
-in `approach` / `separate` object 1 is its partner, otherwise a distractor.
+identity at the middle frame (index (T-1)//2), where every object is also at its
+sampled pose, so the middle frame's appearance depends on neither camera nor class.
+Objects are placed anywhere in the middle frame and may leave the frame before or
+after it (no scene is redrawn to keep them in, which would make the middle frame's
+layout depend on the class). Object 0 is the primary object of the ground truth.
 
 On disk (`make_dataset`):
 
@@ -40,7 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: every object performs the class motion, faster, weaker background
 
 CLASSES = [
     "move_left", "move_right",
@@ -64,20 +71,20 @@ VAL_FRACTION = 0.2  # the last round(0.2 N) videos of each class (at least one w
 
 # Motion ranges, as fractions of the frame size per clip (so they do not depend on
 # the number of frames) or as totals over the clip.
-RADIUS = (0.08, 0.12)  # object circumradius at the middle frame
-TRAVEL = (0.30, 0.45)  # translation of movers over the clip (half of it for move/stop)
+OBJECTS = (2, 4)  # objects per scene (uniform, inclusive), all performing the class motion
+RADIUS = (0.12, 0.18)  # object circumradius at the middle frame
+PLACE = (0.15, 0.85)  # object centres in the middle frame, uniform over this part of the frame
+TRAVEL = (0.45, 0.70)  # translation of movers over the clip (half of it for move/stop)
 DIRECTION_JITTER = np.deg2rad(20)  # left / right / up / down are this exact
 HEADINGS = {"move_left": np.pi, "move_right": 0.0, "move_up": -np.pi / 2, "move_down": np.pi / 2}  # y down
 SPIN = (np.pi, 2 * np.pi)  # total rotation of rotate_* (rad)
 GROWTH = (1.8, 2.4)  # total radius factor of grow / shrink
-PAIR_DISTANCE = (0.42, 0.58)  # centre distance of objects 0 and 1 at the middle frame
-CLOSING = (0.25, 0.40)  # change of that distance over the clip in approach / separate
-DRIFT = 0.12  # distractors translate at most this much over the clip
-DRIFT_SPIN = np.pi / 2  # and rotate at most this much
+SPREAD = (1.8, 2.4)  # total factor of the distances to the objects' common centre in approach / separate
 PAN = (0.10, 0.20)  # camera translation over the clip
 ZOOM = (1.2, 1.4)  # camera scale factor over the clip (in or out)
 CANVAS_MARGIN = 0.25  # background canvas extends this far beyond the frame
-NOISE = (1.5, 4.0)  # std of the additive pixel noise (of 255)
+TEXTURE = (3.0, 8.0)  # contrast of the background's fine texture (of 255)
+NOISE = (1.0, 2.5)  # std of the additive pixel noise (of 255)
 
 # x264 on top of write_video's defaults (B-frames, GOP 12, crf 18, no macroblock-tree,
 # which made about 1 encode in 30 differ under load). One thread: several threads
@@ -97,7 +104,6 @@ class Scene:
     """Everything needed to render one video; arrays float32."""
 
     label: int
-    actors: int  # 1, or 2 for approach / separate
     pose: np.ndarray  # (T, N, 4) cx, cy, angle, radius in scene px / rad
     camera: np.ndarray  # (T, 3, 3) scene -> image
     shapes: list[int]  # (N,) index into SHAPES
@@ -136,63 +142,43 @@ def _unit(angle: float) -> np.ndarray:
     return np.array([np.cos(angle), np.sin(angle)])
 
 
-def _object_motion(rng, name: str, pose: np.ndarray, tau: np.ndarray, size: int) -> None:
-    """Give the primary object (and the partner in pair classes) their class motion, in place."""
-    centre, angle, radius = pose[0, 0, :2].copy(), pose[0, 0, 2], pose[0, 0, 3]
-    travel = rng.uniform(*TRAVEL) * size
-    if name in HEADINGS:
-        heading = HEADINGS[name] + rng.uniform(-DIRECTION_JITTER, DIRECTION_JITTER)
-        pose[:, 0, :2] = centre + travel * tau[:, None] * _unit(heading)
-    elif name.startswith("rotate_"):
-        spin = rng.uniform(*SPIN) * (1 if name == "rotate_clockwise" else -1)
-        pose[:, 0, 2] = angle + spin * tau
-    elif name in ("grow", "shrink"):
-        growth = rng.uniform(*GROWTH) ** (1 if name == "grow" else -1)
-        pose[:, 0, 3] = radius * growth ** tau
-    elif name in ("move_then_stop", "stop_then_move"):
-        step = np.minimum(tau, 0) if name == "move_then_stop" else np.maximum(tau, 0)
-        pose[:, 0, :2] = centre + travel * step[:, None] * _unit(rng.uniform(0, 2 * np.pi))
-    else:  # approach / separate: both objects move along the line joining them
-        other = pose[0, 1, :2]
-        middle, gap = (centre + other) / 2, np.linalg.norm(other - centre)
-        toward = (other - centre) / gap
-        free = gap - radius - pose[0, 1, 3] - 2  # the pair never touches
-        closing = min(rng.uniform(*CLOSING) * size, 2 * free)
-        distance = gap + closing * tau * (1 if name == "separate" else -1)
-        pose[:, 0, :2] = middle - distance[:, None] / 2 * toward
-        pose[:, 1, :2] = middle + distance[:, None] / 2 * toward
-
-
-def _in_frame(pose: np.ndarray, camera: np.ndarray, size: int) -> bool:
-    """Every object stays entirely inside the image on every frame (1 px margin)."""
-    centre = np.einsum("tij,tnj->tni", camera[:, :2, :2], pose[..., :2]) + camera[:, None, :2, 2]
-    radius = pose[..., 3] * camera[:, None, 0, 0]
-    return bool(((centre - radius[..., None] >= 1) & (centre + radius[..., None] <= size - 1)).all())
+def _class_motion(rng, name: str, pose: np.ndarray, tau: np.ndarray, size: int) -> None:
+    """Give every object the class motion, in place; pose (T, N, 4) holds the middle-frame poses."""
+    middle = pose[0].copy()  # (N, 4)
+    if name in ("approach", "separate"):
+        centre = middle[:, :2].mean(0)
+        factor = rng.uniform(*SPREAD) ** (tau * (1 if name == "separate" else -1))  # (T,)
+        pose[:, :, :2] = centre + (middle[:, :2] - centre) * factor[:, None, None]
+        return
+    for k in range(pose.shape[1]):
+        travel = rng.uniform(*TRAVEL) * size
+        if name in HEADINGS:
+            heading = HEADINGS[name] + rng.uniform(-DIRECTION_JITTER, DIRECTION_JITTER)
+            pose[:, k, :2] = middle[k, :2] + travel * tau[:, None] * _unit(heading)
+        elif name.startswith("rotate_"):
+            pose[:, k, 2] = middle[k, 2] + rng.uniform(*SPIN) * (1 if name == "rotate_clockwise" else -1) * tau
+        elif name in ("grow", "shrink"):
+            pose[:, k, 3] = middle[k, 3] * (rng.uniform(*GROWTH) ** (1 if name == "grow" else -1)) ** tau
+        else:  # move_then_stop / stop_then_move: each in its own direction, all stop (start) at the middle
+            step = np.minimum(tau, 0) if name == "move_then_stop" else np.maximum(tau, 0)
+            pose[:, k, :2] = middle[k, :2] + travel * step[:, None] * _unit(rng.uniform(0, 2 * np.pi))
 
 
 def _sample_motion(rng, label: int, size: int, frames: int, camera_motion: str):
-    """Poses (T, N, 4), camera (T, 3, 3), actors, camera mode; resampled until all stays in frame."""
-    name = CLASSES[label]
-    actors = 2 if name in ("approach", "separate") else 1
+    """Poses (T, N, 4) and camera (T, 3, 3) of a scene, and the camera mode drawn.
+
+    The middle-frame poses are drawn the same way for every class; then every object
+    gets the class motion. Nothing is redrawn, so objects may leave the frame.
+    """
     tau = (np.arange(frames) - (frames - 1) // 2) / (frames - 1)  # about -0.5 .. 0.5, 0 at the middle frame
-    for _ in range(1000):
-        count = 2 + rng.integers(2)  # objects 0 and 1 always exist, so the count is class-free
-        radius = rng.uniform(*RADIUS, count) * size
-        angle = rng.uniform(0, 2 * np.pi, count)
-        middle = rng.uniform(0.35, 0.65, 2) * size
-        offset = rng.uniform(*PAIR_DISTANCE) * size / 2 * _unit(rng.uniform(0, 2 * np.pi))
-        centre = np.concatenate([[middle - offset, middle + offset],
-                                 rng.uniform(0.2, 0.8, (count - 2, 2)) * size])
-        pose = np.repeat(np.concatenate([centre, angle[:, None], radius[:, None]], 1)[None], frames, 0)
-        for k in range(actors, count):  # distractors drift and turn slowly
-            drift = rng.uniform(0, DRIFT) * size * _unit(rng.uniform(0, 2 * np.pi))
-            pose[:, k, :2] += tau[:, None] * drift
-            pose[:, k, 2] += tau * rng.uniform(-DRIFT_SPIN, DRIFT_SPIN)
-        _object_motion(rng, name, pose, tau, size)
-        camera, mode = _camera(rng, camera_motion, size, tau)
-        if _in_frame(pose, camera, size):
-            return pose, camera, actors, mode
-    raise RuntimeError(f"no scene of class {name} fits a {size} px frame")
+    count = rng.integers(OBJECTS[0], OBJECTS[1] + 1)
+    centre = rng.uniform(*PLACE, (count, 2)) * size
+    angle = rng.uniform(0, 2 * np.pi, count)
+    radius = rng.uniform(*RADIUS, count) * size
+    pose = np.repeat(np.concatenate([centre, angle[:, None], radius[:, None]], 1)[None], frames, 0)
+    _class_motion(rng, CLASSES[label], pose, tau, size)
+    camera, mode = _camera(rng, camera_motion, size, tau)
+    return pose, camera, mode
 
 
 # ---------------------------------------------------------------- appearance
@@ -259,20 +245,20 @@ def _background(rng, side: int) -> np.ndarray:
     axis = np.arange(side) / side * 2 - 1
     grid = np.stack(np.meshgrid(axis, axis), -1)
     fine = _pattern(rng, TEXTURES[rng.integers(len(TEXTURES))], grid * rng.uniform(3, 6), side)
-    image = a + (b - a) * mix[..., None] + rng.uniform(10, 25) * (fine[..., None] - 0.5)
+    image = a + (b - a) * mix[..., None] + rng.uniform(*TEXTURE) * (fine[..., None] - 0.5)
     return image.astype(np.float32)
 
 
-def sample_scene(label: int, index: int, size: int = 64, frames: int = 48, seed: int = 0,
+def sample_scene(label: int, index: int, size: int = 32, frames: int = 24, seed: int = 0,
                  camera_motion: str = "none") -> Scene:
     """The scene of video `index` of class `label`; a pure function of its arguments."""
     rng = np.random.default_rng([seed, label, index, size, frames, CAMERA_MOTIONS.index(camera_motion)])
-    pose, camera, actors, mode = _sample_motion(rng, label, size, frames, camera_motion)
+    pose, camera, mode = _sample_motion(rng, label, size, frames, camera_motion)
     shapes = rng.integers(len(SHAPES), size=pose.shape[1]).tolist()
     largest = 2 * pose[..., 3].max(0) * camera[:, 0, 0].max()  # (N,) on-screen diameter, px
     sprites = [_sprite(rng, SHAPES[k], max(8, int(np.ceil(d)))) for k, d in zip(shapes, largest)]
     margin = round(CANVAS_MARGIN * size)
-    return Scene(label, actors, pose.astype(np.float32), camera.astype(np.float32), shapes, sprites,
+    return Scene(label, pose.astype(np.float32), camera.astype(np.float32), shapes, sprites,
                  _background(rng, size + 2 * margin), margin, float(rng.uniform(*NOISE)),
                  int(rng.integers(2**63)), size, mode)
 
@@ -291,13 +277,13 @@ def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np
     """Frames uint8 (T', S, S, 3) RGB and object-id mask uint8 (T', S, S) at frames `times` (default all).
 
     Mask value k + 1 marks pixels where object k is visible, 0 the background.
-    Distractors are drawn first, so the actors are never hidden by them.
+    Object 0 (the primary of the ground truth) is drawn last, so no other object hides it.
     `noise=False` leaves out the pixel noise (for exact checks against the truth).
     """
     times = range(len(scene.pose)) if times is None else list(times)
     size = scene.size
     canvas = _affine(tx=-scene.margin, ty=-scene.margin)  # canvas px -> scene
-    order = list(range(scene.actors, len(scene.sprites))) + list(range(scene.actors))
+    order = list(range(1, len(scene.sprites))) + [0]
     video = np.empty((len(times), size, size, 3), np.float32)
     mask = np.zeros((len(times), size, size), np.uint8)
     for i, t in enumerate(times):
@@ -329,7 +315,6 @@ def _ground_truth(scene: Scene, mask: np.ndarray, index: int) -> dict:
         "label": np.int64(scene.label),
         "class_name": np.str_(CLASSES[scene.label]),
         "index": np.int64(index),
-        "actors": np.int64(scene.actors),
         "center": centre.astype(np.float32),
         "box": box,
         "mask": mask,
@@ -340,12 +325,12 @@ def _ground_truth(scene: Scene, mask: np.ndarray, index: int) -> dict:
     }
 
 
-def render_video(label: int | str, index: int, size: int = 64, frames: int = 48, seed: int = 0,
+def render_video(label: int | str, index: int, size: int = 32, frames: int = 24, seed: int = 0,
                  camera_motion: str = "none") -> tuple[np.ndarray, dict]:
     """One video in memory: frames uint8 (T, S, S, 3) RGB and its ground truth.
 
     Ground truth (what the .npz beside each written video holds):
-      label, class_name, index, actors (1 or 2), camera_motion (none, pan or zoom)
+      label, class_name, index, camera_motion (none, pan or zoom)
       center  float32 (T, 2)      primary object's centre, image px
       box     float32 (T, 4)      x0, y0, x1, y1 of its visible pixels (NaN if none)
       mask    uint8 (T, S, S)     object id + 1 per pixel, 0 = background; 1 = primary
@@ -372,26 +357,27 @@ def reverse_truth(truth: dict) -> dict:
 def motion_class(truth: dict) -> str:
     """The class the ground-truth motion shows, decided from scene poses alone.
 
-    This is the definition of the classes as a checkable rule: pair distance for
-    two actors, then size change, rotation, a stop in one half, net direction.
+    This is the definition of the classes as a checkable rule on all objects
+    together: size change, rotation, a stop in one half, then whether the objects
+    move together (a direction) or toward / away from their common centre.
     """
-    pose = np.asarray(truth["pose"], np.float64)
-    primary = pose[:, 0]
-    if int(truth["actors"]) == 2:
-        distance = np.linalg.norm(pose[:, 0, :2] - pose[:, 1, :2], axis=1)
-        return "approach" if distance[-1] < distance[0] else "separate"
-    growth = np.log(primary[-1, 3] / primary[0, 3])
+    pose = np.asarray(truth["pose"], np.float64)  # (T, N, 4)
+    growth = np.log(pose[-1, :, 3] / pose[0, :, 3]).mean()
     if abs(growth) > np.log(1.3):
         return "grow" if growth > 0 else "shrink"
-    turn = primary[-1, 2] - primary[0, 2]
+    turn = (pose[-1, :, 2] - pose[0, :, 2]).mean()
     if abs(turn) > np.pi / 2:
         return "rotate_clockwise" if turn > 0 else "rotate_counterclockwise"
-    middle = (len(primary) - 1) / 2
-    first = np.linalg.norm(primary[int(np.floor(middle)), :2] - primary[0, :2])
-    second = np.linalg.norm(primary[-1, :2] - primary[int(np.ceil(middle)), :2])
+    middle = (len(pose) - 1) / 2
+    first = np.linalg.norm(pose[int(np.floor(middle)), :, :2] - pose[0, :, :2], axis=-1).sum()
+    second = np.linalg.norm(pose[-1, :, :2] - pose[int(np.ceil(middle)), :, :2], axis=-1).sum()
     if min(first, second) < 0.25 * max(first, second):
         return "move_then_stop" if first > second else "stop_then_move"
-    dx, dy = primary[-1, :2] - primary[0, :2]
+    moves = pose[-1, :, :2] - pose[0, :, :2]  # (N, 2)
+    if np.linalg.norm(moves.mean(0)) < 0.5 * np.linalg.norm(moves, axis=-1).mean():  # no common direction
+        spread = [np.linalg.norm(p[:, :2] - p[:, :2].mean(0), axis=-1).mean() for p in (pose[0], pose[-1])]
+        return "approach" if spread[1] < spread[0] else "separate"
+    dx, dy = moves.mean(0)
     if abs(dx) > abs(dy):
         return "move_right" if dx > 0 else "move_left"
     return "move_down" if dy > 0 else "move_up"
@@ -504,7 +490,7 @@ def _write_job(job: tuple) -> None:
     write_one(*job)
 
 
-def make_dataset(out, videos_per_class: int = 100, size: int = 64, frames: int = 48, fps: int = 25,
+def make_dataset(out, videos_per_class: int = 100, size: int = 32, frames: int = 24, fps: int = 25,
                  seed: int = 0, camera_motion: str = "none", workers: int = 1, progress: bool = True) -> Path:
     """Write the data set to `out` (resuming a partial one); returns the folder.
 

@@ -44,14 +44,17 @@ def square_h264(tmp_path_factory) -> Path:
 def tiny_synthetic(tmp_path_factory):
     """A small synthetic data set (3 videos per class, 64 px, 24 frames) and its motion cache.
 
-    Returns (list folder, cache root); lists are train.csv / val.csv.
+    Returns (list folder, cache root); lists are train.csv / val.csv. The camera is still and
+    the flow is not compensated, as in the demo: with every object moving together, a camera
+    homography fitted to the flow would take up part of their motion.
     """
     from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
+    from motionmae.flow import FlowParams
     from motionmae.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     data = make_dataset(root / "data", videos_per_class=3, size=64, frames=24, workers=2, progress=False)
-    cache = MotionCache(root / "cache", CacheParams(short_side=64))
+    cache = MotionCache(root / "cache", CacheParams(flow=FlowParams(compensation="none"), short_side=64))
     report = prepare(list_videos(data / "train.csv") + list_videos(data / "val.csv"), cache, workers=2,
                      progress=False)
     assert report.ok, report.failed

@@ -91,7 +91,7 @@ def test_every_method_builds_its_config_from_the_base_and_its_preset():
     for name in ablations.METHODS:
         config = config_of(name, seed=1)
         assert config.optim.batch_size == 4 and config.run.seed == 1 and config.data.frames == 8
-        assert config.model.size == "tiny" and config.data.train == "data/train.csv"
+        assert config.model.size == "micro" and config.data.train == "data/train.csv"
     mme = config_of("mme-no-shape")
     assert (mme.target.name, mme.target.options, mme.mask.kind, mme.mask.ratio) == ("traj", {"shape": False}, "tube", 0.7)
     pixel = config_of("pixel-shuffled")

@@ -12,9 +12,13 @@ def test_overrides_are_parsed_as_yaml():
     assert config.mask.kind == "mgm" and config.run.amp is False
 
 
-def test_option_overrides_add_up():
-    config = load_config("demo", ["target.options.traj_norm=none", "target.options.shape=false"])
+def test_option_overrides_add_up_and_null_empties_them():
+    config = load_config("mme", ["target.options.traj_norm=none", "target.options.shape=false"])
     assert config.target.options == {"traj_norm": "none", "shape": False}
+    config = load_config("demo", ["target.options.traj_len=6"])
+    assert config.target.options["traj_len"] == 6 and len(config.target.options) > 1  # the preset's others stay
+    config = load_config("demo", ["target.name=pixel", "target.options=null"])
+    assert config.target.name == "pixel" and config.target.options == {}
 
 
 def test_every_preset_loads():

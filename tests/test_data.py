@@ -221,6 +221,18 @@ def test_pretrain_dataset_gives_raw_spans_with_flow_and_masks(synthetic_set):
     assert not all(torch.equal(sample[k], other[k]) for k in ("frames", "flow", "mask"))
 
 
+def test_in_memory_samples_match_those_read_from_disk(synthetic_set):
+    data, cache = synthetic_set
+    disk, memory = dataset(data / "train.csv", cache), dataset(data / "train.csv", cache, in_memory=True)
+    for key in [(0, 1), (3, 1), (2, 7)]:  # the second read of video 1 comes from RAM
+        a, b = disk[key], memory[key]
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["mask"], b["mask"])
+        assert a["mask_source"] == b["mask_source"] == "mv"
+        # flow: resampled from the stored grid at frame size, then into the box (disk: once, into the box)
+        assert (a["flow"] - b["flow"]).abs().mean() < 0.05 * a["flow"].abs().mean() + 1e-3
+    assert len(memory.videos) == 2 and len(memory.span_flow.kept) == 2
+
+
 def test_dataset_samples_feed_the_target_builder(synthetic_set):
     data, cache = synthetic_set
     ds = dataset(data / "train.csv", cache, mask="tube")
@@ -239,11 +251,12 @@ def test_shuffled_frames_are_the_same_span_in_another_order_with_their_own_flow(
     order = [next(i for i in range(len(frames)) if torch.equal(frames[i], f)) for f in mixed]
     assert sorted(order) == list(range(len(frames))) and order != sorted(order)
     assert shuffled["mask_source"] == "flow"  # no codec vectors: they describe the true order
-    # its flow follows the shuffled frames (flow of the crops themselves, at 32 px, as a reference)
+    # its flow follows the shuffled frames (flow of the crops themselves, at 32 px, as a coarse
+    # reference: on the weakly textured background DIS at 32 px spreads the objects' motion)
     expected = video_flow(shuffled["frames"].numpy()).ravel()
     assert shuffled["flow"].shape == plain["flow"].shape
-    assert np.corrcoef(shuffled["flow"].numpy().ravel(), expected)[0, 1] > 0.5
-    assert abs(np.corrcoef(plain["flow"].numpy().ravel(), expected)[0, 1]) < 0.2
+    assert np.corrcoef(shuffled["flow"].numpy().ravel(), expected)[0, 1] > 0.2
+    assert abs(np.corrcoef(plain["flow"].numpy().ravel(), expected)[0, 1]) < 0.1
 
 
 @pytest.fixture(scope="module")

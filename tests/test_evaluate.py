@@ -15,7 +15,8 @@ from motionmae.evaluate import (build_classifier, build_optimizer, evaluate, fin
 from motionmae.pretrain import pretrain
 from motionmae.synthetic import make_dataset
 
-SMALL = ["data.short_side=32", "data.size=32", "data.frames=8", "data.workers=0", "optim.batch_size=4"]
+SMALL = ["model.size=tiny", "model.patch=16", "data.short_side=32", "data.size=32", "data.frames=8", "data.workers=0",
+         "optim.batch_size=4"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def data(tmp_path_factory):
 def pretrained(data, tmp_path_factory):
     """A ViT-tiny pretraining checkpoint (pixel target, 1 step)."""
     config = load_config("demo", SMALL + [
-        "target.name=pixel", f"data.train={data / 'train.csv'}", "run.max_steps=1",
+        "target.name=pixel", "target.options=null", f"data.train={data / 'train.csv'}", "run.max_steps=1",
         f"run.out={tmp_path_factory.mktemp('pretrain')}"])
     return pretrain(config).checkpoint
 

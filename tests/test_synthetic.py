@@ -85,15 +85,19 @@ def linear_accuracy(train_x, train_y, val_x, val_y, ridge=1e-2):
     return float(((b @ weights).argmax(1) == val_y).mean())
 
 
-def test_appearance_is_chance_and_motion_is_enough():
-    """Default size and length; the middle frame is rendered exactly as in the full video."""
-    per_class, train_per_class, size, frames = 60, 45, 64, 48
+@pytest.mark.parametrize("frame", ["middle", "random"])
+def test_appearance_is_chance_and_motion_is_enough(frame):
+    """A classifier on one frame (the middle one, where the layout is drawn alike for every class, or
+    one at random) stays within 5 points of chance; on the objects' displacements it is right."""
+    per_class, train_per_class, size, frames = 100, 75, 32, 24
+    rng = np.random.default_rng(0)
     appearance, motion, labels = [], [], []
     for label in range(len(CLASSES)):
         for index in range(per_class):
             scene = synthetic.sample_scene(label, index, size, frames, seed=0, camera_motion="mixed")
-            middle, _ = synthetic.render(scene, times=[(frames - 1) // 2])
-            appearance.append(appearance_features(middle[0]))
+            time = (frames - 1) // 2 if frame == "middle" else int(rng.integers(frames))
+            image, _ = synthetic.render(scene, times=[time])
+            appearance.append(appearance_features(image[0]))
             motion.append(displacement_features(scene.pose.astype(np.float64)))
             labels.append(label)
     appearance, motion, labels = np.array(appearance), np.array(motion), np.array(labels)
@@ -101,7 +105,7 @@ def test_appearance_is_chance_and_motion_is_enough():
     chance = 1 / len(CLASSES)
     by_appearance = linear_accuracy(appearance[train], labels[train], appearance[~train], labels[~train])
     by_motion = linear_accuracy(motion[train], labels[train], motion[~train], labels[~train])
-    assert by_appearance <= chance + 0.10, by_appearance
+    assert by_appearance <= chance + 0.05, by_appearance
     assert by_motion >= 0.90, by_motion
 
 
@@ -119,6 +123,7 @@ def test_render_of_chosen_frames_matches_the_full_video():
 @pytest.mark.parametrize("name,camera", [("move_right", "none"), ("rotate_clockwise", "pan"),
                                          ("shrink", "zoom"), ("approach", "none")])
 def test_true_flow_carries_each_frame_onto_the_next(name, camera):
+    """Warping frame t+1 back with the true flow matches frame t inside the (moving) objects."""
     label = CLASSES.index(name)
     scene = synthetic.sample_scene(label, 0, 64, 12, seed=5, camera_motion=camera)
     frames, mask = synthetic.render(scene, noise=False)
@@ -129,7 +134,12 @@ def test_true_flow_carries_each_frame_onto_the_next(name, camera):
     ys, xs = np.mgrid[0:64, 0:64].astype(np.float32)
     warped_error, still_error = [], []
     for t in range(11):
-        interior = cv2.erode((mask[t] == 1).astype(np.uint8), np.ones((3, 3))) > 0
+        # inside every object (not its edge), where the same object is seen at the flow's destination
+        interior = np.any([cv2.erode((mask[t] == k).astype(np.uint8), np.ones((3, 3))) > 0
+                           for k in range(1, mask.max() + 1)], axis=0)
+        to_x, to_y = np.rint(xs + flow[t, ..., 0]).astype(int), np.rint(ys + flow[t, ..., 1]).astype(int)
+        inside = (to_x >= 0) & (to_x < 64) & (to_y >= 0) & (to_y < 64)
+        interior &= inside & (mask[t + 1][to_y.clip(0, 63), to_x.clip(0, 63)] == mask[t])
         nxt = frames[t + 1].astype(np.float32)
         warped = cv2.remap(nxt, xs + flow[t, ..., 0], ys + flow[t, ..., 1], cv2.INTER_LINEAR)
         warped_error.append(np.abs(warped - frames[t])[interior].mean())
@@ -141,12 +151,33 @@ def test_truth_centre_box_and_mask_agree():
     _, truth = render_video("move_then_stop", 2, size=64, frames=32, seed=0, camera_motion="pan")
     x0, y0, x1, y1 = truth["box"].T
     cx, cy = truth["center"].T
-    assert ((x0 <= cx) & (cx <= x1) & (y0 <= cy) & (cy <= y1)).all()
-    area = (truth["mask"] == 1).sum((1, 2))
-    assert (area > 20).all()
+    radius = truth["pose"][:, 0, 3]
+    whole = (cx - radius > 1) & (cx + radius < 63) & (cy - radius > 1) & (cy + radius < 63)  # entirely in frame
+    assert whole.sum() >= 16
+    assert ((x0 <= cx) & (cx <= x1) & (y0 <= cy) & (cy <= y1))[whole].all()
+    assert ((truth["mask"] == 1).sum((1, 2))[whole] > 20).all()
+    assert np.isnan(truth["box"][~(truth["mask"] == 1).any((1, 2))]).all()  # no pixel visible: no box
     np.testing.assert_allclose(truth["camera"][15], [[1, 0, 0], [0, 1, 0]], atol=0.05)  # middle of 32 frames
-    moved = np.linalg.norm(np.diff(truth["pose"][:, 0, :2], axis=0), axis=1)
+    moved = np.linalg.norm(np.diff(truth["pose"][:, :, :2], axis=0), axis=-1)  # (T-1, N): every object
     assert moved[:15].min() > 0.2 and moved[16:].max() < 1e-4  # moves, then stops
+
+
+def test_every_object_performs_the_class_motion():
+    for name in ["move_left", "rotate_clockwise", "grow", "approach"]:
+        for index in range(5):
+            scene = synthetic.sample_scene(CLASSES.index(name), index, 48, 24, seed=0)
+            pose = scene.pose.astype(np.float64)
+            assert pose.shape[1] >= 2
+            if name == "move_left":
+                assert (pose[-1, :, 0] - pose[0, :, 0] < -0.3 * 48).all()
+            elif name == "rotate_clockwise":
+                assert (pose[-1, :, 2] - pose[0, :, 2] > np.pi * 0.9).all()
+            elif name == "grow":
+                assert (pose[-1, :, 3] / pose[0, :, 3] > 1.7).all()
+            else:
+                gap = [np.linalg.norm(p[:, None, :2] - p[None, :, :2], axis=-1) for p in (pose[0], pose[-1])]
+                off = ~np.eye(pose.shape[1], dtype=bool)
+                assert (gap[1][off] < gap[0][off]).all()
 
 
 # ---------------------------------------------------------------- files on disk

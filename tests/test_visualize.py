@@ -23,6 +23,7 @@ def train(tiny_synthetic, out, *extra):
     torch.set_num_threads(1)
     config = load_config("demo", [f"data.train={data / 'train.csv'}", f"data.cache={cache}", f"run.out={out}",
                                   f"data.frames={FRAMES}", f"data.stride={STRIDE}", "data.workers=0",
+                                  f"data.short_side={SIZE}", f"data.size={SIZE}", "model.patch=16",
                                   "optim.batch_size=4", "optim.base_lr=1e-3", "run.max_steps=4", *extra])
     return pretrain(config).checkpoint
 
@@ -34,7 +35,7 @@ def traj_checkpoint(tiny_synthetic, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pixel_checkpoint(tiny_synthetic, tmp_path_factory):
-    return train(tiny_synthetic, tmp_path_factory.mktemp("pixel"), "target.name=pixel")
+    return train(tiny_synthetic, tmp_path_factory.mktemp("pixel"), "target.name=pixel", "target.options=null")
 
 
 def figure_shape(rows: int, columns: int) -> tuple[int, int, int]:
@@ -102,7 +103,7 @@ def test_bad_inputs_give_one_line_errors(traj_checkpoint, tiny_synthetic, tmp_pa
     cases = [
         ((tmp_path / "missing.pt", video), "no such checkpoint"),
         ((traj_checkpoint, text), "not a readable video"),
-        ((traj_checkpoint, short), "has 12 frames; a clip of 8 frames at stride 2 with its traj target needs 19"),
+        ((traj_checkpoint, short), "has 12 frames; a clip of 8 frames at stride 2 with its traj target needs 17"),
         ((traj_checkpoint, video, "--start", 9), "start 9 out of range"),
         ((traj_checkpoint, video, "--mask-ratio", 1.5), "--mask-ratio 1.5"),
     ]
