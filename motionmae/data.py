@@ -225,7 +225,8 @@ def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: in
         into = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
     if w == h == out:  # nothing to resize (e.g. a full-frame crop at the decoded size)
         crops = stack[:, y:y + h, x:x + w]
-        into[...] = crops[:, :, ::-1] if box.flip else crops
+        for source, target in zip(crops[:, :, ::-1] if box.flip else crops, into):
+            target[...] = source
         return into
     for source, target in zip(stack[:, y:y + h, x:x + w], into):
         image = cv2.resize(source, (out, out), dst=target, interpolation=interpolation)
