@@ -57,7 +57,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained(data, tmp_path_factory):
     """A ViT-tiny pretraining checkpoint (pixel target, 1 step)."""
-    config = load_config("demo", SMALL + ["target.name=pixel", f"data.train={data / 'train.csv'}",
+    config = load_config("demo", SMALL + ["target.name=pixel", "target.options=null", f"data.train={data / 'train.csv'}",
                                           "run.max_steps=1", f"run.out={tmp_path_factory.mktemp('pretrain')}"])
     return pretrain(config).checkpoint
 
@@ -111,7 +111,7 @@ def _sets(overrides):
 
 
 def _pretrain_sets(data, tmp_path):
-    return _sets(SMALL + ["target.name=pixel", f"data.train={data / 'train.csv'}", f"run.out={tmp_path / 'run'}"])
+    return _sets(SMALL + ["target.name=pixel", "target.options=null", f"data.train={data / 'train.csv'}", f"run.out={tmp_path / 'run'}"])
 
 
 # each case: (tmp_path, marker, data, pretrained) -> (argv, the poisoned file the error must name)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from motionmae.cache import CacheParams, MotionCache
+from motionmae.flow import FlowParams
 from motionmae.cli import main
 from motionmae.config import load_config
 from motionmae.data import ClipSpec, TrainAugment, read_list
@@ -56,8 +57,8 @@ def packed(tiny_synthetic, tmp_path_factory):
 
 def data_config(tiny_synthetic, train, *extra):
     _, cache = tiny_synthetic
-    return load_config("demo", [f"data.train={train}", f"data.cache={cache}", "data.frames=8", "data.stride=2",
-                                "data.workers=0", "data.shard_buffer=4", *extra])
+    return load_config("demo", [f"data.train={train}", f"data.cache={cache}", "data.short_side=64", "data.frames=8",
+                                "data.stride=2", "data.workers=0", "data.shard_buffer=4", *extra])
 
 
 def dataset(config):
@@ -72,7 +73,7 @@ def dataset(config):
 
 def test_pack_stores_the_files_and_cache_entries_as_they_are(tiny_synthetic, packed):
     data, cache_root = tiny_synthetic
-    cache = MotionCache(cache_root, CacheParams(short_side=64))
+    cache = MotionCache(cache_root, CacheParams(flow=FlowParams(compensation="none"), short_side=64))
     items = sorted(read_list(data / "train.csv"), key=lambda item: item.key)
     index = ShardIndex.open(pattern(packed, "train", 5))
     assert index.counts.tolist() == [5, 5, 5, 5, 4]
@@ -286,8 +287,8 @@ def test_ddp_two_processes_read_every_sample_once_per_epoch(tiny_synthetic, pack
     script = Path(__file__).with_name("ddp_pretrain.py")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-         str(tmp_path), f"data.train={pattern(packed, 'train', 5)}", f"data.cache={cache}", "data.frames=8",
-         "data.stride=2", "data.workers=0", "data.shard_buffer=4", "optim.batch_size=3", "optim.epochs=2",
+         str(tmp_path), f"data.train={pattern(packed, 'train', 5)}", f"data.cache={cache}", "data.short_side=64",
+         "data.frames=8", "data.stride=2", "data.workers=0", "data.shard_buffer=4", "optim.batch_size=3", "optim.epochs=2",
          "optim.warmup_epochs=1", "run.log_samples=true", "run.checkpoint_every=1000", f"run.out={tmp_path}"],
         capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
