@@ -288,8 +288,8 @@ def test_ddp_two_processes_read_every_sample_once_per_epoch(tiny_synthetic, pack
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
          str(tmp_path), f"data.train={pattern(packed, 'train', 5)}", f"data.cache={cache}", "data.short_side=64",
-         "data.frames=8", "data.stride=2", "data.workers=0", "data.shard_buffer=4", "optim.batch_size=3", "optim.epochs=2",
-         "optim.warmup_epochs=1", "run.log_samples=true", "run.checkpoint_every=1000", f"run.out={tmp_path}"],
+         "data.frames=8", "data.stride=2", "data.workers=0", "data.shard_buffer=4", "optim.batch_size=3",
+         "optim.epochs=2", "optim.warmup_epochs=1", "run.log_samples=true", "run.checkpoint_every=1000", f"run.out={tmp_path}"],
         capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"params-rank{r}.pt") for r in range(2))
