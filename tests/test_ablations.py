@@ -101,7 +101,7 @@ def test_every_method_builds_its_config_from_the_base_and_its_preset():
 
 def test_cli_methods_subset_reaches_the_benchmark(tmp_path, capsys):
     """`--methods` is split on commas and checked by run_quality: an unknown name is one line, exit 2."""
-    from motionmae import cli
+    from motionmae.cli import main as cli
 
     assert cli.main(["bench", "quality", "--methods", "mme,nonsense", "--seeds", "1", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()

@@ -9,19 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae import cli
-from motionmae.masking import (
-    MaskGenerator,
-    guidance,
-    make_mask,
-    mgm_mask,
-    num_masked,
-    rectangle_mask,
-    sample_rng,
-    smm_track,
-    token_magnitude,
-)
-from motionmae.video import Clip, read_frames, write_video
+from motionmae.cli import main as cli
+from motionmae.common.rng import sample_rng
+from motionmae.io.video import Clip, read_frames, write_video
+from motionmae.motion.masking import (MaskGenerator, guidance, make_mask, mgm_mask, num_masked, rectangle_mask,
+                                      smm_track, token_magnitude)
 
 GRID = (8, 14, 14)
 STRATEGIES = [

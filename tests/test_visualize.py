@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae.cli import main
+from motionmae.cli.main import main
 from motionmae.config import load_config
-from motionmae.pretrain import pretrain
-from motionmae.synthetic import render_video
-from motionmae.video import write_video
-from motionmae.visualize import PALETTE, bar_chart, panel_scale, visualize_checkpoint
+from motionmae.data.synthetic import render_video
+from motionmae.evaluation.visualize import PALETTE, bar_chart, panel_scale, visualize_checkpoint
+from motionmae.io.video import write_video
+from motionmae.train.pretrain import pretrain
 
 FRAMES, STRIDE, TUBELET, SIZE = 8, 2, 2, 64  # the clip the checkpoints are trained on
 

@@ -43,16 +43,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from motionmae import checkpoints
-from motionmae.checkpoints import CheckpointError
+from motionmae.common.lists import Item, ListError
+from motionmae.common.tally import VideoTally
 from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
-from motionmae.data import ClipDataset, ClipSpec, Item, ListError, RandAugment, TrainAugment
-from motionmae.models import VideoClassifier, VisionTransformer
-from motionmae.pretrain import (Distributed, RunVideos, SampleLog, adamw, apply_gradients, check_finite,
-                                cosine_schedule, mean_over_ranks, normalize_video, open_run_folder, param_groups,
-                                setup_distributed)
-from motionmae.shards import ShardStream, clip_dataset, epoch_loader, read_items, single_pass_loader
-from motionmae.tally import VideoTally
+from motionmae.data.datasets import ClipDataset, ClipSpec, RandAugment, TrainAugment
+from motionmae.data.shards import ShardStream, clip_dataset, epoch_loader, read_items, single_pass_loader
+from motionmae.models import checkpoints
+from motionmae.models.checkpoints import CheckpointError
+from motionmae.models.vit import VideoClassifier, VisionTransformer
+from motionmae.train.pretrain import (Distributed, RunVideos, SampleLog, adamw, apply_gradients, check_finite,
+                                      cosine_schedule, mean_over_ranks, normalize_video, open_run_folder, param_groups,
+                                      setup_distributed)
 
 
 # ---------------------------------------------------------------- scores and accuracy
@@ -538,7 +539,7 @@ def evaluate(checkpoint, val_list, clips: int | None = None, crops: int | None =
     and draws OUT/confusion.png. `clips` / `crops` default to the checkpoint's config; `out` to
     `<checkpoint folder>/evaluate`. Result keys: top1, top5, per_class, confusion, views, clips, crops,
     videos (`VideoTally.to_dict()`: read and skipped, with reasons), class_names, checkpoint, figure."""
-    from motionmae.visualize import confusion_figure, save_png
+    from motionmae.evaluation.visualize import confusion_figure, save_png
 
     checkpoint = Path(checkpoint)
     out = Path(out) if out else checkpoint.parent / "evaluate"

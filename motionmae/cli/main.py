@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 
 from motionmae.config import preset_names
-from motionmae.cuts import CutParams
-from motionmae.video import VideoError
+from motionmae.io.video import VideoError
+from motionmae.motion.cuts import CutParams
 
 
 class UserError(Exception):
@@ -43,7 +43,7 @@ def _command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParse
 
 def cmd_info(args) -> int:
     """Print metadata and motion-vector coverage per file; exit 1 if any failed."""
-    from motionmae.video import motion_vector_stats, probe
+    from motionmae.io.video import motion_vector_stats, probe
 
     failed = 0
     for path in args.videos:
@@ -78,13 +78,14 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job end to end on the embedded synthetic data set."""
-    from motionmae.cache import CacheError
-    from motionmae.checkpoints import CheckpointError
+    from motionmae.common.lists import ListError
     from motionmae.config import ConfigError
-    from motionmae.data import FlowUnavailable, ListError
+    from motionmae.data.datasets import FlowUnavailable
+    from motionmae.data.synthetic import SyntheticError
     from motionmae.demo import run_demo
-    from motionmae.pretrain import TrainingDiverged
-    from motionmae.synthetic import SyntheticError
+    from motionmae.io.cache import CacheError
+    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.train.pretrain import TrainingDiverged
 
     try:
         summary = run_demo(args.config, args.set, args.workers, args.seed)
@@ -118,9 +119,9 @@ def cmd_visualize_masks(args) -> int:
     """Draw one clip's mask over its frames beside the motion magnitude (MGM's Figure 5)."""
     import numpy as np
 
-    from motionmae.masking import MaskGenerator, guidance
-    from motionmae.video import VideoReader
-    from motionmae.visualize import mask_figure, save_png
+    from motionmae.evaluation.visualize import mask_figure, save_png
+    from motionmae.io.video import VideoReader
+    from motionmae.motion.masking import MaskGenerator, guidance
 
     if args.frames % args.tubelet:
         raise UserError(f"--frames {args.frames} is not a multiple of --tubelet {args.tubelet}")
@@ -151,10 +152,10 @@ def cmd_visualize_masks(args) -> int:
 
 def cmd_visualize(args) -> int:
     """Draw what a pretraining checkpoint predicts on one clip (MME's Figure 4, or a pixel reconstruction)."""
-    from motionmae.cache import CacheError
-    from motionmae.checkpoints import CheckpointError
-    from motionmae.data import FlowUnavailable
-    from motionmae.visualize import VisualizeError, visualize_checkpoint
+    from motionmae.data.datasets import FlowUnavailable
+    from motionmae.evaluation.visualize import VisualizeError, visualize_checkpoint
+    from motionmae.io.cache import CacheError
+    from motionmae.models.checkpoints import CheckpointError
 
     if args.mask_ratio is not None and not 0 < args.mask_ratio < 1:
         raise UserError(f"--mask-ratio {args.mask_ratio}: expected a number between 0 and 1")
@@ -175,7 +176,7 @@ def cmd_visualize(args) -> int:
 
 def cmd_make_synthetic(args) -> int:
     """Write the embedded motion-defined data set (resumes an interrupted run)."""
-    from motionmae.synthetic import CLASSES, SyntheticError, make_dataset
+    from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 
     try:
         out = make_dataset(args.out, videos_per_class=args.videos_per_class, size=args.size,
@@ -204,9 +205,9 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def cmd_prepare(args) -> int:
     """Store the compensated flow of every video in the motion cache; exit 1 if any failed."""
-    from motionmae.cache import CacheParams, MotionCache, list_videos, prepare, shard
-    from motionmae.data import ListError
-    from motionmae.flow import FlowParams
+    from motionmae.common.lists import ListError
+    from motionmae.io.cache import CacheParams, MotionCache, list_videos, prepare, shard
+    from motionmae.motion.flow import FlowParams
 
     index, count = _parse_shard(args.shard)
     try:
@@ -242,9 +243,10 @@ def cmd_pack(args) -> int:
     """Write WebDataset shards of a list's videos and their motion-cache entries; exit 1 if any was skipped."""
     from types import SimpleNamespace
 
-    from motionmae.cache import CacheError
-    from motionmae.data import FlowUnavailable, ListError, open_cache, read_list
-    from motionmae.shards import pack
+    from motionmae.common.lists import ListError, read_list
+    from motionmae.data.datasets import FlowUnavailable, open_cache
+    from motionmae.data.shards import pack
+    from motionmae.io.cache import CacheError
 
     index, count = _parse_shard(args.shard)
     if args.shard_size < 1:
@@ -284,11 +286,12 @@ def cmd_pack(args) -> int:
 
 def cmd_pretrain(args) -> int:
     """Pretrain a video ViT per a config preset; resumable."""
-    from motionmae.cache import CacheError
+    from motionmae.common.lists import ListError
     from motionmae.config import ConfigError, load_config
-    from motionmae.data import FlowUnavailable, ListError
-    from motionmae.pretrain import TrainingDiverged, pretrain
-    from motionmae.checkpoints import CheckpointError
+    from motionmae.data.datasets import FlowUnavailable
+    from motionmae.io.cache import CacheError
+    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.train.pretrain import TrainingDiverged, pretrain
 
     try:
         config = load_config(args.config, args.set)
@@ -307,9 +310,9 @@ def cmd_pretrain(args) -> int:
 
 def cmd_convert(args) -> int:
     """Convert a checkpoint between our layout, official VideoMAE / MME `.pth` files and Hugging Face."""
-    from motionmae.checkpoints import CheckpointError
-    from motionmae.interop import export_hf, model_from_checkpoint, read_checkpoint, save_motionmae
-    from motionmae.models import PretrainModel
+    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.models.interop import export_hf, model_from_checkpoint, read_checkpoint, save_motionmae
+    from motionmae.models.vit import PretrainModel
 
     safetensors = args.out.endswith(".safetensors")
     if args.to == "safetensors" and not safetensors:
@@ -335,7 +338,7 @@ def cmd_convert(args) -> int:
 
 def cmd_upgrade_checkpoint(args) -> int:
     """Re-save a pretraining checkpoint of motionmae 0.1 in the format that loads without unpickling code."""
-    from motionmae.checkpoints import CheckpointError, upgrade
+    from motionmae.models.checkpoints import CheckpointError, upgrade
 
     try:
         out = upgrade(args.checkpoint, args.out)
@@ -361,7 +364,7 @@ def _views(text: str, flag: str) -> tuple[int, int]:
 
 def _videos(counts: dict, what: str) -> None:
     """Print a `VideoTally.to_dict()`: one summary line, and the first skipped video on stderr."""
-    from motionmae.tally import describe
+    from motionmae.common.tally import describe
 
     print(f"{what}videos: {describe(counts)}")
     if counts["skipped"]:
@@ -372,9 +375,9 @@ def _videos(counts: dict, what: str) -> None:
 
 def cmd_linear_probe(args) -> int:
     """Train a linear classifier on frozen, cached features of a checkpoint's encoder."""
-    from motionmae.checkpoints import CheckpointError
-    from motionmae.data import ListError
-    from motionmae.evaluate import linear_probe
+    from motionmae.common.lists import ListError
+    from motionmae.evaluation.evaluate import linear_probe
+    from motionmae.models.checkpoints import CheckpointError
 
     try:
         result = linear_probe(args.checkpoint, args.train, args.val, out=args.out, epochs=args.epochs, lr=args.lr,
@@ -399,11 +402,11 @@ def cmd_linear_probe(args) -> int:
 
 def cmd_finetune(args) -> int:
     """Fine-tune a pretrained encoder with a classification head; resumable."""
-    from motionmae.checkpoints import CheckpointError
+    from motionmae.common.lists import ListError
     from motionmae.config import ConfigError, load_config
-    from motionmae.data import ListError
-    from motionmae.evaluate import finetune
-    from motionmae.pretrain import TrainingDiverged
+    from motionmae.evaluation.evaluate import finetune
+    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.train.pretrain import TrainingDiverged
 
     overrides = [f"data.train={args.train}", f"data.val={args.val}"] + ([f"run.out={args.out}"] if args.out else [])
     try:
@@ -425,9 +428,9 @@ def cmd_finetune(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Multi-view test of a fine-tuned checkpoint: top-1, top-5, per-class accuracy, confusion matrix."""
-    from motionmae.checkpoints import CheckpointError
-    from motionmae.data import ListError
-    from motionmae.evaluate import evaluate
+    from motionmae.common.lists import ListError
+    from motionmae.evaluation.evaluate import evaluate
+    from motionmae.models.checkpoints import CheckpointError
 
     try:
         result = evaluate(args.checkpoint, args.val, clips=args.clips, crops=args.crops, out=args.out,
@@ -469,9 +472,10 @@ def cmd_bench_loader(args) -> int:
             raise UserError(f"{flag} {value}: need at least 1")
     if args.clips % args.repeats:
         raise UserError(f"--clips {args.clips} is not a multiple of --repeats {args.repeats}")
-    from motionmae.cache import CacheError
+    from motionmae.common.lists import ListError
     from motionmae.config import ConfigError
-    from motionmae.data import FlowUnavailable, ListError
+    from motionmae.data.datasets import FlowUnavailable
+    from motionmae.io.cache import CacheError
     from motionmae.speed import run_loader_bench
 
     try:
@@ -618,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
     p.add_argument("--cut-ratio", type=float, default=CutParams.ratio, metavar="R",
                    help="a frame pair is a shot cut when its warp residual is R times the local median "
-                        f"(motionmae.cuts); 0 turns detection off (default: {CutParams.ratio})")
+                        f"(motionmae.motion.cuts); 0 turns detection off (default: {CutParams.ratio})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 

@@ -24,7 +24,7 @@ Vectors stay in pixels of the decoded frames. On bikes.mp4 this is about 0.84x
 the bytes of the source video and moves 6-step trajectories by ~0.4 px on
 average (bench/flow_bench.py, docs/benchmarks.md).
 
-Shot cuts (`motionmae.cuts`): each frame pair's warp residual is scored from the
+Shot cuts (`motionmae.motion.cuts`): each frame pair's warp residual is scored from the
 raw flow while it is at hand; the pairs that lie across a cut are stored with
 the entry (`EntryInfo.cuts`, and the scores, to see why).
 
@@ -52,10 +52,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from motionmae.cuts import CutParams, find_cuts, warp_residual
-from motionmae.flow import FlowEstimator, FlowParams, compensate
-from motionmae.tally import VideoTally, skip_kind
-from motionmae.video import VideoError, VideoReader
+from motionmae.common.lists import read_list
+from motionmae.common.tally import VideoTally, skip_kind
+from motionmae.io.video import VideoError, VideoReader
+from motionmae.motion.cuts import CutParams, find_cuts, warp_residual
+from motionmae.motion.flow import FlowEstimator, FlowParams, compensate
 
 # Part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts,
 # 4: the faster DIS "balanced" preset and USAC camera fit).
@@ -105,7 +106,7 @@ class EntryInfo:
     grid_size: tuple[int, int]  # (height, width) of the stored field
     source_bytes: int  # size of the video file it came from
     offsets: np.ndarray  # int64 (num_frames,): byte range of field t is offsets[t]:offsets[t+1]
-    cut_scores: np.ndarray  # float32 (num_flows,): warp residual of each frame pair (motionmae.cuts)
+    cut_scores: np.ndarray  # float32 (num_flows,): warp residual of each frame pair (motionmae.motion.cuts)
     cuts: np.ndarray  # bool (num_flows,): True where frames t and t+1 lie across a shot cut
 
     @property
@@ -140,15 +141,6 @@ def decode_field(data: bytes, grid_size: tuple[int, int], step: float) -> np.nda
 
 
 # ---------------------------------------------------------------- the cache
-
-
-def video_key(path, root) -> str:
-    """Cache key of a video: its path relative to `root` (posix), or its absolute path outside it."""
-    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return "_abs" + path.as_posix()
 
 
 class MotionCache:
@@ -365,9 +357,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def list_videos(source) -> list[tuple[str, Path]]:
-    """`(key, path)` of the videos of a list file, folder or video file (`data.read_list`), sorted by key."""
-    from motionmae.data import read_list  # imported here: data builds on this module
-
+    """`(key, path)` of the videos of a list file, folder or video file (`common.lists.read_list`), sorted by key."""
     return sorted({item.key: item.path for item in read_list(source)}.items())
 
 

@@ -5,7 +5,7 @@ whose members of one sample share a name), each with a sidecar `NAME-000000.json
 a shard:
 
     {k:06d}.video   the video file's bytes, unchanged (its own container: mp4, avi, ...)
-    {k:06d}.flow    the video's motion-cache entry file, unchanged (`motionmae.cache`: flow and shot cuts)
+    {k:06d}.flow    the video's motion-cache entry file, unchanged (`motionmae.io.cache`: flow and shot cuts)
     {k:06d}.cls     the label in ASCII (-1: unlabelled)
     {k:06d}.json    key, path, label, num_frames, fps, frame_size, source_bytes, the cache
                     {key, version, short_side, params}, and the bytes and sha256 of video and flow
@@ -62,12 +62,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motionmae.cache import FORMAT_VERSION, CacheError, CacheParams, MotionCache
-from motionmae.data import (ClipDataset, EpochSampler, FlowUnavailable, Item, ListError, PretrainDataset,
-                            make_loader, read_list, skip_entry)
-from motionmae.masking import sample_rng
-from motionmae.tally import VideoTally
-from motionmae.video import NamedBytes, VideoError
+from motionmae.common.lists import Item, ListError, read_list
+from motionmae.common.rng import sample_rng
+from motionmae.common.tally import VideoTally
+from motionmae.data.datasets import ClipDataset, EpochSampler, FlowUnavailable, PretrainDataset, make_loader, skip_entry
+from motionmae.io.cache import FORMAT_VERSION, CacheError, CacheParams, MotionCache
+from motionmae.io.video import NamedBytes, VideoError
 
 SHARD_FORMAT = 1  # sidecar and sample layout; bump when it changes
 BUFFER = 64  # default shuffle buffer per loader worker (samples: videos + cache entries held in memory)
@@ -177,7 +177,7 @@ class ShardIndex(list):
 
 
 def read_items(source) -> list[Item]:
-    """The videos of a list file, folder or video (`data.read_list`), or the samples of a shard pattern."""
+    """The videos of a list file, folder or video (`common.lists.read_list`), or the samples of a shard pattern."""
     return ShardIndex.open(source) if is_shards(source) else read_list(source)
 
 

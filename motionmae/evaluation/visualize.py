@@ -15,16 +15,16 @@ import cv2
 import numpy as np
 import torch
 
-from motionmae import checkpoints
-from motionmae import trajectory as TR
-from motionmae.cache import video_key
+from motionmae.common.lists import Item, video_key
 from motionmae.config import config_from_dict
-from motionmae.data import Item, PretrainDataset
-from motionmae.masking import MaskGenerator
-from motionmae.models import token_grid
-from motionmae.pretrain import build_model, normalize_video
-from motionmae.targets import build_target, input_frames, to_tokens
-from motionmae.video import probe
+from motionmae.data.datasets import PretrainDataset
+from motionmae.io.video import probe
+from motionmae.models import checkpoints
+from motionmae.models.vit import token_grid
+from motionmae.motion import trajectory as TR
+from motionmae.motion.masking import MaskGenerator
+from motionmae.motion.targets import build_target, input_frames, to_tokens
+from motionmae.train.pretrain import build_model, normalize_video
 
 MASK_COLOR = (40, 90, 230)  # RGB of masked tokens
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]  # RGB of chart series

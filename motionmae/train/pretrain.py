@@ -19,7 +19,7 @@ configured guidance for some clip (a codec without motion vectors, say), a
 warning says so once per run. With `run.log_samples`, every process writes which videos
 each of its batches held (`SampleLog`), to check what a run read.
 
-`data.train` is a list, a folder or a shard pattern (`motionmae pack`, `motionmae.shards`).
+`data.train` is a list, a folder or a shard pattern (`motionmae pack`, `motionmae.data.shards`).
 """
 
 from __future__ import annotations
@@ -39,16 +39,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from motionmae import checkpoints
+from motionmae.common.tally import VideoTally
 from motionmae.config import Config, ConfigError, save_config
-from motionmae.data import PretrainDataset
-from motionmae.masking import SOURCES, MaskGenerator
-from motionmae.models import PretrainModel, token_grid
-from motionmae.shards import ShardStream, epoch_loader, pretrain_dataset, read_items
-from motionmae.tally import VideoTally
-from motionmae.targets import IMAGENET_MEAN as MEAN
-from motionmae.targets import IMAGENET_STD as STD
-from motionmae.targets import build_target, input_frames
+from motionmae.data.datasets import PretrainDataset
+from motionmae.data.shards import ShardStream, epoch_loader, pretrain_dataset, read_items
+from motionmae.models import checkpoints
+from motionmae.models.vit import PretrainModel, token_grid
+from motionmae.motion.masking import SOURCES, MaskGenerator
+from motionmae.motion.targets import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD, build_target, input_frames
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +310,7 @@ def build_model(config: Config, target_dim: int, parts: dict | None = None) -> P
 
 
 def build_dataset(config: Config, target) -> PretrainDataset | ShardStream:
-    """The training data of `data.train`: a list's videos, or a shard set's samples (`motionmae.shards`)."""
+    """The training data of `data.train`: a list's videos, or a shard set's samples (`motionmae.data.shards`)."""
     d, m = config.data, config.model
     grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
     masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance,
