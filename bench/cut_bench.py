@@ -43,7 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from motionmae.data import synthetic as S  # noqa: E402
-from motionmae.io.cache import CacheParams, MotionCache, prepare  # noqa: E402
+from motionmae.io.cache import CacheParams, MotionCache  # noqa: E402
+from motionmae.io.prepare import prepare  # noqa: E402
 from motionmae.io.video import shipped_videos, write_video  # noqa: E402
 from motionmae.motion.cuts import CutParams, find_cuts  # noqa: E402
 from motionmae.speed import machine_line  # noqa: E402

@@ -45,13 +45,14 @@ import torch
 import torch.nn.functional as F
 
 from motionmae.data import synthetic
-from motionmae.evaluation.evaluate import train_linear
 from motionmae.models import vit as models
+from motionmae.models.vit import normalize_video
 from motionmae.motion.flow import FlowParams, video_flow
 from motionmae.motion.masking import MaskGenerator
 from motionmae.motion.targets import build_target, input_frames
 from motionmae.speed import machine_line
-from motionmae.train.pretrain import cosine_schedule, normalize_video, param_groups
+from motionmae.train.optim import cosine_schedule, param_groups
+from motionmae.train.probe import train_linear
 
 sys.path.insert(0, str(Path(__file__).parent))
 from demo_diagnostics import small_cnn  # noqa: E402

@@ -27,7 +27,8 @@ from motionmae.common.lists import read_list
 from motionmae.config import load_config
 from motionmae.data.shards import ShardIndex, epoch_loader, pack, shard_samples, unpack
 from motionmae.data.synthetic import make_dataset
-from motionmae.io.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
 from motionmae.io.video import shipped_videos
 from motionmae.motion.targets import build_target
 from motionmae.speed import machine, machine_line, threads

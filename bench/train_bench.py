@@ -22,10 +22,10 @@ from motionmae.speed import (TRAIN, compare_train, in_fresh_process, machine_lin
 
 def target_share(steps: int, thread_count: int) -> dict:
     """Seconds per batch building MME trajectory targets vs a whole step (target + model + optimizer)."""
-    from motionmae.models.vit import PretrainModel, token_grid
+    from motionmae.models.vit import PretrainModel, normalize_video, token_grid
     from motionmae.motion.flow import video_flow
     from motionmae.motion.targets import build_target, input_frames
-    from motionmae.train.pretrain import adamw, normalize_video, param_groups
+    from motionmae.train.optim import adamw, param_groups
 
     torch.set_num_threads(thread_count)
     c, stride = TRAIN, 2

@@ -48,12 +48,15 @@ import numpy as np
 from motionmae.config import Config, FinetuneConfig, load_config
 from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 from motionmae.demo import DEMO_DATA
-from motionmae.evaluation.evaluate import finetune, linear_probe
-from motionmae.evaluation.visualize import bar_chart, save_png
-from motionmae.io.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.figures.charts import bar_chart
+from motionmae.figures.images import save_png
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
 from motionmae.motion.flow import FlowParams
 from motionmae.speed import machine_line
+from motionmae.train.finetune import finetune
 from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 
 class QualityError(ValueError):

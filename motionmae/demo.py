@@ -15,11 +15,13 @@ from pathlib import Path
 
 from motionmae.config import load_config
 from motionmae.data.synthetic import CLASSES, make_dataset
-from motionmae.evaluation.evaluate import linear_probe
-from motionmae.evaluation.visualize import metrics_figure, save_png
-from motionmae.io.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.figures.charts import metrics_figure
+from motionmae.figures.images import save_png
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
 from motionmae.motion.flow import FlowParams
 from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 DEMO_DATA = {"videos_per_class": 100, "size": 32, "frames": 24}  # 960 train / 240 val videos
 PROBE_EPOCHS = 100  # the linear layer on cached features: seconds; 20 epochs underfit

@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from motionmae.config import load_config
-from motionmae.io.cache import CacheParams, MotionCache, encode_field, list_videos, prepare
+from motionmae.io.cache import CacheParams, MotionCache, encode_field
+from motionmae.io.prepare import list_videos, prepare
 from motionmae.io.video import VideoReader, output_size, probe, shipped_videos
 from motionmae.motion.cuts import warp_residual
 from motionmae.motion.flow import FlowEstimator, camera_homography, pair_flow, remove_camera
@@ -282,9 +283,9 @@ def train_rate(side: str, c: dict, steps: int, thread_count: int) -> dict:
     `VideoMAEForPreTraining` (normalized-pixel loss). All: real frames, the same tube masks,
     fp32, and the fused AdamW with the weight-decay groups `motionmae pretrain` uses.
     """
-    from motionmae.models.vit import PretrainModel, token_grid
+    from motionmae.models.vit import PretrainModel, normalize_video, token_grid
     from motionmae.motion.targets import build_target
-    from motionmae.train.pretrain import adamw, normalize_video, param_groups
+    from motionmae.train.optim import adamw, param_groups
 
     torch.set_num_threads(thread_count)
     frames = torch.from_numpy(real_frames(c["frames"], c["image"], c["batch"]))
@@ -337,7 +338,8 @@ def dataset_rate(dataset, clips: int, clock=time.perf_counter) -> float:
 
 def step_rate(config, target, dataset, repeats: int) -> float:
     """Clips/s a pretraining step consumes: one batch of `dataset`, targets, forward, loss, backward, AdamW."""
-    from motionmae.train.pretrain import adamw, apply_gradients, batch_loss, build_model, param_groups
+    from motionmae.train.optim import adamw, apply_gradients, param_groups
+    from motionmae.train.pretrain import batch_loss, build_model
 
     o = config.optim
     model = build_model(config, target.dim)

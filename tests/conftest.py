@@ -49,7 +49,8 @@ def tiny_synthetic(tmp_path_factory):
     homography fitted to the flow would take up part of their motion.
     """
     from motionmae.data.synthetic import make_dataset
-    from motionmae.io.cache import CacheParams, MotionCache, list_videos, prepare
+    from motionmae.io.cache import CacheParams, MotionCache
+    from motionmae.io.prepare import list_videos, prepare
     from motionmae.motion.flow import FlowParams
 
     root = tmp_path_factory.mktemp("synthetic")

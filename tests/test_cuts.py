@@ -12,7 +12,8 @@ from motionmae.common.lists import read_list
 from motionmae.config import DataConfig
 from motionmae.data.datasets import PretrainDataset, open_cache
 from motionmae.data.synthetic import render_video
-from motionmae.io.cache import CacheError, CacheParams, MotionCache, prepare
+from motionmae.io.cache import CacheError, CacheParams, MotionCache
+from motionmae.io.prepare import prepare
 from motionmae.io.video import VideoReader, write_video
 from motionmae.models.vit import token_grid
 from motionmae.motion.cuts import CutParams, find_cuts, shot_ids, warp_residual

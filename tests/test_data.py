@@ -12,7 +12,8 @@ from motionmae.config import DataConfig
 from motionmae.data.datasets import (CropBox, EpochSampler, FlowUnavailable, PretrainDataset, augment_flow,
                                      augment_frames, augment_vectors, multiscale_crop)
 from motionmae.data.synthetic import make_dataset
-from motionmae.io.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
 from motionmae.io.video import write_video
 from motionmae.models.vit import token_grid
 from motionmae.motion.flow import video_flow

@@ -12,9 +12,11 @@ from motionmae.common.lists import read_list
 from motionmae.config import AugmentConfig, load_config
 from motionmae.data.datasets import RANDAUG_OPS, ClipDataset, ClipSpec, RandAugment
 from motionmae.data.synthetic import make_dataset
-from motionmae.evaluation.evaluate import build_classifier, build_optimizer, evaluate, finetune, linear_probe, mix_batch
+from motionmae.evaluation.evaluate import evaluate
 from motionmae.models.checkpoints import CheckpointError
+from motionmae.train.finetune import build_classifier, build_optimizer, finetune, mix_batch
 from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 SMALL = ["model.size=tiny", "model.patch=16", "data.short_side=32", "data.size=32", "data.frames=8", "data.workers=0",
          "optim.batch_size=4"]

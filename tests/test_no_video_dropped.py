@@ -21,11 +21,13 @@ from conftest import translating_square
 from motionmae.cli.main import main
 from motionmae.common.tally import VideoTally, describe, skip_kind
 from motionmae.config import load_config
-from motionmae.evaluation.evaluate import evaluate, finetune, linear_probe
+from motionmae.evaluation.evaluate import evaluate
 from motionmae.io.cache import MotionCache
 from motionmae.io.video import NotAVideoError, VideoReader, probe, write_video
 from motionmae.models import checkpoints
+from motionmae.train.finetune import finetune
 from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 SIDE = 32  # decode short side and crop (px)
 SMALL = [f"data.short_side={SIDE}", f"data.size={SIDE}", "data.frames=8", "data.stride=2", "data.workers=0",

@@ -24,7 +24,8 @@ import yaml
 from motionmae.cli.main import main
 from motionmae.config import load_config, preset_names
 from motionmae.data.datasets import CropBox, augment_flow, augment_frames, augment_vectors
-from motionmae.io.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
 
 PRETRAIN, FINETUNE = preset_names("pretrain"), preset_names("finetune")
 CHANGED = {"train", "val", "cache", "workers"}  # the only data settings these runs change (files, processes)

@@ -12,7 +12,8 @@ import torch
 from motionmae.config import ConfigError, load_config
 from motionmae.models import checkpoints
 from motionmae.models.interop import model_from_checkpoint
-from motionmae.train.pretrain import TrainingDiverged, param_groups, pretrain
+from motionmae.train.optim import param_groups
+from motionmae.train.pretrain import TrainingDiverged, pretrain
 
 
 def overrides(tiny_synthetic, out, *extra):

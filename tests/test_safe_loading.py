@@ -15,12 +15,12 @@ import torch
 from motionmae.cli.main import main
 from motionmae.config import load_config
 from motionmae.data.synthetic import make_dataset
-from motionmae.evaluation.evaluate import finetune, load_classifier
 from motionmae.evaluation.visualize import visualize_checkpoint
 from motionmae.models import checkpoints
 from motionmae.models.checkpoints import CheckpointError
 from motionmae.models.interop import model_from_checkpoint
 from motionmae.models.vit import VisionTransformer
+from motionmae.train.finetune import finetune, load_classifier
 from motionmae.train.pretrain import pretrain
 
 SMALL = ["data.short_side=32", "data.size=32", "data.frames=8", "data.workers=0", "optim.batch_size=4"]

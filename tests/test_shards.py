@@ -22,12 +22,14 @@ from motionmae.config import load_config
 from motionmae.data.datasets import ClipSpec, TrainAugment
 from motionmae.data.shards import (ShardIndex, ShardStream, buffer_order, clip_dataset, epoch_loader, pretrain_dataset,
                                    read_items, single_pass_loader)
-from motionmae.evaluation.evaluate import clip_features, finetune
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.models.vit import VisionTransformer, token_grid
 from motionmae.motion.masking import MaskGenerator
 from motionmae.motion.targets import build_target
-from motionmae.train.pretrain import Distributed, pretrain
+from motionmae.train.distributed import Distributed
+from motionmae.train.finetune import finetune
+from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import clip_features
 
 SIZE = 5  # videos per shard: 24 training videos -> 5 shards, the last with 4; 12 validation videos -> 3
 

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from motionmae.io.video import read_frames
-from motionmae.motion import hog as H, trajectory as TR
+from motionmae.motion import hog as H
+from motionmae.motion import trajectory as TR
 from motionmae.motion.flow import video_flow
 from motionmae.motion.targets import IMAGENET_MEAN, IMAGENET_STD, RELEASE, RELEASE_TRAJ, build_target, dead_zone
 

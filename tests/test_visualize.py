@@ -11,7 +11,9 @@ import torch
 from motionmae.cli.main import main
 from motionmae.config import load_config
 from motionmae.data.synthetic import render_video
-from motionmae.evaluation.visualize import PALETTE, bar_chart, panel_scale, visualize_checkpoint
+from motionmae.evaluation.visualize import visualize_checkpoint
+from motionmae.figures.charts import PALETTE, bar_chart
+from motionmae.figures.overlays import panel_scale
 from motionmae.io.video import write_video
 from motionmae.train.pretrain import pretrain
 

@@ -1,8 +1,6 @@
-"""Clips for training: list files, epoch sampling, joint augmentation, the pretraining dataset.
+"""Clips for training: epoch sampling, joint augmentation, the pretraining and classification datasets.
 
-A list file has one video a line, `relative/path.mp4 label` (VideoMAE /
-MMAction2 format; paths relative to the list's folder; the label is optional).
-A folder stands for every video under it, unlabelled.
+Datasets take the `Item`s of a list file or folder (`common.lists.read_list`).
 
 A pretraining sample is the clip's *raw span*: the `T_raw` consecutive frames
 its targets need (the T input frames at stride s are raw frames 0, s, 2s, ...
@@ -22,7 +20,7 @@ data-loader worker, so it travels with the batch:
 The loader decodes, resizes and reads from the cache only what the target reads
 (`Target.span_reads`, always with the T input frames): the other frames and flow
 fields of the span are zeros (`data.fast_loader: false` decodes and resamples the whole
-span, as before issue 18). With `data.repeats` N, one index gives N samples of one
+span). With `data.repeats` N, one index gives N samples of one
 decoded span, each with its own crop, flip and mask (repeated sampling, as in MAE-ST and
 VideoMAE v2: N x the clips per decoded frame; `optim.batch_size` counts clips).
 

@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from motionmae.common.files import write_atomic
 from motionmae.common.lists import Item, ListError, read_list
 from motionmae.common.rng import sample_rng
 from motionmae.common.tally import VideoTally
@@ -584,15 +585,6 @@ def _finished(path: Path, plan: list[Item], cache: MotionCache) -> dict | None:
     return side if done else None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> dict:
     """Write one shard (temp file, fsync, rename), then its sidecar; returns the sidecar.
     `advance(bytes)` is called once per video of the plan."""
@@ -623,7 +615,7 @@ def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> d
         raise
     side = {"format": SHARD_FORMAT, "shard": path.name, "samples": samples, "skipped": skipped,
             "plan": _plan(plan), "cache": _cache_info(cache), "bytes": path.stat().st_size}
-    _write_atomic(Path(sidecar_url(str(path))), (json.dumps(side) + "\n").encode())
+    write_atomic(Path(sidecar_url(str(path))), (json.dumps(side) + "\n").encode())
     return side
 
 
@@ -680,5 +672,5 @@ def pack(items: list[Item], cache: MotionCache, out, shard_size: int, name: str,
     finally:
         bar.close()
         report.seconds = round(time.perf_counter() - start, 3)
-        _write_atomic(out / f"{name}-{report_name}", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+        write_atomic(out / f"{name}-{report_name}", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     return report
