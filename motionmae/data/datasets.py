@@ -57,8 +57,8 @@ import cv2
 import numpy as np
 import torch
 
-from motionmae.common.lists import VIDEO_SUFFIXES, video_key
-from motionmae.common.rng import sample_rng
+from motionmae.common.lists import Item, ListError
+from motionmae.common.rng import repeat_rng, sample_rng
 from motionmae.common.tally import skip_kind
 from motionmae.config import ConfigError
 from motionmae.io.cache import CacheError, CacheParams, MotionCache
