@@ -1,10 +1,10 @@
 """Shot-cut detection benchmark (issue 15): detection rate and false alarms of `prepare`'s detector.
 
-Builds H.264 videos, runs `motionmae.cache.prepare` on them (the real path: decode
+Builds H.264 videos, runs `motionmae.io.cache.prepare` on them (the real path: decode
 at `--short-side`, DIS flow, warp residual, `find_cuts`) and compares the cuts
 stored in each entry with the truth.
 
-- synthetic scene cuts: shots of the embedded generator (`motionmae.synthetic`,
+- synthetic scene cuts: shots of the embedded generator (`motionmae.data.synthetic`,
   128 px, a different scene each) joined end to end, 3 shots of 12-30 frames
   (2 cuts) per video, in seven camera variants: the generator's still, pan and
   zoom cameras, and a window cropped from a 256 px render that pans at 4 or 8 px
@@ -42,11 +42,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from motionmae import synthetic as S  # noqa: E402
-from motionmae.cache import CacheParams, MotionCache, prepare  # noqa: E402
-from motionmae.cuts import CutParams, find_cuts  # noqa: E402
+from motionmae.data import synthetic as S  # noqa: E402
+from motionmae.io.cache import CacheParams, MotionCache  # noqa: E402
+from motionmae.io.prepare import prepare  # noqa: E402
+from motionmae.io.video import shipped_videos, write_video  # noqa: E402
+from motionmae.motion.cuts import CutParams, find_cuts  # noqa: E402
 from motionmae.speed import machine_line  # noqa: E402
-from motionmae.video import shipped_videos, write_video  # noqa: E402
 
 SIZE = 128  # px of the synthetic videos
 VARIANTS = ("still", "pan", "zoom", "fast-pan-4", "fast-pan-8", "shake", "fast-zoom")

@@ -40,18 +40,19 @@ import time
 import numpy as np
 import torch
 
-from motionmae import checkpoints
 from motionmae.ablations import METHODS
-from motionmae.cache import MotionCache
+from motionmae.common.lists import read_list
 from motionmae.config import config_from_dict, load_config
-from motionmae.data import MemoryVideo, PretrainDataset, augment_frames, multiscale_crop, read_list
-from motionmae.masking import MaskGenerator
-from motionmae.models import VideoClassifier, token_grid
+from motionmae.data.datasets import MemoryVideo, PretrainDataset, augment_frames, multiscale_crop
 from motionmae.demo import PROBE_EPOCHS, PROBE_VIEWS, demo_cache_params
-from motionmae.evaluate import linear_probe
-from motionmae.pretrain import batch_loss, build_model, normalize_video, pretrain
+from motionmae.io.cache import MotionCache
+from motionmae.models import checkpoints
+from motionmae.models.vit import VideoClassifier, normalize_video, token_grid
+from motionmae.motion.masking import MaskGenerator
+from motionmae.motion.targets import build_target
 from motionmae.speed import machine_line
-from motionmae.targets import build_target
+from motionmae.train.pretrain import batch_loss, build_model, pretrain
+from motionmae.train.probe import linear_probe
 
 
 def demo_config(args):

@@ -39,12 +39,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from motionmae.cache import CacheParams  # noqa: E402
-from motionmae.cuts import warp_residual  # noqa: E402
-from motionmae.flow import (FlowEstimator, FlowParams, homography_flow, homography_from_flow, pair_flow,  # noqa: E402
-                            remove_camera)
+from motionmae.io.cache import CacheParams  # noqa: E402
+from motionmae.io.video import gray_frames, output_size, probe, shipped_videos  # noqa: E402
+from motionmae.motion.cuts import warp_residual  # noqa: E402
+from motionmae.motion.flow import (FlowEstimator, FlowParams, homography_flow, homography_from_flow, pair_flow,
+                                   remove_camera)
 from motionmae.speed import decode_rate, machine_line, prepare_rate, prepare_stages  # noqa: E402
-from motionmae.video import gray_frames, output_size, probe, shipped_videos  # noqa: E402
 
 STEPS = 6  # trajectory length (raw frames)
 CELL = 8  # one start point per 8x8 cell

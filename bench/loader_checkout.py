@@ -18,8 +18,8 @@ import torch
 
 import motionmae
 from motionmae.config import load_config
-from motionmae.pretrain import build_dataset
-from motionmae.targets import build_target
+from motionmae.motion.targets import build_target
+from motionmae.train.pretrain import build_dataset
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from motionmae.masking import MaskGenerator, guidance
+from motionmae.io.video import read_frames, write_video
+from motionmae.motion.masking import MaskGenerator, guidance
 from motionmae.speed import machine_line
-from motionmae.video import read_frames, write_video
 
 GRID = (8, 14, 14)
 STRATEGIES = [

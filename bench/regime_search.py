@@ -4,7 +4,7 @@
     .venv/bin/python bench/regime_search.py train --mode vit|cnn [--steps 800]
     .venv/bin/python bench/regime_search.py flow [--size 32] [--texture 3 8]
 
-No files, no codec, no motion cache: every run renders its videos with motionmae.synthetic
+No files, no codec, no motion cache: every run renders its videos with motionmae.data.synthetic
 (the working tree's generator, or --generator COMMIT's; --videos-per-class train videos and a fifth as many val videos per
 class, --size px x --frames frames), computes their flow, keeps both in RAM (and in
 bench/out/regime-data-<hash>.pt for the next run), and trains in one process. Minutes per
@@ -44,13 +44,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from motionmae import models, synthetic
-from motionmae.evaluate import train_linear
-from motionmae.flow import FlowParams, video_flow
-from motionmae.masking import MaskGenerator
-from motionmae.pretrain import cosine_schedule, normalize_video, param_groups
+from motionmae.data import synthetic
+from motionmae.models import vit as models
+from motionmae.models.vit import normalize_video
+from motionmae.motion.flow import FlowParams, video_flow
+from motionmae.motion.masking import MaskGenerator
+from motionmae.motion.targets import build_target, input_frames
 from motionmae.speed import machine_line
-from motionmae.targets import build_target, input_frames
+from motionmae.train.optim import cosine_schedule, param_groups
+from motionmae.train.probe import train_linear
 
 sys.path.insert(0, str(Path(__file__).parent))
 from demo_diagnostics import small_cnn  # noqa: E402

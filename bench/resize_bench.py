@@ -17,7 +17,7 @@ import argparse
 import cv2
 import numpy as np
 
-from motionmae.data import CropBox, _resize_stack
+from motionmae.data.datasets import CropBox, _resize_stack
 from motionmae.speed import best_seconds, machine_line
 
 

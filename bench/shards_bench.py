@@ -23,15 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.common.lists import read_list
 from motionmae.config import load_config
-from motionmae.data import read_list
-from motionmae.pretrain import build_dataset
-from motionmae.shards import ShardIndex, epoch_loader, pack, shard_samples, unpack
+from motionmae.data.shards import ShardIndex, epoch_loader, pack, shard_samples, unpack
+from motionmae.data.synthetic import make_dataset
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
+from motionmae.io.video import shipped_videos
+from motionmae.motion.targets import build_target
 from motionmae.speed import machine, machine_line, threads
-from motionmae.synthetic import make_dataset
-from motionmae.targets import build_target
-from motionmae.video import shipped_videos
+from motionmae.train.pretrain import build_dataset
 
 
 def loader_seconds(dataset, clips: int) -> tuple[float, float]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from motionmae import synthetic
+from motionmae.data import synthetic
+from motionmae.io.video import write_video
 from motionmae.speed import machine_line
-from motionmae.video import write_video
 
 
 def stages(size: int, frames: int, samples: int, folder: Path) -> dict:

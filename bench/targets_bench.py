@@ -41,14 +41,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from motionmae.common.lists import read_list
 from motionmae.config import load_config
-from motionmae.data import PretrainDataset, read_list
-from motionmae.masking import MaskGenerator, tube_mask
-from motionmae.models import PretrainModel, token_grid
-from motionmae.pretrain import build_dataset
+from motionmae.data.datasets import PretrainDataset
+from motionmae.data.synthetic import true_flow
+from motionmae.models.vit import PretrainModel, token_grid
+from motionmae.motion.masking import MaskGenerator, tube_mask
+from motionmae.motion.targets import TARGETS, build_target, input_frames
 from motionmae.speed import dataset_rate, machine_line, median_seconds, synthetic_training_set
-from motionmae.synthetic import true_flow
-from motionmae.targets import TARGETS, build_target, input_frames
+from motionmae.train.pretrain import build_dataset
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 

@@ -16,15 +16,16 @@ import argparse
 import numpy as np
 import torch
 
-from motionmae.speed import TRAIN, compare_train, in_fresh_process, machine_line, median_seconds, real_frames, tube_masks
+from motionmae.speed import (TRAIN, compare_train, in_fresh_process, machine_line, median_seconds, real_frames,
+                             tube_masks)
 
 
 def target_share(steps: int, thread_count: int) -> dict:
     """Seconds per batch building MME trajectory targets vs a whole step (target + model + optimizer)."""
-    from motionmae.flow import video_flow
-    from motionmae.models import PretrainModel, token_grid
-    from motionmae.pretrain import adamw, normalize_video, param_groups
-    from motionmae.targets import build_target, input_frames
+    from motionmae.models.vit import PretrainModel, normalize_video, token_grid
+    from motionmae.motion.flow import video_flow
+    from motionmae.motion.targets import build_target, input_frames
+    from motionmae.train.optim import adamw, param_groups
 
     torch.set_num_threads(thread_count)
     c, stride = TRAIN, 2

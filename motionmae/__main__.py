@@ -1,3 +1,3 @@
-from motionmae.cli import main
+from motionmae.cli.main import main
 
 raise SystemExit(main())

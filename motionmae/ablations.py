@@ -45,15 +45,18 @@ from pathlib import Path
 
 import numpy as np
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
 from motionmae.config import Config, FinetuneConfig, load_config
+from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 from motionmae.demo import DEMO_DATA
-from motionmae.evaluate import finetune, linear_probe
-from motionmae.flow import FlowParams
-from motionmae.pretrain import pretrain
+from motionmae.figures.charts import bar_chart
+from motionmae.figures.images import save_png
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
+from motionmae.motion.flow import FlowParams
 from motionmae.speed import machine_line
-from motionmae.synthetic import CLASSES, SyntheticError, make_dataset
-from motionmae.visualize import bar_chart, save_png
+from motionmae.train.finetune import finetune
+from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 
 class QualityError(ValueError):

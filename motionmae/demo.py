@@ -13,13 +13,15 @@ import os
 import time
 from pathlib import Path
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
 from motionmae.config import load_config
-from motionmae.evaluate import linear_probe
-from motionmae.flow import FlowParams
-from motionmae.pretrain import pretrain
-from motionmae.synthetic import CLASSES, make_dataset
-from motionmae.visualize import metrics_figure, save_png
+from motionmae.data.synthetic import CLASSES, make_dataset
+from motionmae.figures.charts import metrics_figure
+from motionmae.figures.images import save_png
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
+from motionmae.motion.flow import FlowParams
+from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 DEMO_DATA = {"videos_per_class": 100, "size": 32, "frames": 24}  # 960 train / 240 val videos
 PROBE_EPOCHS = 100  # the linear layer on cached features: seconds; 20 epochs underfit

@@ -45,11 +45,12 @@ import cv2
 import numpy as np
 import torch
 
-from motionmae.cache import CacheParams, MotionCache, encode_field, list_videos, prepare
 from motionmae.config import load_config
-from motionmae.cuts import warp_residual
-from motionmae.flow import FlowEstimator, camera_homography, pair_flow, remove_camera
-from motionmae.video import VideoReader, output_size, probe, shipped_videos
+from motionmae.io.cache import CacheParams, MotionCache, encode_field
+from motionmae.io.prepare import list_videos, prepare
+from motionmae.io.video import VideoReader, output_size, probe, shipped_videos
+from motionmae.motion.cuts import warp_residual
+from motionmae.motion.flow import FlowEstimator, camera_homography, pair_flow, remove_camera
 
 TVL1_PYTHON = ".venv-tvl1/bin/python"  # the peer venv `make bench` creates
 # Pretraining-step comparison (issue 7): ViT-S, 112 px, 16 frames, tube 0.9, 4-block decoder, batch 8, fp32.
@@ -249,7 +250,7 @@ def real_frames(frames: int, size: int, batch: int) -> np.ndarray:
 
 def tube_masks(batch: int, grid: tuple[int, int, int], ratio: float, seed: int = 0) -> torch.Tensor:
     """bool (B, N) tube masks on the token grid `(T', H', W')`."""
-    from motionmae.masking import MaskGenerator
+    from motionmae.motion.masking import MaskGenerator
 
     generator = MaskGenerator("tube", ratio, grid)
     rng = np.random.default_rng(seed)
@@ -261,7 +262,7 @@ def hf_videomae(c: dict):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
-    from motionmae.models import SIZES
+    from motionmae.models.vit import SIZES
 
     spec = SIZES[c["size"]]
     config = VideoMAEConfig(image_size=c["image"], num_frames=c["frames"], tubelet_size=2, patch_size=16,
@@ -282,9 +283,9 @@ def train_rate(side: str, c: dict, steps: int, thread_count: int) -> dict:
     `VideoMAEForPreTraining` (normalized-pixel loss). All: real frames, the same tube masks,
     fp32, and the fused AdamW with the weight-decay groups `motionmae pretrain` uses.
     """
-    from motionmae.models import PretrainModel, token_grid
-    from motionmae.pretrain import adamw, normalize_video, param_groups
-    from motionmae.targets import build_target
+    from motionmae.models.vit import PretrainModel, normalize_video, token_grid
+    from motionmae.motion.targets import build_target
+    from motionmae.train.optim import adamw, param_groups
 
     torch.set_num_threads(thread_count)
     frames = torch.from_numpy(real_frames(c["frames"], c["image"], c["batch"]))
@@ -318,7 +319,7 @@ def train_rate(side: str, c: dict, steps: int, thread_count: int) -> dict:
 
 def synthetic_training_set(config, root: Path, videos_per_class: int, seed: int = 0) -> None:
     """Write a small synthetic set and its motion cache under `root` (config's short side); point `config` there."""
-    from motionmae.synthetic import make_dataset
+    from motionmae.data.synthetic import make_dataset
 
     side = config.data.short_side
     data = make_dataset(root / "data", videos_per_class=videos_per_class, size=side, seed=seed, progress=False)
@@ -337,7 +338,8 @@ def dataset_rate(dataset, clips: int, clock=time.perf_counter) -> float:
 
 def step_rate(config, target, dataset, repeats: int) -> float:
     """Clips/s a pretraining step consumes: one batch of `dataset`, targets, forward, loss, backward, AdamW."""
-    from motionmae.pretrain import adamw, apply_gradients, batch_loss, build_model, param_groups
+    from motionmae.train.optim import adamw, apply_gradients, param_groups
+    from motionmae.train.pretrain import batch_loss, build_model
 
     o = config.optim
     model = build_model(config, target.dim)
@@ -471,8 +473,8 @@ def compare_train(c: dict, steps: int, thread_count: int, rounds: int = 1) -> di
 
 def compare_loader(videos_per_class: int, clips: int, repeats: int) -> dict:
     """4. Demo config: clips/s of the data-loader workers vs clips/s the training step consumes."""
-    from motionmae.pretrain import build_dataset
-    from motionmae.targets import build_target
+    from motionmae.motion.targets import build_target
+    from motionmae.train.pretrain import build_dataset
 
     config = load_config("demo")
     d, m = config.data, config.model
@@ -526,7 +528,7 @@ class PlainSpanLoader:
 
     def __getitem__(self, key) -> np.ndarray:
         """uint8 `(T, S, S, 3)` of video `index` (`key` = (epoch, index))."""
-        from motionmae.data import augment_frames, multiscale_crop
+        from motionmae.data.datasets import augment_frames, multiscale_crop
 
         epoch, index = key
         d, rng = self.data, np.random.default_rng((self.seed, epoch, index))
@@ -555,9 +557,10 @@ def loader_sides(config, repeats: int) -> dict:
     """The data sets `bench loader` compares: (epoch, index) -> one clip (or a list of clips)."""
     import dataclasses
 
-    from motionmae.data import PretrainDataset, read_list
-    from motionmae.pretrain import build_dataset
-    from motionmae.targets import build_target
+    from motionmae.common.lists import read_list
+    from motionmae.data.datasets import PretrainDataset
+    from motionmae.motion.targets import build_target
+    from motionmae.train.pretrain import build_dataset
 
     t = config.target
     target = build_target(t.name, tubelet=config.model.tubelet, patch=config.model.patch, **t.options)
@@ -606,7 +609,7 @@ def run_loader_bench(config_name: str, list_path, out, cache=None, clips: int = 
     the target reads), side by side on the same videos, the sides taking turns for `rounds` rounds;
     prints and writes `out`/loader.json. Single-threaded (torch, OpenCV and our decoder); per core =
     clips per CPU second of this process (all its threads)."""
-    from motionmae.data import read_list
+    from motionmae.common.lists import read_list
 
     if clips % repeats:
         raise ValueError(f"--clips {clips} is not a multiple of --repeats {repeats}")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motionmae.video import shipped_videos, write_video
+from motionmae.io.video import shipped_videos, write_video
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +48,10 @@ def tiny_synthetic(tmp_path_factory):
     the flow is not compensated, as in the demo: with every object moving together, a camera
     homography fitted to the flow would take up part of their motion.
     """
-    from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
-    from motionmae.flow import FlowParams
-    from motionmae.synthetic import make_dataset
+    from motionmae.data.synthetic import make_dataset
+    from motionmae.io.cache import CacheParams, MotionCache
+    from motionmae.io.prepare import list_videos, prepare
+    from motionmae.motion.flow import FlowParams
 
     root = tmp_path_factory.mktemp("synthetic")
     data = make_dataset(root / "data", videos_per_class=3, size=64, frames=24, workers=2, progress=False)
@@ -63,8 +64,8 @@ def tiny_synthetic(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def codec_matrix(tmp_path_factory) -> dict:
-    """Every sample of `motionmae.video_samples` this FFmpeg can encode (60 frames, 96x64, keyframe
+    """Every sample of `motionmae.io.video_samples` this FFmpeg can encode (60 frames, 96x64, keyframe
     every 12 frames): {name: path}."""
-    from motionmae.video_samples import write_samples
+    from motionmae.io.video_samples import write_samples
 
     return write_samples(tmp_path_factory.mktemp("matrix"))

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from motionmae.config import load_config
-from motionmae.pretrain import pretrain
+from motionmae.train.pretrain import pretrain
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

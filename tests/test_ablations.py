@@ -101,9 +101,9 @@ def test_every_method_builds_its_config_from_the_base_and_its_preset():
 
 def test_cli_methods_subset_reaches_the_benchmark(tmp_path, capsys):
     """`--methods` is split on commas and checked by run_quality: an unknown name is one line, exit 2."""
-    from motionmae import cli
+    from motionmae.cli.main import main
 
-    assert cli.main(["bench", "quality", "--methods", "mme,nonsense", "--seeds", "1", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "quality", "--methods", "mme,nonsense", "--seeds", "1", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("motionmae bench: error: unknown method(s) nonsense (known: videomae, maskfeat,"), error
     assert "\n" not in error and not (tmp_path / "budget.json").exists()

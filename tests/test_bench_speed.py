@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from motionmae.cli import main
+from motionmae.cli.main import main
 from motionmae.speed import PREPARE_STAGES, tvl1_seconds
 
 COMPARISONS = {

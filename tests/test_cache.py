@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from motionmae.cache import CacheError, CacheParams, MotionCache, list_videos, prepare, shard
-from motionmae.flow import FlowEstimator, pair_flow
-from motionmae.video import gray_frames, write_video
+from motionmae.io.cache import CacheError, CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare, shard
+from motionmae.io.video import gray_frames, write_video
+from motionmae.motion.flow import FlowEstimator, pair_flow
 
 HEIGHT, WIDTH = 96, 128
 

@@ -52,8 +52,8 @@ def test_errors_are_clear(tmp_path):
 
 
 def test_release_preset_builds_the_release_target_and_decoder():
-    from motionmae.pretrain import build_model
-    from motionmae.targets import RELEASE, build_target
+    from motionmae.motion.targets import RELEASE, build_target
+    from motionmae.train.pretrain import build_model
 
     config = load_config("mme-release-k400", ["model.size=tiny", "data.size=32"])
     options = config.target.options

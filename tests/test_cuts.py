@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae.cache import CacheError, CacheParams, MotionCache, prepare
-from motionmae.cli import main
+from motionmae.cli.main import main
+from motionmae.common.lists import read_list
 from motionmae.config import DataConfig
-from motionmae.cuts import CutParams, find_cuts, shot_ids, warp_residual
-from motionmae.data import PretrainDataset, open_cache, read_list
-from motionmae.flow import FlowEstimator, to_gray, video_flow
-from motionmae.masking import MaskGenerator, guidance
-from motionmae.models import token_grid
-from motionmae.targets import build_target
-from motionmae.video import VideoReader, read_frames, shipped_videos, write_video
+from motionmae.data.datasets import PretrainDataset, open_cache
+from motionmae.io.cache import CacheError, CacheParams, MotionCache
+from motionmae.io.prepare import prepare
+from motionmae.io.video import VideoReader, read_frames, shipped_videos, write_video
+from motionmae.models.vit import token_grid
+from motionmae.motion.cuts import CutParams, find_cuts, shot_ids, warp_residual
+from motionmae.motion.flow import FlowEstimator, to_gray, video_flow
+from motionmae.motion.masking import MaskGenerator, guidance
+from motionmae.motion.targets import build_target
 
 SIZE = 64
 NO_SCENECUT = {"x264-params": "scenecut=0"}  # the encoder puts no I-frame at the cut: a P/B frame, mostly intra

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
+from motionmae.common.lists import ListError, read_list
 from motionmae.config import DataConfig
-from motionmae.data import (CropBox, EpochSampler, FlowUnavailable, ListError, PretrainDataset, augment_flow,
-                            augment_frames, augment_vectors, multiscale_crop, read_list)
-from motionmae.flow import video_flow
-from motionmae.masking import MaskGenerator
-from motionmae.models import token_grid
-from motionmae.synthetic import make_dataset
-from motionmae.targets import build_target
-from motionmae.video import write_video
+from motionmae.data.datasets import (CropBox, EpochSampler, FlowUnavailable, PretrainDataset, augment_flow,
+                                     augment_frames, augment_vectors, multiscale_crop)
+from motionmae.data.synthetic import make_dataset
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
+from motionmae.io.video import write_video
+from motionmae.models.vit import token_grid
+from motionmae.motion.flow import video_flow
+from motionmae.motion.masking import MaskGenerator
+from motionmae.motion.targets import build_target
 
 from conftest import translating_square
 
@@ -304,7 +306,7 @@ def test_a_bad_video_in_the_list_is_skipped_with_a_warning(synthetic_set, capsys
 
 def test_flow_guidance_loads_flow_for_a_pixel_target(synthetic_set):
     from motionmae.config import load_config
-    from motionmae.pretrain import build_dataset
+    from motionmae.train.pretrain import build_dataset
 
     data, cache = synthetic_set
     overrides = [f"data.train={data / 'train.csv'}", f"data.cache={cache}", "data.short_side=64", "data.size=32",

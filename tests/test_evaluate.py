@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae.checkpoints import CheckpointError
-from motionmae.cli import main
+from motionmae.cli.main import main
+from motionmae.common.lists import read_list
 from motionmae.config import AugmentConfig, load_config
-from motionmae.data import RANDAUG_OPS, ClipDataset, ClipSpec, RandAugment, read_list
-from motionmae.evaluate import (build_classifier, build_optimizer, evaluate, finetune, linear_probe, mix_batch)
-from motionmae.pretrain import pretrain
-from motionmae.synthetic import make_dataset
+from motionmae.data.datasets import RANDAUG_OPS, ClipDataset, ClipSpec, RandAugment
+from motionmae.data.synthetic import make_dataset
+from motionmae.evaluation.evaluate import evaluate
+from motionmae.models.checkpoints import CheckpointError
+from motionmae.train.finetune import build_classifier, build_optimizer, finetune, mix_batch
+from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 SMALL = ["model.size=tiny", "model.patch=16", "data.short_side=32", "data.size=32", "data.frames=8", "data.workers=0",
          "optim.batch_size=4"]

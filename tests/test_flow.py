@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from motionmae.flow import FlowEstimator, FlowParams, homography_flow, pair_flow, video_flow
+from motionmae.motion.flow import FlowEstimator, FlowParams, homography_flow, pair_flow, video_flow
 
 HEIGHT, WIDTH = 144, 192
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae import hog as H
-from motionmae.trajectory import sample, start_points
+from motionmae.motion import hog as H
+from motionmae.motion.trajectory import sample, start_points
 
 
 def edge(theta_deg: float, size: int = 32) -> torch.Tensor:

@@ -13,11 +13,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from motionmae.checkpoints import CheckpointError, atomic_save
-from motionmae.cli import main
+from motionmae.cli.main import main
 from motionmae.config import Config
-from motionmae.interop import export_hf, load_pretrained, model_from_checkpoint
-from motionmae.models import PretrainModel, VideoClassifier, VisionTransformer
+from motionmae.models.checkpoints import CheckpointError, atomic_save
+from motionmae.models.interop import export_hf, load_pretrained, model_from_checkpoint
+from motionmae.models.vit import PretrainModel, VideoClassifier, VisionTransformer
 
 FRAMES, SIZE, PIXELS, CLASSES = 4, 64, 3 * 2 * 16 * 16, 7
 N = (FRAMES // 2) * (SIZE // 16) ** 2  # 32 tokens
@@ -168,7 +168,7 @@ def hf_conversion_name(official: str) -> str:
     return name.replace("attention.q_bias", "attention.query.bias").replace("attention.v_bias", "attention.value.bias")
 
 
-HF_TO_OFFICIAL = [  # written independently of motionmae.interop; checked against hf_conversion_name
+HF_TO_OFFICIAL = [  # written independently of motionmae.models.interop; checked against hf_conversion_name
     ("videomae.embeddings.patch_embeddings.projection", "patch_embed.proj"), ("videomae.encoder.layer", "blocks"),
     ("decoder.decoder_layers", "decoder.blocks"), ("videomae.layernorm", "norm"),
     ("attention.output.dense", "attn.proj"), ("attention.attention.query.bias", "attn.q_bias"),

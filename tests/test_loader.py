@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae.cli import main
+from motionmae.cli.main import main
+from motionmae.common.lists import read_list
 from motionmae.config import ConfigError, DataConfig, load_config
-from motionmae.data import PretrainDataset, collate, read_list
-from motionmae.masking import MaskGenerator
-from motionmae.models import token_grid
-from motionmae.pretrain import build_dataset
-from motionmae.targets import build_target
-from motionmae.video import write_video
+from motionmae.data.datasets import PretrainDataset, collate
+from motionmae.io.video import write_video
+from motionmae.models.vit import token_grid
+from motionmae.motion.masking import MaskGenerator
+from motionmae.motion.targets import build_target
+from motionmae.train.pretrain import build_dataset
 
 
 def time_coded(frames=26, height=64, width=96) -> np.ndarray:

@@ -9,19 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae import cli
-from motionmae.masking import (
-    MaskGenerator,
-    guidance,
-    make_mask,
-    mgm_mask,
-    num_masked,
-    rectangle_mask,
-    sample_rng,
-    smm_track,
-    token_magnitude,
-)
-from motionmae.video import Clip, read_frames, write_video
+from motionmae.cli.main import main
+from motionmae.common.rng import sample_rng
+from motionmae.io.video import Clip, read_frames, write_video
+from motionmae.motion.masking import (MaskGenerator, guidance, make_mask, mgm_mask, num_masked, rectangle_mask,
+                                      smm_track, token_magnitude)
 
 GRID = (8, 14, 14)
 STRATEGIES = [
@@ -294,7 +286,7 @@ def test_masks_are_made_in_workers_and_travel_with_the_batch():
 def test_visualize_masks_command(object_videos, tmp_path, capsys):
     h264, _, _ = object_videos
     out = tmp_path / "masks.png"
-    assert cli.main([
+    assert main([
         "visualize-masks", str(h264), "--mask", "mgm", "--stride", "1", "--out", str(out)]) == 0
     image = cv2.imread(str(out))
     assert image is not None and image.shape[0] > 8 * 224 and image.shape[1] > 2 * 224
@@ -303,8 +295,8 @@ def test_visualize_masks_command(object_videos, tmp_path, capsys):
 
 def test_visualize_masks_on_bikes_and_bad_options(bikes, tmp_path, capsys):
     out = tmp_path / "bikes.png"
-    assert cli.main(["visualize-masks", str(bikes), "--mask", "smm", "--sparse", "--out", str(out)]) == 0
+    assert main(["visualize-masks", str(bikes), "--mask", "smm", "--sparse", "--out", str(out)]) == 0
     assert cv2.imread(str(out)).shape[1] > 2 * 512  # the whole 528 px wide frame, cropped to 33 patches
-    assert cli.main(["visualize-masks", str(bikes), "--mask", "tube", "--sparse"]) == 2
-    assert cli.main(["visualize-masks", str(bikes), "--start", "240"]) == 2
+    assert main(["visualize-masks", str(bikes), "--mask", "tube", "--sparse"]) == 2
+    assert main(["visualize-masks", str(bikes), "--start", "240"]) == 2
     assert "needs frame" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from motionmae.models import SIZES, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
+from motionmae.models.vit import SIZES, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
 
 
 def random_mask(batch: int, tokens: int, ratio: float, seed: int = 0) -> torch.Tensor:

@@ -18,14 +18,16 @@ import pytest
 import torch
 from conftest import translating_square
 
-from motionmae import checkpoints
-from motionmae.cache import MotionCache
-from motionmae.cli import main
+from motionmae.cli.main import main
+from motionmae.common.tally import VideoTally, describe, skip_kind
 from motionmae.config import load_config
-from motionmae.evaluate import evaluate, finetune, linear_probe
-from motionmae.pretrain import pretrain
-from motionmae.tally import VideoTally, describe, skip_kind
-from motionmae.video import NotAVideoError, VideoReader, probe, write_video
+from motionmae.evaluation.evaluate import evaluate
+from motionmae.io.cache import MotionCache
+from motionmae.io.video import NotAVideoError, VideoReader, probe, write_video
+from motionmae.models import checkpoints
+from motionmae.train.finetune import finetune
+from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import linear_probe
 
 SIDE = 32  # decode short side and crop (px)
 SMALL = [f"data.short_side={SIDE}", f"data.size={SIDE}", "data.frames=8", "data.stride=2", "data.workers=0",
@@ -200,9 +202,9 @@ def test_mgm_on_hevc_falls_back_once_and_counts_mask_sources(tmp_path, caplog):
     config = load_config("mgm", PRETRAIN + ["data.size=64", "data.short_side=64", "optim.batch_size=2",
                                          "optim.epochs=3", f"data.train={tmp_path / 'list.csv'}",
                                          f"run.out={tmp_path / 'run'}"])
-    with caplog.at_level(logging.WARNING, logger="motionmae.pretrain"):
+    with caplog.at_level(logging.WARNING, logger="motionmae.train.pretrain"):
         pretrain(config)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "motionmae.pretrain"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "motionmae.train.pretrain"]
     assert len(warnings) == 1 and "fall back from mv to diff" in warnings[0] and "HEVC" in warnings[0]
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     sources = [r["mask_sources"] for r in records if "mask_sources" in r]

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 import yaml
 
-from motionmae.cache import CacheParams, MotionCache, list_videos, prepare
-from motionmae.cli import main
+from motionmae.cli.main import main
 from motionmae.config import load_config, preset_names
-from motionmae.data import CropBox, augment_flow, augment_frames, augment_vectors
+from motionmae.data.datasets import CropBox, augment_flow, augment_frames, augment_vectors
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import list_videos, prepare
 
 PRETRAIN, FINETUNE = preset_names("pretrain"), preset_names("finetune")
 CHANGED = {"train", "val", "cache", "workers"}  # the only data settings these runs change (files, processes)
@@ -166,7 +167,7 @@ def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
                                       text=True).stdout)
     assert Path(shown["file"]).is_relative_to(env)
     assert shown["presets"] == {name: load_config(name).to_dict() for name in preset_names()}
-    assert len(shown["presets"]) == len(list((REPO / "motionmae" / "configs").glob("*.yaml")))
+    assert len(shown["presets"]) == len(list((REPO / "motionmae" / "config" / "presets").glob("*.yaml")))
     for command, names in (("pretrain", PRETRAIN), ("finetune", FINETUNE)):
         usage = subprocess.run([env / "bin" / "motionmae", command, "--help"], cwd=elsewhere, check=True,
                                capture_output=True, text=True, env={**os.environ, "COLUMNS": "1000"}).stdout

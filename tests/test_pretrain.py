@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from motionmae import checkpoints
 from motionmae.config import ConfigError, load_config
-from motionmae.interop import model_from_checkpoint
-from motionmae.pretrain import TrainingDiverged, param_groups, pretrain
+from motionmae.models import checkpoints
+from motionmae.models.interop import model_from_checkpoint
+from motionmae.train.optim import param_groups
+from motionmae.train.pretrain import TrainingDiverged, pretrain
 
 
 def overrides(tiny_synthetic, out, *extra):
@@ -97,7 +98,7 @@ def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tiny_synthetic, tmp
 
 
 def test_no_weight_decay_on_norms_biases_and_tokens():
-    from motionmae.models import PretrainModel
+    from motionmae.models.vit import PretrainModel
 
     model = PretrainModel(264, size="tiny", frames=4, img_size=32, decoder_depth=1)
     decay, no_decay = param_groups(model, 0.05)

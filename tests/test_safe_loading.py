@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae import checkpoints
-from motionmae.checkpoints import CheckpointError
-from motionmae.cli import main
+from motionmae.cli.main import main
 from motionmae.config import load_config
-from motionmae.evaluate import finetune, load_classifier
-from motionmae.interop import model_from_checkpoint
-from motionmae.models import VisionTransformer
-from motionmae.pretrain import pretrain
-from motionmae.synthetic import make_dataset
-from motionmae.visualize import visualize_checkpoint
+from motionmae.data.synthetic import make_dataset
+from motionmae.evaluation.visualize import visualize_checkpoint
+from motionmae.models import checkpoints
+from motionmae.models.checkpoints import CheckpointError
+from motionmae.models.interop import model_from_checkpoint
+from motionmae.models.vit import VisionTransformer
+from motionmae.train.finetune import finetune, load_classifier
+from motionmae.train.pretrain import pretrain
 
 SMALL = ["data.short_side=32", "data.size=32", "data.frames=8", "data.workers=0", "optim.batch_size=4"]
 SYSTEM = f"{os.system.__module__}.system"  # how pickle names os.system: posix.system on Linux
@@ -57,8 +57,9 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained(data, tmp_path_factory):
     """A ViT-tiny pretraining checkpoint (pixel target, 1 step)."""
-    config = load_config("demo", SMALL + ["target.name=pixel", "target.options=null", f"data.train={data / 'train.csv'}",
-                                          "run.max_steps=1", f"run.out={tmp_path_factory.mktemp('pretrain')}"])
+    config = load_config("demo", SMALL + ["target.name=pixel", "target.options=null",
+                                          f"data.train={data / 'train.csv'}", "run.max_steps=1",
+                                          f"run.out={tmp_path_factory.mktemp('pretrain')}"])
     return pretrain(config).checkpoint
 
 
@@ -111,7 +112,8 @@ def _sets(overrides):
 
 
 def _pretrain_sets(data, tmp_path):
-    return _sets(SMALL + ["target.name=pixel", "target.options=null", f"data.train={data / 'train.csv'}", f"run.out={tmp_path / 'run'}"])
+    return _sets(SMALL + ["target.name=pixel", "target.options=null", f"data.train={data / 'train.csv'}",
+                          f"run.out={tmp_path / 'run'}"])
 
 
 # each case: (tmp_path, marker, data, pretrained) -> (argv, the poisoned file the error must name)

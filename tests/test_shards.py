@@ -1,4 +1,4 @@
-"""WebDataset shards (`motionmae pack`, `motionmae.shards`) on the tiny synthetic set: what is packed, resuming
+"""WebDataset shards (`motionmae pack`, `motionmae.data.shards`) on the tiny synthetic set: what is packed, resuming
 and splitting a pack, reading through the list's pipeline, damaged samples, exact epochs over ranks and workers."""
 
 import dataclasses
@@ -15,19 +15,22 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae.cache import CacheParams, MotionCache
-from motionmae.flow import FlowParams
-from motionmae.cli import main
+from motionmae.cli.main import main
+from motionmae.common.lists import read_list
+from motionmae.common.tally import VideoTally
 from motionmae.config import load_config
-from motionmae.data import ClipSpec, TrainAugment, read_list
-from motionmae.evaluate import clip_features, finetune
-from motionmae.masking import MaskGenerator
-from motionmae.models import VisionTransformer, token_grid
-from motionmae.pretrain import Distributed, pretrain
-from motionmae.shards import (ShardIndex, ShardStream, buffer_order, clip_dataset, epoch_loader, pretrain_dataset,
-                              read_items, single_pass_loader)
-from motionmae.tally import VideoTally
-from motionmae.targets import build_target
+from motionmae.data.datasets import ClipSpec, TrainAugment
+from motionmae.data.shards import (ShardIndex, ShardStream, buffer_order, clip_dataset, epoch_loader, pretrain_dataset,
+                                   read_items, single_pass_loader)
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.models.vit import VisionTransformer, token_grid
+from motionmae.motion.flow import FlowParams
+from motionmae.motion.masking import MaskGenerator
+from motionmae.motion.targets import build_target
+from motionmae.train.distributed import Distributed
+from motionmae.train.finetune import finetune
+from motionmae.train.pretrain import pretrain
+from motionmae.train.probe import clip_features
 
 SIZE = 5  # videos per shard: 24 training videos -> 5 shards, the last with 4; 12 validation videos -> 3
 

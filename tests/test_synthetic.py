@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from motionmae import synthetic
-from motionmae.cli import main
-from motionmae.synthetic import CLASSES, REVERSED, make_dataset, motion_class, render_video, reverse_truth
-from motionmae.video import probe, read_frames
+from motionmae.cli.main import main
+from motionmae.data import synthetic
+from motionmae.data.synthetic import CLASSES, REVERSED, make_dataset, motion_class, render_video, reverse_truth
+from motionmae.io.video import probe, read_frames
 
 SMALL = dict(videos_per_class=3, size=64, frames=16, fps=25, seed=3, camera_motion="mixed")
 
@@ -257,7 +257,7 @@ def test_resume_after_damage_restores_the_same_data(reference, tmp_path):
 
 def test_killed_run_lists_nothing_half_written_and_resumes(tmp_path):
     out = tmp_path / "killed"
-    script = ("from motionmae.synthetic import make_dataset; "
+    script = ("from motionmae.data.synthetic import make_dataset; "
               f"make_dataset({str(out)!r}, videos_per_class=20, size=64, frames=48, workers=1, progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 30

@@ -3,11 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from motionmae import hog as H
-from motionmae import trajectory as TR
-from motionmae.flow import video_flow
-from motionmae.targets import IMAGENET_MEAN, IMAGENET_STD, RELEASE, RELEASE_TRAJ, build_target, dead_zone
-from motionmae.video import read_frames
+from motionmae.io.video import read_frames
+from motionmae.motion import hog as H
+from motionmae.motion import trajectory as TR
+from motionmae.motion.flow import video_flow
+from motionmae.motion.targets import IMAGENET_MEAN, IMAGENET_STD, RELEASE, RELEASE_TRAJ, build_target, dead_zone
 
 
 def random_clip(span, height, width, batch=1, flow_scale=2.0, seed=0):

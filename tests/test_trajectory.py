@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from motionmae import synthetic
-from motionmae.targets import build_target
-from motionmae.trajectory import flow_at, inside, median3x3, raw_span, sample, sample_maps, start_points, track
+from motionmae.data import synthetic
+from motionmae.motion.targets import build_target
+from motionmae.motion.trajectory import flow_at, inside, median3x3, raw_span, sample, sample_maps, start_points, track
 
 
 def test_median3x3_matches_sorting_all_nine():
@@ -134,7 +134,7 @@ def object_map(pose) -> np.ndarray:
 
 @pytest.mark.parametrize("label", ["move_right", "rotate_clockwise", "grow", "approach"])
 def test_tracking_true_flow_of_synthetic_videos_follows_object_points(label):
-    # motionmae.synthetic's ground truth: every point of the primary object follows its pose exactly.
+    # motionmae.data.synthetic's ground truth: every point of the primary object follows its pose exactly.
     video, truth = synthetic.render_video(label, index=0, size=96, frames=24)
     start = 4
     flow = torch.from_numpy(synthetic.true_flow(truth))[None]

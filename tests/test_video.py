@@ -1,4 +1,4 @@
-"""motionmae.video on real files: shipped H.264 videos and videos we encode ourselves."""
+"""motionmae.io.video on real files: shipped H.264 videos and videos we encode ourselves."""
 
 import subprocess
 import sys
@@ -8,23 +8,10 @@ import numpy as np
 import pytest
 from conftest import translating_square
 
-from motionmae.video import (
-    B_FRAMES_WITHOUT_VECTORS,
-    MOTION_VECTOR_CODECS,
-    EmptyVideoError,
-    FrameIndexError,
-    NotAVideoError,
-    NoVideoStreamError,
-    VideoError,
-    VideoNotFoundError,
-    VideoReader,
-    iter_frames,
-    output_size,
-    probe,
-    read_frames,
-    write_video,
-)
-from motionmae.video_samples import SAMPLES, encoder
+from motionmae.io.video import (B_FRAMES_WITHOUT_VECTORS, MOTION_VECTOR_CODECS, EmptyVideoError, FrameIndexError,
+                                NoVideoStreamError, NotAVideoError, VideoError, VideoNotFoundError, VideoReader,
+                                iter_frames, output_size, probe, read_frames, write_video)
+from motionmae.io.video_samples import SAMPLES, encoder
 
 
 def sequential_frames(path) -> np.ndarray:

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from motionmae.cli import main
+from motionmae.cli.main import main
 from motionmae.config import load_config
-from motionmae.pretrain import pretrain
-from motionmae.synthetic import render_video
-from motionmae.video import write_video
-from motionmae.visualize import PALETTE, bar_chart, panel_scale, visualize_checkpoint
+from motionmae.data.synthetic import render_video
+from motionmae.evaluation.visualize import visualize_checkpoint
+from motionmae.figures.charts import PALETTE, bar_chart
+from motionmae.figures.overlays import panel_scale
+from motionmae.io.video import write_video
+from motionmae.train.pretrain import pretrain
 
 FRAMES, STRIDE, TUBELET, SIZE = 8, 2, 2, 64  # the clip the checkpoints are trained on
 

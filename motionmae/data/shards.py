@@ -5,7 +5,7 @@ whose members of one sample share a name), each with a sidecar `NAME-000000.json
 a shard:
 
     {k:06d}.video   the video file's bytes, unchanged (its own container: mp4, avi, ...)
-    {k:06d}.flow    the video's motion-cache entry file, unchanged (`motionmae.cache`: flow and shot cuts)
+    {k:06d}.flow    the video's motion-cache entry file, unchanged (`motionmae.io.cache`: flow and shot cuts)
     {k:06d}.cls     the label in ASCII (-1: unlabelled)
     {k:06d}.json    key, path, label, num_frames, fps, frame_size, source_bytes, the cache
                     {key, version, short_side, params}, and the bytes and sha256 of video and flow
@@ -62,12 +62,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motionmae.cache import FORMAT_VERSION, CacheError, CacheParams, MotionCache
-from motionmae.data import (ClipDataset, EpochSampler, FlowUnavailable, Item, ListError, PretrainDataset,
-                            make_loader, read_list, skip_entry)
-from motionmae.masking import sample_rng
-from motionmae.tally import VideoTally
-from motionmae.video import NamedBytes, VideoError
+from motionmae.common.files import write_atomic
+from motionmae.common.lists import Item, ListError, read_list
+from motionmae.common.rng import sample_rng
+from motionmae.common.tally import VideoTally
+from motionmae.data.datasets import ClipDataset, EpochSampler, FlowUnavailable, PretrainDataset, make_loader, skip_entry
+from motionmae.io.cache import FORMAT_VERSION, CacheError, CacheParams, MotionCache
+from motionmae.io.video import NamedBytes, VideoError
 
 SHARD_FORMAT = 1  # sidecar and sample layout; bump when it changes
 BUFFER = 64  # default shuffle buffer per loader worker (samples: videos + cache entries held in memory)
@@ -177,7 +178,7 @@ class ShardIndex(list):
 
 
 def read_items(source) -> list[Item]:
-    """The videos of a list file, folder or video (`data.read_list`), or the samples of a shard pattern."""
+    """The videos of a list file, folder or video (`common.lists.read_list`), or the samples of a shard pattern."""
     return ShardIndex.open(source) if is_shards(source) else read_list(source)
 
 
@@ -584,15 +585,6 @@ def _finished(path: Path, plan: list[Item], cache: MotionCache) -> dict | None:
     return side if done else None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> dict:
     """Write one shard (temp file, fsync, rename), then its sidecar; returns the sidecar.
     `advance(bytes)` is called once per video of the plan."""
@@ -623,7 +615,7 @@ def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> d
         raise
     side = {"format": SHARD_FORMAT, "shard": path.name, "samples": samples, "skipped": skipped,
             "plan": _plan(plan), "cache": _cache_info(cache), "bytes": path.stat().st_size}
-    _write_atomic(Path(sidecar_url(str(path))), (json.dumps(side) + "\n").encode())
+    write_atomic(Path(sidecar_url(str(path))), (json.dumps(side) + "\n").encode())
     return side
 
 
@@ -680,5 +672,5 @@ def pack(items: list[Item], cache: MotionCache, out, shard_size: int, name: str,
     finally:
         bar.close()
         report.seconds = round(time.perf_counter() - start, 3)
-        _write_atomic(out / f"{name}-{report_name}", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+        write_atomic(out / f"{name}-{report_name}", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     return report

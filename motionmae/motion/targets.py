@@ -34,8 +34,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from motionmae import hog as H
-from motionmae import trajectory as TR
+from motionmae.motion import hog as H
+from motionmae.motion import trajectory as TR
 
 
 def input_frames(frames: torch.Tensor, num_frames: int, stride: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from motionmae.video import mpeg4_time_bits, mpeg4_vop
+from motionmae.io.video import mpeg4_time_bits, mpeg4_vop
 
 RATE = 30  # frames per second of every sample (on average for the VFR one)
 

@@ -51,9 +51,6 @@ import numpy as np
 
 MV_BLOCK = 8  # pixels per motion-vector cell
 
-# File name endings taken for videos when a folder is searched.
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
-
 # AVPictureType values of the frames we meet (others, e.g. S, count as "?").
 _PICTURE_TYPES = {1: "I", 2: "P", 3: "B"}
 

@@ -19,7 +19,7 @@ configured guidance for some clip (a codec without motion vectors, say), a
 warning says so once per run. With `run.log_samples`, every process writes which videos
 each of its batches held (`SampleLog`), to check what a run read.
 
-`data.train` is a list, a folder or a shard pattern (`motionmae pack`, `motionmae.shards`).
+`data.train` is a list, a folder or a shard pattern (`motionmae pack`, `motionmae.data.shards`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,88 +37,22 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from motionmae import checkpoints
+from motionmae.common.tally import VideoTally
 from motionmae.config import Config, ConfigError, save_config
-from motionmae.data import PretrainDataset
-from motionmae.masking import SOURCES, MaskGenerator
-from motionmae.models import PretrainModel, token_grid
-from motionmae.shards import ShardStream, epoch_loader, pretrain_dataset, read_items
-from motionmae.tally import VideoTally
-from motionmae.targets import IMAGENET_MEAN as MEAN
-from motionmae.targets import IMAGENET_STD as STD
-from motionmae.targets import build_target, input_frames
+from motionmae.data.datasets import PretrainDataset
+from motionmae.data.shards import ShardStream, epoch_loader, pretrain_dataset, read_items
+from motionmae.models import checkpoints
+from motionmae.models.vit import PretrainModel, normalize_video, token_grid
+from motionmae.motion.masking import SOURCES, MaskGenerator
+from motionmae.motion.targets import build_target, input_frames
+from motionmae.train.distributed import Distributed, mean_over_ranks, setup_distributed
+from motionmae.train.optim import adamw, apply_gradients, cosine_schedule, param_groups
 
 logger = logging.getLogger(__name__)
 
 
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str = "auto") -> Distributed:
-    """Join the torchrun process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        target = torch.device("cuda", local_rank)
-    else:
-        target = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Distributed(rank, world, local_rank, target)
-
-
-def normalize_video(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W), ImageNet-normalized."""
-    mean = torch.tensor(MEAN, device=frames.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD, device=frames.device).view(1, 3, 1, 1, 1)
-    return frames.permute(0, 4, 1, 2, 3).float().mul_(1 / (255.0 * std)).sub_(mean / std)  # two passes, not four
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on norms, biases (incl. q_bias / v_bias), mask tokens and position tables."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or name.endswith(("mask_token", "pos_embed")):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def adamw(groups: list[dict], lr: float, betas) -> torch.optim.AdamW:
-    """AdamW, fused into one kernel per step where this torch build supports it (CUDA; CPU from 2.4)."""
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
-    except RuntimeError:
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
-
-
-def cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float):
-    """lr multiplier per step: linear warm-up from 0, then cosine decay to `min_ratio`."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return factor
 
 
 class MetricsLog:
@@ -180,24 +112,6 @@ def check_finite(loss: torch.Tensor, step: int, epoch: int, checkpoint: Path) ->
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped, "
                                f"last good checkpoint kept at {checkpoint}")
-
-
-def apply_gradients(model: torch.nn.Module, optimizer, scheduler, clip_grad: float | None) -> None:
-    """Clip (optionally), step the optimizer and the lr schedule, clear the gradients."""
-    if clip_grad:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-
-
-def mean_over_ranks(values: torch.Tensor, env: Distributed) -> torch.Tensor:
-    """Average a tensor of metrics over the DDP processes (identity in one process)."""
-    values = values.detach().float().clone()
-    if env.world > 1:
-        dist.all_reduce(values)
-        values /= env.world
-    return values
 
 
 class RunVideos:
@@ -312,7 +226,7 @@ def build_model(config: Config, target_dim: int, parts: dict | None = None) -> P
 
 
 def build_dataset(config: Config, target) -> PretrainDataset | ShardStream:
-    """The training data of `data.train`: a list's videos, or a shard set's samples (`motionmae.shards`)."""
+    """The training data of `data.train`: a list's videos, or a shard set's samples (`motionmae.data.shards`)."""
     d, m = config.data, config.model
     grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
     masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance,

@@ -4,13 +4,14 @@ Layout on disk:
 
     ROOT/flow-<key>/params.json           the extraction parameters (key = their hash)
     ROOT/flow-<key>/entries/<video>.flow  one file per video; <video> is its key (below)
-    ROOT/flow-<key>/report[-i-of-n].json  the last `prepare` run: videos read and skipped with
-                                          reasons (`tally.VideoTally`), notes, done, cached
+    ROOT/flow-<key>/report[-i-of-n].json  the last `prepare` run (`io.prepare`): videos read and
+                                          skipped with reasons (`tally.VideoTally`), notes, done, cached
 
 Changing any parameter changes `<key>`, so old and new entries never mix.
-A video's key is its path relative to the list file's folder (or to the folder
-given to `prepare`), e.g. `videos/jump/jump_00007.mp4`, so two videos with the
-same file name in different folders get different entries.
+A video's key (`common.lists.video_key`) is its path relative to the list
+file's folder (or to the folder given to `prepare`), e.g.
+`videos/jump/jump_00007.mp4`, so two videos with the same file name in
+different folders get different entries.
 
 What is stored: the flow of the frames decoded at `short_side`, area-averaged
 onto a grid `stride` times coarser (1/4 by default), camera motion removed,
@@ -24,7 +25,7 @@ Vectors stay in pixels of the decoded frames. On bikes.mp4 this is about 0.84x
 the bytes of the source video and moves 6-step trajectories by ~0.4 px on
 average (bench/flow_bench.py, docs/benchmarks.md).
 
-Shot cuts (`motionmae.cuts`): each frame pair's warp residual is scored from the
+Shot cuts (`motionmae.motion.cuts`): each frame pair's warp residual is scored from the
 raw flow while it is at hand; the pairs that lie across a cut are stored with
 the entry (`EntryInfo.cuts`, and the scores, to see why).
 
@@ -40,22 +41,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import socket
 import struct
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from motionmae.cuts import CutParams, find_cuts, warp_residual
-from motionmae.flow import FlowEstimator, FlowParams, compensate
-from motionmae.tally import VideoTally, skip_kind
-from motionmae.video import VideoError, VideoReader
+from motionmae.common.files import write_atomic
+from motionmae.io.video import VideoError, VideoReader
+from motionmae.motion.cuts import CutParams, find_cuts, warp_residual
+from motionmae.motion.flow import FlowEstimator, FlowParams, compensate
 
 # Part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts,
 # 4: the faster DIS "balanced" preset and USAC camera fit).
@@ -105,7 +103,7 @@ class EntryInfo:
     grid_size: tuple[int, int]  # (height, width) of the stored field
     source_bytes: int  # size of the video file it came from
     offsets: np.ndarray  # int64 (num_frames,): byte range of field t is offsets[t]:offsets[t+1]
-    cut_scores: np.ndarray  # float32 (num_flows,): warp residual of each frame pair (motionmae.cuts)
+    cut_scores: np.ndarray  # float32 (num_flows,): warp residual of each frame pair (motionmae.motion.cuts)
     cuts: np.ndarray  # bool (num_flows,): True where frames t and t+1 lie across a shot cut
 
     @property
@@ -140,15 +138,6 @@ def decode_field(data: bytes, grid_size: tuple[int, int], step: float) -> np.nda
 
 
 # ---------------------------------------------------------------- the cache
-
-
-def video_key(path, root) -> str:
-    """Cache key of a video: its path relative to `root` (posix), or its absolute path outside it."""
-    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return "_abs" + path.as_posix()
 
 
 class MotionCache:
@@ -289,7 +278,7 @@ class MotionCache:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         values = {"version": FORMAT_VERSION, **dataclasses.asdict(self.params)}
-        _write_atomic(path, (json.dumps(values, indent=2) + "\n").encode())
+        write_atomic(path, (json.dumps(values, indent=2) + "\n").encode())
 
     def extract(self, video: str, path) -> tuple[int, str | None]:
         """Compute and store the entry of one video file; returns its frame count (what decoded) and a
@@ -353,136 +342,3 @@ class MotionCache:
             "cut_scores": scores,
             "cuts": np.flatnonzero(find_cuts(scores, params.cuts)).tolist(),
         }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- listing videos
-
-
-def list_videos(source) -> list[tuple[str, Path]]:
-    """`(key, path)` of the videos of a list file, folder or video file (`data.read_list`), sorted by key."""
-    from motionmae.data import read_list  # imported here: data builds on this module
-
-    return sorted({item.key: item.path for item in read_list(source)}.items())
-
-
-def shard(videos: list, index: int, count: int) -> list:
-    """Every `count`-th video starting at `index` (0-based): n machines split one list."""
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
-    return videos[index::count]
-
-
-# ---------------------------------------------------------------- prepare
-
-
-@dataclass
-class PrepareReport:
-    """What a `prepare` run did; written as JSON into the cache folder: the shared video counts
-    (`tally.VideoTally`: read = in the cache now, skipped with reasons) plus the fields below."""
-
-    videos: VideoTally  # over this shard's list
-    cached: int = 0  # already in the cache, not extracted again
-    done: int = 0  # extracted by this run
-    frames: int = 0  # frames extracted by this run
-    seconds: float = 0.0
-    interrupted: bool = False
-    notes: list = field(default_factory=list)  # {"video", "path", "note"}: stored, but not as the container says
-
-    @property
-    def failed(self) -> list[dict]:
-        """{"video", "path", "kind", "reason"} of every video skipped."""
-        return self.videos.to_dict()["skipped_videos"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.interrupted
-
-    def to_dict(self) -> dict:
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "videos"}
-        return {**self.videos.to_dict(), **fields}
-
-
-_worker_cache: MotionCache | None = None
-
-
-def _init_worker(root, params) -> None:
-    global _worker_cache
-    cv2.setNumThreads(1)
-    _worker_cache = MotionCache(root, params)
-
-
-def _extract_job(job: tuple[int, str, str]) -> tuple[int, int, str | None, tuple[str, str] | None]:
-    """Run in a worker: (position, frames, note or None, failure (kind, reason) or None)."""
-    position, video, path = job
-    try:
-        return position, *_worker_cache.extract(video, path), None
-    except VideoError as err:
-        return position, 0, None, (skip_kind(err), err.problem)
-    except Exception as err:  # one bad file must not stop a batch over a real-world collection
-        return position, 0, None, (skip_kind(err), f"{err.__class__.__name__}: {err}")
-
-
-def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1, progress: bool = True,
-            report_name: str = "report.json") -> PrepareReport:
-    """Extract every video not yet in `cache`; skip and report the ones that fail.
-
-    `videos` are `(key, path)` pairs (see `list_videos` and `shard`). Finished
-    entries survive an interruption and are not recomputed by the next run.
-    The report is written to `cache.dir / report_name` even when interrupted.
-    """
-    from tqdm import tqdm
-
-    cache.write_params()
-    report = PrepareReport(VideoTally(len(videos)))
-    todo = []
-    for position, (key, path) in enumerate(videos):
-        if cache.has(key, path):
-            report.videos.mark_read(position)
-        else:
-            todo.append((position, key, str(path)))
-    report.cached = len(videos) - len(todo)
-    start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    # spawned, not forked: a forked worker inherits the parent's FFmpeg state and can hang
-    workers = min(workers, len(todo))
-    pool = (multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cache.root, cache.params))
-            if workers > 1 else None)
-    if pool is None:
-        _init_worker(cache.root, cache.params)
-    try:
-        results = pool.imap_unordered(_extract_job, todo) if pool else map(_extract_job, todo)
-        for position, frames, note, failure in results:
-            video, path = videos[position][0], str(videos[position][1])
-            if failure is None:
-                report.done += 1
-                report.frames += frames
-                report.videos.mark_read(position)
-                cache._infos.pop(video, None)  # written by a worker: re-read the new header when asked
-                if note:
-                    report.notes.append({"video": video, "path": path, "note": note})
-            else:
-                report.videos.skip(position, path, *failure, video=video)
-                bar.write(f"skipped {path}: {failure[1]}", file=sys.stderr)
-            elapsed = time.perf_counter() - start
-            failed = len(report.videos.skipped)
-            bar.set_postfix_str(f"{report.frames / max(elapsed, 1e-9):.0f} frames/s, {failed} failed")
-            bar.update()
-        if pool:
-            pool.close()
-    except KeyboardInterrupt:
-        report.interrupted = True
-        raise
-    finally:
-        if pool:
-            pool.terminate()
-            pool.join()
-        bar.close()
-        report.seconds = round(time.perf_counter() - start, 3)
-        _write_atomic(cache.dir / report_name, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
-    return report

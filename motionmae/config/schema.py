@@ -2,7 +2,7 @@
 
 A config file is YAML with the sections below; anything it leaves out keeps
 its default. `load_config("mme", ["optim.epochs=10"])` reads the preset
-`mme.yaml` (presets ship inside the package, in `motionmae/configs/`; any
+`mme.yaml` (presets ship inside the package, in `motionmae/config/presets/`; any
 path works too) and applies overrides, whose values are parsed as YAML (`8`,
 `0.5`, `true`, `[1, 0.875]`). Options (`target.options`, `mask.options`) add
 up key by key; `target.options=null` empties them, e.g. to switch a preset to
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-PRESETS = resources.files("motionmae") / "configs"  # package data: found in a wheel install as in a checkout
+PRESETS = resources.files("motionmae.config") / "presets"  # package data: found in a wheel install as in a checkout
 
 
 class ConfigError(ValueError):
@@ -41,7 +41,7 @@ class DataConfig:
     shuffle_frames: bool = False  # temporal-shuffle ablation: permute the input frames
     shard_buffer: int = 64  # shards (`motionmae pack`): samples each loader worker holds to shuffle
     repeats: int = 1  # repeated sampling: clips per decoded span, each with its own crop, flip and mask
-    fast_loader: bool = True  # decode and resample only what the target reads (false: the loader before issue 18)
+    fast_loader: bool = True  # decode and resample only what the target reads (false: decode and resample the whole span)
     in_memory: bool = False  # decode each video (and read its flow) once, keep it in RAM: small sets, workers 0
 
 

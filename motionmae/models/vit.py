@@ -5,7 +5,7 @@ as they are: `patch_embed.proj` (Conv3d tubelet embedding), `blocks.i.attn.qkv`
 without bias plus separate `q_bias` / `v_bias`, `encoder_to_decoder`,
 `mask_token`, `decoder.head`; the classifier has `fc_norm` and `head`.
 
-Shapes: video `(B, 3, T, H, W)` float, normalized; tokens `(B, N, D)` with
+Shapes: video `(B, 3, T, H, W)` float, normalized (`normalize_video`); tokens `(B, N, D)` with
 N = T/t · H/p · W/p in VideoMAE order (time-major, then rows, then columns);
 mask bool `(B, N)`, True = masked, the same count in every sample.
 """
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from motionmae.motion.targets import IMAGENET_MEAN as MEAN
+from motionmae.motion.targets import IMAGENET_STD as STD
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,13 @@ SIZES = {
     "base": ViTSize(768, 12, 12, 384, 6),
     "large": ViTSize(1024, 24, 16, 512, 8),
 }
+
+
+def normalize_video(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W), ImageNet-normalized."""
+    mean = torch.tensor(MEAN, device=frames.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=frames.device).view(1, 3, 1, 1, 1)
+    return frames.permute(0, 4, 1, 2, 3).float().mul_(1 / (255.0 * std)).sub_(mean / std)  # two passes, not four
 
 
 def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -287,3 +297,4 @@ class VideoClassifier(nn.Module):
 
     def forward(self, video):
         return self.head(self.head_dropout(self.features(video)))
+

@@ -1,8 +1,6 @@
-"""Clips for training: list files, epoch sampling, joint augmentation, the pretraining dataset.
+"""Clips for training: epoch sampling, joint augmentation, the pretraining and classification datasets.
 
-A list file has one video a line, `relative/path.mp4 label` (VideoMAE /
-MMAction2 format; paths relative to the list's folder; the label is optional).
-A folder stands for every video under it, unlabelled.
+Datasets take the `Item`s of a list file or folder (`common.lists.read_list`).
 
 A pretraining sample is the clip's *raw span*: the `T_raw` consecutive frames
 its targets need (the T input frames at stride s are raw frames 0, s, 2s, ...
@@ -16,13 +14,13 @@ data-loader worker, so it travels with the batch:
     cuts    bool    (T_raw - 1,)            True where frames t and t + 1 lie across a shot cut
     label   int64   ()                      -1 when unlabelled
     video   int64   ()                      the video's position in the list (counted by `tally.VideoTally`)
-    key     str                             the video's key (`cache.video_key`)
+    key     str                             the video's key (`common.lists.video_key`)
     skipped list of {"position", "path", "kind", "reason"}: videos that failed before this one was read
 
 The loader decodes, resizes and reads from the cache only what the target reads
 (`Target.span_reads`, always with the T input frames): the other frames and flow
 fields of the span are zeros (`data.fast_loader: false` decodes and resamples the whole
-span, as before issue 18). With `data.repeats` N, one index gives N samples of one
+span). With `data.repeats` N, one index gives N samples of one
 decoded span, each with its own crop, flip and mask (repeated sampling, as in MAE-ST and
 VideoMAE v2: N x the clips per decoded frame; `optim.batch_size` counts clips).
 
@@ -59,53 +57,16 @@ import cv2
 import numpy as np
 import torch
 
-from motionmae.cache import CacheError, CacheParams, MotionCache, video_key
+from motionmae.common.lists import Item, ListError
+from motionmae.common.rng import repeat_rng, sample_rng
+from motionmae.common.tally import skip_kind
 from motionmae.config import ConfigError
-from motionmae.cuts import shot_ids
-from motionmae.flow import video_flow
-from motionmae.masking import MaskGenerator, sample_rng
-from motionmae.tally import skip_kind
-from motionmae.video import VIDEO_SUFFIXES, Clip, VideoError, VideoReader
+from motionmae.io.cache import CacheError, CacheParams, MotionCache
+from motionmae.io.video import Clip, VideoError, VideoReader
+from motionmae.motion.cuts import shot_ids
+from motionmae.motion.flow import video_flow
+from motionmae.motion.masking import MaskGenerator
 
-
-
-class ListError(ValueError):
-    """A list file or folder that cannot be read; names the file and line."""
-
-
-@dataclass(frozen=True)
-class Item:
-    path: Path
-    label: int  # -1: unlabelled
-    key: str  # the video's name in the motion cache: its path relative to the list's folder
-
-
-def read_list(source) -> list[Item]:
-    """Videos of a list file (`path label` lines), of a folder (recursive, unlabelled), or one video file."""
-    source = Path(source)
-    if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
-        return [Item(source, -1, source.name)]
-    if source.is_dir():
-        items = [Item(p, -1, video_key(p, source)) for p in sorted(source.rglob("*"))
-                 if p.suffix.lower() in VIDEO_SUFFIXES]
-        if not items:
-            raise ListError(f"{source}: no videos found in this folder")
-        return items
-    if not source.is_file():
-        raise ListError(f"{source}: no such list file or folder")
-    items = []
-    for number, line in enumerate(source.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if len(fields) > 2 or (len(fields) == 2 and not fields[1].lstrip("-").isdigit()):
-            raise ListError(f"{source}:{number}: expected 'path [label]', got {line!r}")
-        path = Path(fields[0])
-        path = path if path.is_absolute() else source.parent / path
-        items.append(Item(path, int(fields[1]) if len(fields) == 2 else -1, video_key(path, source.parent)))
-    if not items:
-        raise ListError(f"{source}: the list names no videos")
-    return items
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -577,11 +538,6 @@ class Span:
     motion: np.ndarray | None  # codec vectors (F, h8, w8, 2) at the places of `frames`, for MGM; else None
     has_motion: np.ndarray | None  # bool (F,)
     shot: np.ndarray  # int (T_raw,) shot of each place (`cuts.shot_ids`)
-
-
-def repeat_rng(seed: int, index: int, epoch: int, repeat: int) -> np.random.Generator:
-    """RNG of the `repeat`-th (>= 1) sample of a decoded span; the first one uses `sample_rng`."""
-    return np.random.default_rng((seed, epoch, index, repeat))
 
 
 # ---------------------------------------------------------------- classification clips

@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from motionmae.checkpoints import CheckpointError, atomic_save, load, load_state_dict_strict, save_safetensors
 from motionmae.config import Config, FinetuneConfig
-from motionmae.models import SIZES, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
+from motionmae.models.checkpoints import CheckpointError, atomic_save, load, load_state_dict_strict, save_safetensors
+from motionmae.models.vit import SIZES, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
 
 # (ours, Hugging Face) name prefixes of modules, and names inside a transformer block. The qkv
 # weight is one tensor here and three (query, key, value) there: see _split_qkv / _merge_qkv.

@@ -478,7 +478,7 @@ def _finished(out: Path, label: int, index: int) -> bool:
 def write_one(out, label: int, index: int, size: int, frames: int, fps: int, seed: int,
               camera_motion: str) -> None:
     """Render one video and write its .mp4, then its .npz (the .npz marks it finished)."""
-    from motionmae.video import write_video
+    from motionmae.io.video import write_video
 
     video, truth = render_video(label, index, size, frames, seed, camera_motion)
     path = Path(out) / video_name(label, index)

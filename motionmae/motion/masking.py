@@ -275,7 +275,7 @@ def make_mask(kind: str, grid, ratio: float, rng: np.random.Generator, magnitude
         raise ValueError(f"unknown mask kind {kind!r}; choose from {', '.join(KINDS)}")
     if kind == "mgm":
         if magnitude is None:
-            raise ValueError("mgm masks need a motion magnitude map (see motionmae.masking.guidance)")
+            raise ValueError("mgm masks need a motion magnitude map (see motionmae.motion.masking.guidance)")
         return mgm_mask(grid, ratio, rng, magnitude, **options)
     return MASKS[kind](grid, ratio, rng, **options)
 
@@ -386,11 +386,6 @@ def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv", str
 
 
 # ---------------------------------------------------------------- data-loader side
-
-
-def sample_rng(seed: int, index: int, epoch: int = 0) -> np.random.Generator:
-    """RNG for one sample, independent of which worker draws it or in which order."""
-    return np.random.default_rng((seed, epoch, index))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,209 @@
+"""Training and testing commands: `pretrain`, `linear-probe`, `finetune`, `evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from motionmae.cli.base import UserError, add_command, main_rank, print_videos
+from motionmae.config import preset_names
+
+
+def cmd_pretrain(args) -> int:
+    """Pretrain a video ViT per a config preset; resumable."""
+    from motionmae.common.lists import ListError
+    from motionmae.config import ConfigError, load_config
+    from motionmae.data.datasets import FlowUnavailable
+    from motionmae.io.cache import CacheError
+    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.train.pretrain import TrainingDiverged, pretrain
+
+    try:
+        config = load_config(args.config, args.set)
+        result = pretrain(config, resume=args.resume)
+    except (CacheError, ConfigError, FlowUnavailable, ListError, CheckpointError, TrainingDiverged) as err:
+        raise UserError(str(err)) from None
+    if main_rank():
+        print_videos(result.videos.to_dict(), "training ")
+        print(f"checkpoint: {result.checkpoint}")
+        print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
+    return 0
+
+
+def _views(text: str, flag: str) -> tuple[int, int]:
+    """"CxS" -> (C temporal clips, S spatial crops)."""
+    try:
+        clips, crops = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected CLIPSxCROPS, e.g. 2x3") from None
+    if clips < 1 or crops < 1:
+        raise UserError(f"{flag} {text}: need at least 1 clip and 1 crop")
+    return clips, crops
+
+
+def cmd_linear_probe(args) -> int:
+    """Train a linear classifier on frozen, cached features of a checkpoint's encoder."""
+    from motionmae.common.lists import ListError
+    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.train.probe import linear_probe
+
+    try:
+        result = linear_probe(args.checkpoint, args.train, args.val, out=args.out, epochs=args.epochs, lr=args.lr,
+                              batch_size=args.batch_size, weight_decay=args.weight_decay, frames=args.frames,
+                              stride=args.stride, sampling=args.sampling, size=args.size,
+                              short_side=args.short_side, train_views=_views(args.train_views, "--train-views"),
+                              val_views=_views(args.val_views, "--val-views"), model_size=args.model_size,
+                              device=args.device, workers=args.workers, seed=args.seed)
+    except (CheckpointError, ListError) as err:
+        raise UserError(str(err)) from None
+    for split, info in result["features"].items():
+        how = "cached" if info["cached"] else f"computed in {info['seconds']:.1f} s"
+        print(f"{split} features: {how} ({info['file']})")
+    print_videos(result["videos"]["train"], "training ")
+    print_videos(result["videos"]["val"], "validation ")
+    print(f"linear probe: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} on {result['videos']['val']['read']} "
+          f"videos "
+          f"(train top-1 {result['train_top1']:.1%}); "
+          f"results {Path(args.out or Path(args.checkpoint).parent / 'linear-probe') / 'linear-probe.json'}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    """Fine-tune a pretrained encoder with a classification head; resumable."""
+    from motionmae.common.lists import ListError
+    from motionmae.config import ConfigError, load_config
+    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.train.finetune import finetune
+    from motionmae.train.pretrain import TrainingDiverged
+
+    overrides = [f"data.train={args.train}", f"data.val={args.val}"] + ([f"run.out={args.out}"] if args.out else [])
+    try:
+        config = load_config(args.config, overrides + args.set, task="finetune")
+        result = finetune(config, None if args.checkpoint == "none" else args.checkpoint, resume=args.resume)
+    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
+        raise UserError(str(err)) from None
+    if not main_rank():
+        return 0
+    print_videos(result.videos.to_dict(), "training ")
+    if result.val:
+        print(f"validation (1 clip x 1 crop): top-1 {result.val['val_top1']:.1%}, top-5 {result.val['val_top5']:.1%}")
+        if "val_videos" in result.val:  # not in checkpoints written before it was recorded
+            print_videos(result.val["val_videos"], "validation ")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"metrics:    {result.checkpoint.parent / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Multi-view test of a fine-tuned checkpoint: top-1, top-5, per-class accuracy, confusion matrix."""
+    from motionmae.common.lists import ListError
+    from motionmae.evaluation.evaluate import evaluate
+    from motionmae.models.checkpoints import CheckpointError
+
+    try:
+        result = evaluate(args.checkpoint, args.val, clips=args.clips, crops=args.crops, out=args.out,
+                          batch_size=args.batch_size, device=args.device, workers=args.workers)
+    except (CheckpointError, ListError) as err:
+        raise UserError(str(err)) from None
+    if not main_rank():
+        return 0
+    width = max(len(name) for name in result["class_names"])
+    for name, rate in zip(result["class_names"], result["per_class"]):
+        print(f"  {name:<{width}}  {'-' if rate is None else f'{rate:.1%}'}")
+    print_videos(result["videos"], "")
+    print(f"top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} over {result['videos']['read']} of "
+          f"{result['videos']['videos']} videos ({result['clips']} clips x {result['crops']} crops = {result['views']} "
+          f"views each); confusion matrix {result['figure']}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Add this group's sub-commands to the `motionmae` parser."""
+    p = add_command(sub, "pretrain", "Pretrain a video ViT (MME, VideoMAE, MaskFeat, MGM, MME+MGM).", """
+        motionmae pretrain --config demo
+        motionmae pretrain --config mme --set data.train=k400/train.csv --set optim.batch_size=48
+        motionmae pretrain --config my-run.yaml        # a YAML file; `base: mme` in it starts from a preset
+        motionmae pretrain --config mme-mgm --resume auto          # continue where it stopped
+        torchrun --nproc-per-node 8 -m motionmae pretrain --config mme-vitb-k400
+        motionmae pretrain --config mme --set 'data.train=shards/train-{000000..000099}.tar'   # `pack`ed shards
+        """)
+    p.add_argument("--config", default="demo",
+                   help=f"preset ({', '.join(preset_names('pretrain'))}) or YAML path (default: demo)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. optim.epochs=10 (repeatable)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="'auto': continue from the run folder's checkpoint if there is one; or a checkpoint path")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = add_command(sub, "linear-probe",
+                    "Linear probe: a linear classifier on frozen encoder features (SVT protocol).", """
+        motionmae linear-probe runs/demo/checkpoint.pt --train data/synthetic/train.csv --val data/synthetic/val.csv
+        motionmae linear-probe ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --sampling segment --train-views 2x3
+        Features are computed once per view and cached in OUT/features/; a second run reuses them.
+        """)
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining (or fine-tuning) checkpoint, or its .safetensors export")
+    p.add_argument("--train", required=True, metavar="LIST",
+                   help="labelled training list (`path label` lines) or shard pattern (`motionmae pack`)")
+    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list or shard pattern")
+    p.add_argument("--out", default=None, help="results and feature cache (default: CKPT's folder/linear-probe)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the linear layer (default: 20)")
+    p.add_argument("--lr", type=float, default=0.1, help="SGD lr for a batch of 256 (default: 0.1)")
+    p.add_argument("--batch-size", type=int, default=256, help="feature batch of the linear layer (default: 256)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="(default: 0)")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the checkpoint's)")
+    p.add_argument("--stride", type=int, default=None, help="dense sampling stride (default: the checkpoint's)")
+    p.add_argument("--sampling", choices=["dense", "segment"], default="dense",
+                   help="dense (frames `stride` apart) or segment (TSN, one frame per segment) (default: dense)")
+    p.add_argument("--size", type=int, default=None, help="crop side in pixels (default: the checkpoint's)")
+    p.add_argument("--short-side", type=int, default=None, help="decode size in pixels (default: the checkpoint's)")
+    p.add_argument("--train-views", default="1x1", metavar="CxS",
+                   help="clips x crops per training video, each a training sample (default: 1x1)")
+    p.add_argument("--val-views", default="1x1", metavar="CxS",
+                   help="clips x crops per validation video, softmax averaged (default: 1x1)")
+    p.add_argument("--model-size", choices=["tiny", "small", "base", "large"], default=None,
+                   help="encoder size (default: the checkpoint's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="data-loader workers (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=cmd_linear_probe)
+
+    p = add_command(sub, "finetune", "Fine-tune a pretrained encoder for classification (MME / MGM recipe).", """
+        motionmae finetune runs/demo/checkpoint.pt --train data/synthetic/train.csv --val data/synthetic/val.csv
+        motionmae finetune ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --config finetune-ssv2
+        motionmae finetune ckpt.pt --train k400/train.csv --val k400/val.csv --config finetune-k400 --resume auto
+        motionmae finetune none --train ... --val ... --set model.size=tiny     # from random init (baseline)
+        torchrun --nproc-per-node 8 -m motionmae finetune ckpt.pt --train ... --val ... --config finetune-k400
+        """)
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="pretraining checkpoint (or its .safetensors export) whose encoder is fine-tuned, or 'none'")
+    p.add_argument("--train", required=True, metavar="LIST",
+                   help="labelled training list (`path label` lines) or shard pattern (`motionmae pack`)")
+    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list or shard pattern")
+    p.add_argument("--config", default="finetune-demo",
+                   help=f"fine-tuning preset ({', '.join(preset_names('finetune'))}) or YAML path "
+                        "(default: finetune-demo)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. aug.mixup=0 (repeatable)")
+    p.add_argument("--out", default=None, help="run folder (default: the config's run.out)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="'auto': continue from the run folder's checkpoint if there is one; or a checkpoint path")
+    p.set_defaults(func=cmd_finetune)
+
+    p = add_command(sub, "evaluate",
+                    "Multi-view test of a fine-tuned checkpoint (top-1, top-5, per class, confusion).", """
+        motionmae evaluate runs/finetune-demo/checkpoint.pt --val data/synthetic/val.csv --clips 5 --crops 3
+        motionmae evaluate runs/finetune-ssv2/checkpoint.pt --val ssv2/val.csv --clips 2 --crops 3
+        Videos that cannot be read are skipped and counted; accuracy is over the videos read.
+        """)
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="fine-tuning checkpoint (`motionmae finetune`), or its .safetensors export")
+    p.add_argument("--val", required=True, metavar="LIST",
+                   help="labelled test list, or shard pattern (`motionmae pack`)")
+    p.add_argument("--clips", type=int, default=None, help="temporal views per video (default: the config's)")
+    p.add_argument("--crops", type=int, default=None, choices=[1, 2, 3],
+                   help="spatial views per video along the long side (default: the config's)")
+    p.add_argument("--out", default=None, help="evaluate.json and confusion.png (default: CKPT's folder/evaluate)")
+    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default: 4)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="data-loader workers (default: 2)")
+    p.set_defaults(func=cmd_evaluate)
