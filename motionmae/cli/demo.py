@@ -14,7 +14,7 @@ def cmd_demo(args) -> int:
     from motionmae.demo import run_demo
     from motionmae.io.cache import CacheError
     from motionmae.models.checkpoints import CheckpointError
-    from motionmae.train.pretrain import TrainingDiverged
+    from motionmae.train.engine import TrainingDiverged
 
     try:
         summary = run_demo(args.config, args.set, args.workers, args.seed)

@@ -15,7 +15,8 @@ def cmd_pretrain(args) -> int:
     from motionmae.data.datasets import FlowUnavailable
     from motionmae.io.cache import CacheError
     from motionmae.models.checkpoints import CheckpointError
-    from motionmae.train.pretrain import TrainingDiverged, pretrain
+    from motionmae.train.engine import TrainingDiverged
+    from motionmae.train.pretrain import pretrain
 
     try:
         config = load_config(args.config, args.set)
@@ -73,7 +74,7 @@ def cmd_finetune(args) -> int:
     from motionmae.config import ConfigError, load_config
     from motionmae.models.checkpoints import CheckpointError
     from motionmae.train.finetune import finetune
-    from motionmae.train.pretrain import TrainingDiverged
+    from motionmae.train.engine import TrainingDiverged
 
     overrides = [f"data.train={args.train}", f"data.val={args.val}"] + ([f"run.out={args.out}"] if args.out else [])
     try:
