@@ -15,7 +15,7 @@ from motionmae.train.pretrain import pretrain
 
 def config(tiny_synthetic, out, steps: int, *extra):
     """Pretraining on the tiny set with everything a resume must restore in play: 36 videos in batches of 4,
-    2 micro-batches a step (4 steps an epoch), fp16 with loss scaling, drop path (random forward passes)."""
+    2 micro-batches a step (3 steps an epoch), fp16 with loss scaling, drop path (random forward passes)."""
     data, cache = tiny_synthetic
     return load_config("demo", [
         f"data.train={data / 'train.csv'}", f"data.cache={cache}", f"run.out={out}", "data.short_side=64",
@@ -38,14 +38,14 @@ def test_resume_continues_exactly_and_falls_back_to_the_previous_checkpoint(tiny
     torch.set_num_threads(1)
     whole, split = tmp_path / "whole", tmp_path / "split"
     uninterrupted = pretrain(config(tiny_synthetic, whole, 7))
-    pretrain(config(tiny_synthetic, split, 3, "run.checkpoint_every=1"))  # stops inside epoch 0
+    pretrain(config(tiny_synthetic, split, 2, "run.checkpoint_every=1"))  # stops inside epoch 0
     latest, previous = split / "checkpoint.pt", split / "checkpoint.prev.pt"
-    assert (checkpoints.load(latest)["step"], checkpoints.load(previous)["step"]) == (3, 2)
+    assert (checkpoints.load(latest)["step"], checkpoints.load(previous)["step"]) == (2, 1)
 
-    pretrain(config(tiny_synthetic, split, 5, "run.checkpoint_every=1"), resume="auto")  # across the epoch end
-    latest.write_bytes(latest.read_bytes()[:1000])  # the latest (step 5) cut short, as by a full disk
+    pretrain(config(tiny_synthetic, split, 5, "run.checkpoint_every=1"), resume="auto")  # across epoch 0's end
+    latest.write_bytes(latest.read_bytes()[:1000])  # the latest (step 5) cut short, as by a full disk: resume
     with caplog.at_level(logging.WARNING, logger="motionmae.train.engine"):
-        resumed = pretrain(config(tiny_synthetic, split, 7, "run.checkpoint_every=1"), resume="auto")
+        resumed = pretrain(config(tiny_synthetic, split, 7, "run.checkpoint_every=1"), resume="auto")  # at 4
     [warning] = [r.getMessage() for r in caplog.records if r.name == "motionmae.train.engine"]
     assert f"{latest}: not a readable checkpoint" in warning and warning.endswith(f"previous checkpoint, {previous}")
     assert "\n" not in warning
@@ -54,7 +54,7 @@ def test_resume_continues_exactly_and_falls_back_to_the_previous_checkpoint(tiny
     assert [r["step"] for r in steps_logged(split)] == list(range(1, 8))
     assert read_lines(split / "samples-rank0.jsonl") == read_lines(whole / "samples-rank0.jsonl")  # same videos
     end, reference = checkpoints.load(resumed.checkpoint), checkpoints.load(uninterrupted.checkpoint)
-    assert (end["step"], end["epoch"], checkpoints.load(previous)["step"]) == (7, 7 / 4, 6)
+    assert (end["step"], end["epoch"], checkpoints.load(previous)["step"]) == (7, 7 / 3, 6)
     assert end["scaler"] == reference["scaler"] and end["scaler"]["_growth_tracker"] > 0  # scaling was on
     rng, reference_rng = end["rng"][0], reference["rng"][0]  # the generators after step 7
     assert torch.equal(rng["torch"], reference_rng["torch"]) and rng["numpy"] == reference_rng["numpy"]

@@ -36,8 +36,8 @@ corrupt) and the previous checkpoint lies beside it, the run continues from that
 one-line warning. A resumed run continues as if it had not stopped: the model, optimizer, lr
 schedule and loss scaler states; the step, hence the epoch, whose sampler skips the batches
 already trained on; every process's random generators as they were after that step (a fresh
-run seeds them from `run.seed` and the rank; the data loader draws its seeds apart, so
-mid-epoch resumes draw the same numbers); the video tallies and the last validation.
+run seeds them from `run.seed` and the rank; making a data loader and validating leave them
+alone, so a run draws the same wherever it was resumed); the video tallies and the last validation.
 metrics.jsonl and the sample logs drop the lines written after that step. On CPU the losses
 of an interrupted and resumed run equal those of an uninterrupted one, bit for bit.
 """
@@ -185,7 +185,7 @@ class Engine:
         while step < last_step:
             epoch = step // steps_per_epoch
             sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
-            with torch.random.fork_rng(devices=[]):  # the loader's seed draw leaves the training RNG alone
+            with generators_kept():  # the loader draws its seeds apart from the training's generators
                 batches = iter(loader)
             started, clips, micro = time.perf_counter(), 0, 0
             for batch in wait.timed(batches):
@@ -224,7 +224,8 @@ class Engine:
                     videos.log(log, step, epoch, last=step == last_step)
                 due = eval_every and epoch_end and (step // steps_per_epoch) % eval_every == 0
                 if validate is not None and (due or step == last_step):
-                    val = {"step": step, "epoch": step / steps_per_epoch, **validate(step)}
+                    with generators_kept():
+                        val = {"step": step, "epoch": step / steps_per_epoch, **validate(step)}
                     model.train()
                     if log is not None:
                         log.write(val)
@@ -259,6 +260,15 @@ def seed_generators(seed: int, rank: int) -> None:
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
+
+
+@contextlib.contextmanager
+def generators_kept():
+    """Run a block that may draw random numbers (making a data loader, validating) and put Python's,
+    NumPy's and torch's generators back as they were: training draws the same with or without it."""
+    state = checkpoints.rng_state()
+    yield
+    checkpoints.set_rng_state(state)
 
 
 def previous_path(path: Path) -> Path:
