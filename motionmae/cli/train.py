@@ -73,8 +73,8 @@ def cmd_finetune(args) -> int:
     from motionmae.common.lists import ListError
     from motionmae.config import ConfigError, load_config
     from motionmae.models.checkpoints import CheckpointError
-    from motionmae.train.finetune import finetune
     from motionmae.train.engine import TrainingDiverged
+    from motionmae.train.finetune import finetune
 
     overrides = [f"data.train={args.train}", f"data.val={args.val}"] + ([f"run.out={args.out}"] if args.out else [])
     try:

@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
@@ -143,12 +143,11 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
 
     def validate(step: int) -> dict:
         scores = predict(model, val_set, env, o.batch_size, d.workers, progress=False)
-        result = accuracy(scores.probs, scores.labels, num_classes)
-        skipped = scores.videos.to_dict()["skipped"]
+        result, videos = accuracy(scores.probs, scores.labels, num_classes), scores.videos.to_dict()
         if env.main:
             tqdm.write(f"step {step}: val top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%}"
-                       + (f" ({skipped} videos skipped)" if skipped else ""))
-        return {"val_top1": result["top1"], "val_top5": result["top5"], "val_videos": scores.videos.to_dict()}
+                       + (f" ({videos['skipped']} videos skipped)" if videos["skipped"] else ""))
+        return {"val_top1": result["top1"], "val_top5": result["top5"], "val_videos": videos}
 
     return engine.fit(model, build_optimizer(model, config, engine.lr), loader, sampler, loss_of_batch,
                       listed=len(train_items), validate=validate, eval_every=config.run.eval_every,
