@@ -49,7 +49,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +126,7 @@ class Engine:
 
     def fit(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, sampler,
             loss_of_batch: Callable[[nn.Module, dict], tuple[torch.Tensor, dict]], *, listed: int,
-            left_out: list[dict] = (), extras: dict | None = None, validate: Callable[[int], dict] | None = None,
+            left_out: Sequence[dict] = (), extras: dict | None = None, validate: Callable[[int], dict] | None = None,
             eval_every: int = 0, mask_sources=None, progress: bool = True) -> TrainResult:
         """Train `model` (on `env.device`) until the last step; see the module docstring.
 
@@ -340,7 +340,7 @@ class RunVideos:
     checkpoint's "videos" when it has them; written to metrics.jsonl as a "videos" record at an
     epoch's end when the counts changed, and at the last step."""
 
-    def __init__(self, listed: int, env: Distributed, state: dict | None = None, left_out: list[dict] = ()):
+    def __init__(self, listed: int, env: Distributed, state: dict | None = None, left_out: Sequence[dict] = ()):
         self.env, self.logged = env, None
         self.tally = VideoTally.from_state(state["videos"]) if state and "videos" in state else VideoTally(listed)
         for entry in left_out:  # left out by the data set before training
