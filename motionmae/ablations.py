@@ -44,12 +44,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from motionmae.config import Config, FinetuneConfig, load_config
 from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 from motionmae.demo import DEMO_DATA
-from motionmae.figures.charts import bar_chart
-from motionmae.figures.images import save_png
+from motionmae.figures.charts import bar_chart, save_figure
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
 from motionmae.motion.flow import FlowParams
@@ -317,13 +317,14 @@ def report_markdown(budget_name: str, budget: Budget, seeds: int, summary: dict,
     return "\n".join(lines) + "\n"
 
 
-def quality_figure(summary: dict, budget_name: str) -> np.ndarray:
+def quality_figure(summary: dict, budget_name: str) -> Figure:
     """Bars of probe and fine-tune top-1 (%) per method with std whiskers and the chance line."""
     groups = {name: {label: (100 * s[key]["mean"], s[key]["std"] and 100 * s[key]["std"])
                      for label, key in (("linear probe", "probe_top1"), ("fine-tune", "finetune_top1"))}
               for name, s in summary.items()}
     chance = 100 / len(CLASSES)
-    return bar_chart(groups, f"validation top-1 (%), budget {budget_name}", line=(f"chance {chance:.1f} %", chance))
+    return bar_chart(groups, f"validation top-1, budget {budget_name}", line=(f"chance {chance:.1f} %", chance),
+                     ylabel="top-1 (%)")
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -386,7 +387,7 @@ def run_quality(budget: str | Budget = "small", seeds: int = 2, out="runs/bench-
               "methods": summary, "claims": claims, "failed": failed, "machine": machine}
     table = report_markdown(budget_name, budget, seeds, summary, claims, failed, machine)
     (out / "quality.md").write_text(table)
-    save_png(out / "quality.png", quality_figure(summary, budget_name))
+    save_figure(out / "quality.png", quality_figure(summary, budget_name))
     (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table + f"\nwrote {out / 'quality.md'}, {out / 'quality.png'}, {out / 'quality.json'}")
     return report

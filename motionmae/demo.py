@@ -15,8 +15,7 @@ from pathlib import Path
 
 from motionmae.config import load_config
 from motionmae.data.synthetic import CLASSES, make_dataset
-from motionmae.figures.charts import metrics_figure
-from motionmae.figures.images import save_png
+from motionmae.figures.charts import metrics_figure, save_figure
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
 from motionmae.motion.flow import FlowParams
@@ -80,7 +79,7 @@ def run_demo(config_name: str = "demo", overrides: list[str] = (), workers: int 
                          train_views=PROBE_VIEWS)
     seconds["probe"] = time.perf_counter() - started
     run = Path(config.run.out)
-    figure = save_png(run / "training.png", metrics_figure(run / "metrics.jsonl"))
+    figure = save_figure(run / "training.png", metrics_figure(run / "metrics.jsonl"))
     summary = {
         "top1": probe["top1"], "top5": probe["top5"], "chance": 1 / len(CLASSES), "seconds": seconds,
         "checkpoint": str(result.checkpoint), "metrics": str(run / "metrics.jsonl"), "figure": str(figure),

@@ -16,8 +16,7 @@ import numpy as np
 
 from motionmae.data.datasets import ClipSpec
 from motionmae.data.shards import clip_dataset, read_items
-from motionmae.figures.charts import confusion_figure
-from motionmae.figures.images import save_png
+from motionmae.figures.charts import confusion_figure, save_figure
 from motionmae.train.distributed import setup_distributed
 from motionmae.train.finetune import load_classifier
 from motionmae.train.scores import accuracy, check_labels, class_names, labelled, predict
@@ -48,6 +47,6 @@ def evaluate(checkpoint, val_list, clips: int | None = None, crops: int | None =
     if env.main:
         title = (f"{checkpoint.parent.name}: top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%} "
                  f"({len(scores.labels)} videos, {clips}x{crops} views)")
-        save_png(out / "confusion.png", confusion_figure(np.array(report["confusion"]), names, title))
+        save_figure(out / "confusion.png", confusion_figure(np.array(report["confusion"]), names, title))
         (out / "evaluate.json").write_text(json.dumps(report, indent=1))
     return report
