@@ -27,7 +27,6 @@ LAYERS = {  # subpackage or top-level module -> layer; bottom to top (README "La
     "demo": 7,  # the demo end to end
     "cli": 8,  # the command line
     "__main__": 9,  # python -m motionmae
-    "speed": 7.2, "tvl1_peer": 7.2, "ablations": 7.5,  # TEMPORARY: the benchmarks, until they move to bench/
 }
 
 

@@ -107,7 +107,8 @@ def test_the_fast_loader_gives_the_samples_of_the_loader_before_it(preset, tiny_
 def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     data, cache = tiny_synthetic
     argv = ["bench", "loader", "--config", "demo", "--list", str(data / "train.csv"), "--cache", str(cache),
-            "--clips", "4", "--repeats", "2", "--rounds", "1", "--set", "data.frames=8", "--out", str(tmp_path)]
+            "--clips", "4", "--repeats", "2", "--rounds", "1", "--set", "data.frames=8", "--set", "data.short_side=64",
+            "--out", str(tmp_path)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "\nmachine: " in printed and "config: demo: 8 frames at stride 2" in printed and "ratio: " in printed
