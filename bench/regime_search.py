@@ -57,7 +57,7 @@ from motionmae.train.probe import train_linear
 
 
 VAL_OFFSET = 100_000  # val videos are indices VAL_OFFSET.. of each class: never a train video
-GENERATORS = {"": synthetic}  # --generator COMMIT: motionmae/synthetic.py as it was at that commit
+GENERATORS = {"": synthetic}  # --generator COMMIT: the synthetic module as it was at that commit
 
 
 def generator(commit: str):
@@ -269,7 +269,7 @@ def main():
     p.add_argument("--videos-per-class", type=int, default=100)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--generator", default="", metavar="COMMIT",
-                   help="motionmae/synthetic.py of this git commit (8b9d52c: version 1) instead of the working tree's")
+                   help="the synthetic module of this git commit (8b9d52c: version 1) instead of the working tree's")
     p.add_argument("--clip-frames", type=int, default=8)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--patch", type=int, default=8)
