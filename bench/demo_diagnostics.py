@@ -1,10 +1,10 @@
 """What the demo's encoder learns, and whether its data set can be learnt in the demo's budget.
 
-    .venv/bin/python bench/demo_diagnostics.py targets [--data data/synthetic] [--cache cache/demo] [--set k=v ...]
-    .venv/bin/python bench/demo_diagnostics.py truth   [--data ...] [--cache ...]
-    .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT [--split val|train] [--clips N]
-    .venv/bin/python bench/demo_diagnostics.py baseline videomae [--target-only] [--set k=v ...]
-    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|vit] [--steps 1500] [--batch 64]
+    .venv/bin/python -m bench.demo_diagnostics targets [--data data/synthetic] [--cache cache/demo] [--set k=v ...]
+    .venv/bin/python -m bench.demo_diagnostics truth   [--data ...] [--cache ...]
+    .venv/bin/python -m bench.demo_diagnostics zero    CHECKPOINT [--split val|train] [--clips N]
+    .venv/bin/python -m bench.demo_diagnostics baseline videomae [--target-only] [--set k=v ...]
+    .venv/bin/python -m bench.demo_diagnostics supervised [--model cnn|vit] [--steps 1500] [--batch 64]
         [--lr 1e-3] [--data ...] [--set k=v ...]
 
 targets: how much of the class a linear classifier reads from the pretraining targets
@@ -40,7 +40,8 @@ import time
 import numpy as np
 import torch
 
-from motionmae.ablations import METHODS
+from bench.quality import METHODS
+from bench.timing import machine_line
 from motionmae.common.lists import read_list
 from motionmae.config import config_from_dict, load_config
 from motionmae.data.datasets import MemoryVideo, PretrainDataset, augment_frames, multiscale_crop
@@ -50,7 +51,6 @@ from motionmae.models import checkpoints
 from motionmae.models.vit import VideoClassifier, normalize_video, token_grid
 from motionmae.motion.masking import MaskGenerator
 from motionmae.motion.targets import build_target
-from motionmae.speed import machine_line
 from motionmae.train.pretrain import batch_loss, build_model, pretrain
 from motionmae.train.probe import linear_probe
 

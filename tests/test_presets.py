@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -139,16 +140,22 @@ def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
     """Build a wheel from the repo's sources, install it into a fresh venv, run it from another folder.
 
     The fresh venv sees this environment's dependencies (torch, av, ...) through a .pth file,
-    after its own site-packages, so `motionmae` itself comes from the wheel.
+    after its own site-packages, so `motionmae` itself comes from the wheel. The wheel holds the
+    presets but not the source tree's bench/, and `motionmae bench` says where benchmarks live.
     """
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to the sources
-    shutil.copytree(REPO / "motionmae", source / "motionmae", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("motionmae", "bench"):  # bench/ is in the source tree, but not in the package
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp_path / "dist",
                     source], check=True, capture_output=True)
     wheel, = (tmp_path / "dist").glob("motionmae-*.whl")
+    files = zipfile.ZipFile(wheel).namelist()
+    assert not [f for f in files if not f.startswith(("motionmae/", "motionmae-"))], files
+    presets = [f for f in files if f.startswith("motionmae/config/presets/") and f.endswith(".yaml")]
+    assert len(presets) == len(list((REPO / "motionmae" / "config" / "presets").glob("*.yaml")))
     env = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", env], check=True)
     python = env / "bin" / "python"
@@ -172,3 +179,7 @@ def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
         usage = subprocess.run([env / "bin" / "motionmae", command, "--help"], cwd=elsewhere, check=True,
                                capture_output=True, text=True, env={**os.environ, "COLUMNS": "1000"}).stdout
         assert f"preset ({', '.join(names)})" in usage, usage
+    bench = subprocess.run([env / "bin" / "motionmae", "bench", "speed", "--quick"], cwd=elsewhere,
+                           capture_output=True, text=True)
+    assert bench.returncode == 2 and bench.stderr.strip() == ("motionmae bench: error: benchmarks live in the source "
+                                                              "tree's bench/ folder; run from a clone")

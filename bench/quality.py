@@ -1,6 +1,7 @@
-"""Quality benchmark (issue 9): which pretraining variant learns the most, at one compute budget.
+"""Quality benchmark: which pretraining variant learns the most, at one compute budget.
 
     run_quality("small", seeds=2)        # `motionmae bench quality --budget small --seeds 2`
+                                         # or `python -m bench.quality --budget small --seeds 2`
 
 For every method of METHODS and every seed: pretrain the base config's model
 (the `demo` preset: ViT-micro, 32 px, 8 frames at stride 2) with the method's
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -46,6 +48,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from bench.command import BenchError, command, parser
+from bench.timing import machine_line
 from motionmae.config import Config, FinetuneConfig, load_config
 from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 from motionmae.demo import DEMO_DATA
@@ -53,7 +57,6 @@ from motionmae.figures.charts import bar_chart, save_figure
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
 from motionmae.motion.flow import FlowParams
-from motionmae.speed import machine_line
 from motionmae.train.finetune import finetune
 from motionmae.train.pretrain import pretrain
 from motionmae.train.probe import linear_probe
@@ -391,3 +394,35 @@ def run_quality(budget: str | Budget = "small", seeds: int = 2, out="runs/bench-
     (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table + f"\nwrote {out / 'quality.md'}, {out / 'quality.png'}, {out / 'quality.json'}")
     return report
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    p = parser("quality", "Pretrain-and-probe ablations of targets and masks on the embedded data set.", """
+        motionmae bench quality --budget small
+        motionmae bench quality --budget full --seeds 3 --out runs/bench-quality-full
+        motionmae bench quality --methods mme,videomae --seeds 1 --out runs/bench-mme-vs-videomae
+        Every variant pretrains, is linear-probed and fine-tuned under the same budget, once per seed.
+        A rerun skips the finished runs (OUT/results.jsonl) and resumes an interrupted one. Writes
+        OUT/quality.md (table, the papers' claims met or not), OUT/quality.png and OUT/quality.json.
+        """)
+    p.add_argument("--budget", choices=["small", "full"], default="small",
+                   help="training budget per variant (default: small)")
+    p.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per variant (default: 2)")
+    p.add_argument("--methods", metavar="A,B",
+                   help="comma-separated subset of the variants (default: all; an unknown name lists them)")
+    p.add_argument("--out", default="runs/bench-quality", metavar="DIR",
+                   help="results folder (default: runs/bench-quality)")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        raise BenchError(f"--seeds {args.seeds}: need at least 1")
+    try:
+        run_quality(budget=args.budget, seeds=args.seeds, out=args.out,
+                    methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
+    except QualityError as err:
+        raise BenchError(str(err)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
