@@ -48,6 +48,7 @@ import numpy as np
 from motionmae.config import Config, FinetuneConfig, load_config
 from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 from motionmae.demo import DEMO_DATA
+from motionmae.errors import UsageError
 from motionmae.figures.charts import bar_chart
 from motionmae.figures.images import save_png
 from motionmae.io.cache import CacheParams, MotionCache
@@ -59,7 +60,7 @@ from motionmae.train.pretrain import pretrain
 from motionmae.train.probe import linear_probe
 
 
-class QualityError(ValueError):
+class QualityError(UsageError):
     """A benchmark request that cannot run: unknown method or budget, OUT made with another budget."""
 
 

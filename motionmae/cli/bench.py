@@ -11,10 +11,7 @@ def cmd_bench_speed(args) -> int:
         raise UserError(f"--threads {args.threads}: need at least 1")
     from motionmae.speed import run_speed
 
-    try:
-        run_speed(args.out, quick=args.quick, thread_count=args.threads, tvl1_python=args.tvl1_python)
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None
+    run_speed(args.out, quick=args.quick, thread_count=args.threads, tvl1_python=args.tvl1_python)
     return 0
 
 
@@ -25,17 +22,10 @@ def cmd_bench_loader(args) -> int:
             raise UserError(f"{flag} {value}: need at least 1")
     if args.clips % args.repeats:
         raise UserError(f"--clips {args.clips} is not a multiple of --repeats {args.repeats}")
-    from motionmae.common.lists import ListError
-    from motionmae.config import ConfigError
-    from motionmae.data.datasets import FlowUnavailable
-    from motionmae.io.cache import CacheError
     from motionmae.speed import run_loader_bench
 
-    try:
-        run_loader_bench(args.config, args.list, args.out, cache=args.cache, clips=args.clips, repeats=args.repeats,
-                         rounds=args.rounds, overrides=args.set)
-    except (ConfigError, ListError, FlowUnavailable, CacheError) as err:
-        raise UserError(str(err)) from None
+    run_loader_bench(args.config, args.list, args.out, cache=args.cache, clips=args.clips, repeats=args.repeats,
+                     rounds=args.rounds, overrides=args.set)
     return 0
 
 
@@ -43,13 +33,10 @@ def cmd_bench_quality(args) -> int:
     """Pretrain-and-probe ablations on the embedded data set (motionmae.ablations)."""
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: need at least 1")
-    from motionmae.ablations import QualityError, run_quality
+    from motionmae.ablations import run_quality
 
-    try:
-        run_quality(budget=args.budget, seeds=args.seeds, out=args.out,
-                    methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
-    except QualityError as err:
-        raise UserError(str(err)) from None
+    run_quality(budget=args.budget, seeds=args.seeds, out=args.out,
+                methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
     return 0
 
 

@@ -10,18 +10,10 @@ from motionmae.config import preset_names
 
 def cmd_pretrain(args) -> int:
     """Pretrain a video ViT per a config preset; resumable."""
-    from motionmae.common.lists import ListError
-    from motionmae.config import ConfigError, load_config
-    from motionmae.data.datasets import FlowUnavailable
-    from motionmae.io.cache import CacheError
-    from motionmae.models.checkpoints import CheckpointError
-    from motionmae.train.pretrain import TrainingDiverged, pretrain
+    from motionmae.config import load_config
+    from motionmae.train.pretrain import pretrain
 
-    try:
-        config = load_config(args.config, args.set)
-        result = pretrain(config, resume=args.resume)
-    except (CacheError, ConfigError, FlowUnavailable, ListError, CheckpointError, TrainingDiverged) as err:
-        raise UserError(str(err)) from None
+    result = pretrain(load_config(args.config, args.set), resume=args.resume)
     if main_rank():
         print_videos(result.videos.to_dict(), "training ")
         print(f"checkpoint: {result.checkpoint}")
@@ -42,19 +34,14 @@ def _views(text: str, flag: str) -> tuple[int, int]:
 
 def cmd_linear_probe(args) -> int:
     """Train a linear classifier on frozen, cached features of a checkpoint's encoder."""
-    from motionmae.common.lists import ListError
-    from motionmae.models.checkpoints import CheckpointError
     from motionmae.train.probe import linear_probe
 
-    try:
-        result = linear_probe(args.checkpoint, args.train, args.val, out=args.out, epochs=args.epochs, lr=args.lr,
-                              batch_size=args.batch_size, weight_decay=args.weight_decay, frames=args.frames,
-                              stride=args.stride, sampling=args.sampling, size=args.size,
-                              short_side=args.short_side, train_views=_views(args.train_views, "--train-views"),
-                              val_views=_views(args.val_views, "--val-views"), model_size=args.model_size,
-                              device=args.device, workers=args.workers, seed=args.seed)
-    except (CheckpointError, ListError) as err:
-        raise UserError(str(err)) from None
+    result = linear_probe(args.checkpoint, args.train, args.val, out=args.out, epochs=args.epochs, lr=args.lr,
+                          batch_size=args.batch_size, weight_decay=args.weight_decay, frames=args.frames,
+                          stride=args.stride, sampling=args.sampling, size=args.size,
+                          short_side=args.short_side, train_views=_views(args.train_views, "--train-views"),
+                          val_views=_views(args.val_views, "--val-views"), model_size=args.model_size,
+                          device=args.device, workers=args.workers, seed=args.seed)
     for split, info in result["features"].items():
         how = "cached" if info["cached"] else f"computed in {info['seconds']:.1f} s"
         print(f"{split} features: {how} ({info['file']})")
@@ -69,18 +56,12 @@ def cmd_linear_probe(args) -> int:
 
 def cmd_finetune(args) -> int:
     """Fine-tune a pretrained encoder with a classification head; resumable."""
-    from motionmae.common.lists import ListError
-    from motionmae.config import ConfigError, load_config
-    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.config import load_config
     from motionmae.train.finetune import finetune
-    from motionmae.train.pretrain import TrainingDiverged
 
     overrides = [f"data.train={args.train}", f"data.val={args.val}"] + ([f"run.out={args.out}"] if args.out else [])
-    try:
-        config = load_config(args.config, overrides + args.set, task="finetune")
-        result = finetune(config, None if args.checkpoint == "none" else args.checkpoint, resume=args.resume)
-    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
-        raise UserError(str(err)) from None
+    config = load_config(args.config, overrides + args.set, task="finetune")
+    result = finetune(config, None if args.checkpoint == "none" else args.checkpoint, resume=args.resume)
     if not main_rank():
         return 0
     print_videos(result.videos.to_dict(), "training ")
@@ -95,15 +76,10 @@ def cmd_finetune(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Multi-view test of a fine-tuned checkpoint: top-1, top-5, per-class accuracy, confusion matrix."""
-    from motionmae.common.lists import ListError
     from motionmae.evaluation.evaluate import evaluate
-    from motionmae.models.checkpoints import CheckpointError
 
-    try:
-        result = evaluate(args.checkpoint, args.val, clips=args.clips, crops=args.crops, out=args.out,
-                          batch_size=args.batch_size, device=args.device, workers=args.workers)
-    except (CheckpointError, ListError) as err:
-        raise UserError(str(err)) from None
+    result = evaluate(args.checkpoint, args.val, clips=args.clips, crops=args.crops, out=args.out,
+                      batch_size=args.batch_size, device=args.device, workers=args.workers)
     if not main_rank():
         return 0
     width = max(len(name) for name in result["class_names"])

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import yaml
 
+from motionmae.errors import UsageError
+
 PRESETS = resources.files("motionmae.config") / "presets"  # package data: found in a wheel install as in a checkout
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A config file or override that does not fit the schema."""
 
 

@@ -25,6 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from motionmae.errors import MotionMAEError
+
 SAFE_GLOBALS = [argparse.Namespace]
 # motionmae 0.1 pickled NumPy's RNG state as an array; `upgrade` alone accepts the globals that rebuild one
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whichever module holds it
@@ -33,7 +35,7 @@ NUMPY_ARRAY_GLOBALS = [(_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
                        type(np.dtype(np.uint32))]  # the key's dtype class (numpy.dtypes.UInt32DType in NumPy 2)
 
 
-class CheckpointError(Exception):
+class CheckpointError(MotionMAEError):
     """A checkpoint that is missing, unreadable, unsafe, or does not fit the model."""
 
 

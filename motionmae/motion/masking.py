@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from motionmae.errors import UsageError
+
 KINDS = ("tube", "random", "cube", "smm", "mgm")
 DEFAULT_RATIO = {"tube": 0.9, "random": 0.9, "cube": 0.4, "smm": 0.75, "mgm": 0.75}
 SOURCES = ("mv", "flow", "diff")  # guidance sources, default order of preference
@@ -65,7 +67,7 @@ def _check(grid, ratio) -> tuple[int, int, int]:
     if len(grid) != 3 or min(grid) < 1:
         raise ValueError(f"token grid must be three positive sizes (T', Hp, Wp), got {grid}")
     if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
+        raise UsageError(f"mask ratio must be in [0, 1], got {ratio}")
     return tuple(int(g) for g in grid)
 
 
@@ -272,7 +274,7 @@ MASKS = {"tube": tube_mask, "random": random_mask, "cube": cube_mask, "smm": smm
 def make_mask(kind: str, grid, ratio: float, rng: np.random.Generator, magnitude=None, **options) -> np.ndarray:
     """Mask bool (N,) of strategy `kind`; mgm needs `magnitude` (T', Hp, Wp)."""
     if kind not in MASKS:
-        raise ValueError(f"unknown mask kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise UsageError(f"unknown mask kind {kind!r}; choose from {', '.join(KINDS)}")
     if kind == "mgm":
         if magnitude is None:
             raise ValueError("mgm masks need a motion magnitude map (see motionmae.motion.masking.guidance)")
@@ -368,7 +370,7 @@ def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv", str
     before it), diff always is (for clips of 2 frames or more).
     """
     if prefer not in SOURCES:
-        raise ValueError(f"unknown guidance source {prefer!r}; choose from {', '.join(SOURCES)}")
+        raise UsageError(f"unknown guidance source {prefer!r}; choose from {', '.join(SOURCES)}")
     same_shot = ~after_cut(cuts, len(clip.frames), stride)
     for source in (prefer, *(s for s in SOURCES if s != prefer)):
         if source == "mv" and clip.motion is not None and clip.has_motion is not None and \
@@ -406,7 +408,7 @@ class MaskGenerator:
 
     def __post_init__(self):
         if self.kind not in MASKS:
-            raise ValueError(f"unknown mask kind {self.kind!r}; choose from {', '.join(KINDS)}")
+            raise UsageError(f"unknown mask kind {self.kind!r}; choose from {', '.join(KINDS)}")
         if self.ratio is None:
             object.__setattr__(self, "ratio", DEFAULT_RATIO[self.kind])
         object.__setattr__(self, "grid", _check(tuple(self.grid), self.ratio))

@@ -34,6 +34,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from motionmae.errors import UsageError
 from motionmae.motion import hog as H
 from motionmae.motion import trajectory as TR
 
@@ -101,7 +102,7 @@ def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
         return x / (x.norm(dim=-1, keepdim=True) + 1e-6)
     if norm == "none":
         return x
-    raise ValueError(f"norm must be 'token', 'l2' or 'none', got {norm!r}")
+    raise UsageError(f"norm must be 'token', 'l2' or 'none', got {norm!r}")
 
 
 def _crossing(cuts: torch.Tensor, first: torch.Tensor, count: int) -> torch.Tensor:
@@ -211,11 +212,11 @@ class TrajectoryTarget(Target):
                                        ("tracker", tracker, ("paper", "release")),
                                        ("hog_channels", hog_channels, ("max", "each"))):
             if value not in choices:
-                raise ValueError(f"{option} must be one of {choices}, got {value!r}")
+                raise UsageError(f"{option} must be one of {choices}, got {value!r}")
         if traj_scale <= 0 or dead_zone < 0:
-            raise ValueError(f"traj_scale must be > 0 and dead_zone >= 0 (px per step), got {traj_scale}, {dead_zone}")
+            raise UsageError(f"traj_scale must be > 0 and dead_zone >= 0 (px per step), got {traj_scale}, {dead_zone}")
         if tracker == "release" and not interpolate:
-            raise ValueError("tracker 'release' follows dense flow only (interpolate: true)")
+            raise UsageError("tracker 'release' follows dense flow only (interpolate: true)")
         self.traj_len, self.interpolate, self.shape, self.merge = traj_len, interpolate, shape, merge
         self.traj_norm, self.traj_scale, self.dead_zone = traj_norm, float(traj_scale), float(dead_zone)
         self.shape_norm, self.hog_channels, self.tracker = shape_norm, hog_channels, tracker
@@ -223,7 +224,7 @@ class TrajectoryTarget(Target):
         if lookup == "cell":
             hog_stride = cell  # the cell grid itself
         if cell % hog_stride:
-            raise ValueError(f"hog_stride {hog_stride} must divide the cell size {cell}")
+            raise UsageError(f"hog_stride {hog_stride} must divide the cell size {cell}")
         self.bins, self.cell, self.hog_stride = bins, cell, hog_stride
         self.num_points = 1 if merge else (patch // cell) ** 2
         self.shape_dim = bins * (3 if hog_channels == "each" else 1) if shape else 0
@@ -399,7 +400,7 @@ class HOGTarget(Target):
     def __init__(self, norm="none", style="maskfeat", bins=9, cell=8, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         if style not in ("maskfeat", "release"):
-            raise ValueError(f"style must be 'maskfeat' or 'release', got {style!r}")
+            raise UsageError(f"style must be 'maskfeat' or 'release', got {style!r}")
         self.norm, self.style, self.bins, self.cell = norm, style, bins, cell
         self.dim = (patch // cell) ** 2 * 3 * bins
         self.parts, self.loss_weights = {"hog": slice(0, self.dim)}, {"hog": 1.0}
@@ -562,15 +563,15 @@ def build_target(name: str, loss_reduction: str = "mean", **options) -> Target:
     squared errors summed over each masked token's elements, averaged over masked tokens).
     """
     if loss_reduction not in ("mean", "sum"):
-        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        raise UsageError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
     names = name.split("+")
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
-        raise ValueError(f"unknown target {'+'.join(unknown)!r}; choose from {', '.join(TARGETS)} (or join them with '+')")
+        raise UsageError(f"unknown target {'+'.join(unknown)!r}; choose from {', '.join(TARGETS)} (or join them with '+')")
     accepted = [set(inspect.signature(TARGETS[n]).parameters) for n in names]
     stray = set(options) - set().union(*accepted)
     if stray:
-        raise ValueError(f"target {name!r} takes no option(s) {', '.join(sorted(stray))}")
+        raise UsageError(f"target {name!r} takes no option(s) {', '.join(sorted(stray))}")
     targets = [TARGETS[n](**{k: v for k, v in options.items() if k in a}) for n, a in zip(names, accepted)]
     target = targets[0] if len(targets) == 1 else CombinedTarget(targets)
     target.reduction = loss_reduction
