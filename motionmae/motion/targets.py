@@ -28,12 +28,13 @@ elements of masked tokens and sums them with `builder.loss_weights`.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
+from motionmae.config.schema import target_options
 from motionmae.errors import UsageError
 from motionmae.motion import hog as H
 from motionmae.motion import trajectory as TR
@@ -199,10 +200,9 @@ class TrajectoryTarget(Target):
     name = "traj"
     needs_flow = True
 
-    def __init__(self, traj_len=6, interpolate=True, shape=True, merge=None, traj_norm="scale", traj_scale=1.0,
-                 dead_zone=0.3, shape_norm="token", hog_channels="max", shape_step_weight=1.0, validity="trajectory",
-                 lookup="bilinear", tracker="paper", median=True, max_flow=20.0, position_weight=1.0, shape_weight=1.0,
-                 bins=9, cell=8, hog_stride=2, tubelet=2, patch=16):
+    def __init__(self, *, traj_len, interpolate, shape, merge, traj_norm, traj_scale, dead_zone, shape_norm,
+                 hog_channels, shape_step_weight, validity, lookup, tracker, median, max_flow, position_weight,
+                 shape_weight, bins, cell, hog_stride, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         for option, value, choices in (("merge", merge, (None, "mean", "max")),
                                        ("traj_norm", traj_norm, ("scale", "token", "across_k", "none")),
@@ -363,7 +363,7 @@ class PixelTarget(Target):
 
     name = "pixel"
 
-    def __init__(self, norm=True, tubelet=2, patch=16):
+    def __init__(self, *, norm, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         self.norm = norm
         self.dim = tubelet * patch * patch * 3
@@ -397,7 +397,7 @@ class HOGTarget(Target):
 
     name = "hog"
 
-    def __init__(self, norm="none", style="maskfeat", bins=9, cell=8, tubelet=2, patch=16):
+    def __init__(self, *, norm, style, bins, cell, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         if style not in ("maskfeat", "release"):
             raise UsageError(f"style must be 'maskfeat' or 'release', got {style!r}")
@@ -454,7 +454,7 @@ class FlowTarget(_FlowTarget):
 
     name = "flow"
 
-    def __init__(self, norm="token", tubelet=2, patch=16):
+    def __init__(self, *, norm, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         self.norm = norm
         self.dim = tubelet * patch * patch * 2
@@ -474,7 +474,7 @@ class HOFTarget(_FlowTarget):
 
     name = "hof"
 
-    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
+    def __init__(self, *, norm, bins, cell, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         self.norm, self.bins, self.cell = norm, bins, cell
         self.dim = tubelet * (patch // cell) ** 2 * bins
@@ -502,8 +502,8 @@ class MBHTarget(HOFTarget):
 
     name = "mbh"
 
-    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
-        super().__init__(norm, bins, cell, tubelet, patch)
+    def __init__(self, *, norm, bins, cell, tubelet=2, patch=16):
+        super().__init__(norm=norm, bins=bins, cell=cell, tubelet=tubelet, patch=patch)
         self.dim *= 2
         self.parts, self.loss_weights = {"mbh": slice(0, self.dim)}, {"mbh": 1.0}
 
@@ -554,27 +554,20 @@ RELEASE_TRAJ = dict(traj_len=4, shape=False, traj_norm="across_k", validity="tok
 RELEASE = dict(RELEASE_TRAJ, style="release", loss_reduction="sum")
 
 
-def build_target(name: str, loss_reduction: str = "mean", **options) -> Target:
+def build_target(name: str, tubelet: int = 2, patch: int = 16, **options) -> Target:
     """Target builder by name: "traj", "pixel", "hog", "flow", "hof", "mbh", or several joined by "+".
 
-    For a combination each part receives the options its constructor accepts; an option
-    no part accepts is an error. `loss_reduction` (`target_loss`): "mean" (each part
-    averaged over its elements, parts added with their weights) or "sum" (paper Eq. 1:
-    squared errors summed over each masked token's elements, averaged over masked tokens).
+    `options` are a config's `target.options` (`config.schema.target_options`: their
+    defaults and the valid keys of each kind); for a combination each part receives the
+    options its kind has. `loss_reduction` (`target_loss`): "mean" (each part averaged
+    over its elements, parts added with their weights) or "sum" (paper Eq. 1: squared
+    errors summed over each masked token's elements, averaged over masked tokens).
     """
-    if loss_reduction not in ("mean", "sum"):
-        raise UsageError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-    names = name.split("+")
-    unknown = [n for n in names if n not in TARGETS]
-    if unknown:
-        raise UsageError(f"unknown target {'+'.join(unknown)!r}; choose from {', '.join(TARGETS)} (or join them with '+')")
-    accepted = [set(inspect.signature(TARGETS[n]).parameters) for n in names]
-    stray = set(options) - set().union(*accepted)
-    if stray:
-        raise UsageError(f"target {name!r} takes no option(s) {', '.join(sorted(stray))}")
-    targets = [TARGETS[n](**{k: v for k, v in options.items() if k in a}) for n, a in zip(names, accepted)]
+    parts, reduction = target_options(name, options)
+    targets = [TARGETS[n](**dataclasses.asdict(typed), tubelet=tubelet, patch=patch)
+               for n, typed in zip(name.split("+"), parts)]
     target = targets[0] if len(targets) == 1 else CombinedTarget(targets)
-    target.reduction = loss_reduction
+    target.reduction = reduction
     return target
 
 
