@@ -192,8 +192,10 @@ def run_one(name: str, seed: int, budget: Budget, data: Path, cache: Path, folde
     config = pretrain_config(name, seed, budget, data, cache, folder / "pretrain")
     result = pretrain(config, resume="auto")
     times.append(time.perf_counter())
-    probe = linear_probe(result.checkpoint, config.data.train, config.data.val, out=folder / "linear-probe",
-                         epochs=budget.probe_epochs, workers=config.data.workers, seed=seed, progress=False)
+    probe = linear_probe(result.checkpoint, load_config(None, [
+        f"data.train={config.data.train}", f"data.val={config.data.val}", f"run.out={folder / 'linear-probe'}",
+        f"optim.epochs={budget.probe_epochs}", f"data.workers={config.data.workers}", f"run.seed={seed}"],
+        task="linear-probe"), progress=False)
     times.append(time.perf_counter())
     tuned = finetune(finetune_config(config, budget, folder / "finetune"), pretrained=result.checkpoint,
                      resume="auto", progress=False)

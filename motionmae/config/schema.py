@@ -335,7 +335,83 @@ class FinetuneConfig:
         return {"task": "finetune", **dataclasses.asdict(self)}
 
 
-TASKS = {"pretrain": Config, "finetune": FinetuneConfig}
+# ---------------------------------------------------------------- linear probe (`task: linear-probe`)
+
+
+@dataclass
+class ProbeDataConfig:
+    train: str = "data/synthetic/train.csv"  # labelled list file (`path label` lines) or shard pattern
+    val: str = "data/synthetic/val.csv"
+    frames: int | None = None  # input frames per clip (None: the checkpoint's)
+    sampling: str = "dense"  # dense (frames `stride` apart) | segment (TSN: one per segment)
+    stride: int | None = None  # dense sampling: raw frames between input frames (None: the checkpoint's)
+    size: int | None = None  # crop side (pixels; None: the checkpoint's)
+    short_side: int | None = None  # decode size (pixels; None: the checkpoint's)
+    train_views: list = field(default_factory=lambda: [1, 1])  # [clips, crops] per training video, each a sample
+    val_views: list = field(default_factory=lambda: [1, 1])  # [clips, crops] per validation video, softmax averaged
+    batch_size: int = 8  # videos per batch of the frozen encoder
+    workers: int = 2  # DataLoader worker processes
+
+
+@dataclass
+class ProbeModelConfig:
+    size: str | None = None  # encoder size (None: the checkpoint's)
+
+
+@dataclass
+class ProbeOptimConfig:
+    epochs: int = 20  # epochs of the linear layer
+    lr: float = 0.1  # SGD lr for a batch of 256 (scaled linearly)
+    batch_size: int = 256  # features per step
+    weight_decay: float = 0.0
+
+
+@dataclass
+class ProbeRunConfig:
+    out: str | None = None  # results and feature cache (None: the checkpoint's folder/linear-probe)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class ProbeConfig:
+    data: ProbeDataConfig = field(default_factory=ProbeDataConfig)
+    model: ProbeModelConfig = field(default_factory=ProbeModelConfig)
+    optim: ProbeOptimConfig = field(default_factory=ProbeOptimConfig)
+    run: ProbeRunConfig = field(default_factory=ProbeRunConfig)
+
+    def to_dict(self) -> dict:
+        return {"task": "linear-probe", **dataclasses.asdict(self)}
+
+
+# ---------------------------------------------------------------- multi-view test (`task: evaluate`)
+
+
+@dataclass
+class EvaluateDataConfig:
+    val: str = "data/synthetic/val.csv"  # labelled test list, or shard pattern
+    clips: int | None = None  # temporal views per video (None: the checkpoint's data.test_clips)
+    crops: int | None = None  # spatial views along the long side, 1..3 (None: the checkpoint's data.test_crops)
+    batch_size: int = 4  # videos per batch
+    workers: int = 2  # DataLoader worker processes
+
+
+@dataclass
+class EvaluateRunConfig:
+    out: str | None = None  # evaluate.json and confusion.png (None: the checkpoint's folder/evaluate)
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class EvaluateConfig:
+    data: EvaluateDataConfig = field(default_factory=EvaluateDataConfig)
+    run: EvaluateRunConfig = field(default_factory=EvaluateRunConfig)
+
+    def to_dict(self) -> dict:
+        return {"task": "evaluate", **dataclasses.asdict(self)}
+
+
+TASKS = {"pretrain": Config, "finetune": FinetuneConfig, "linear-probe": ProbeConfig, "evaluate": EvaluateConfig}
 
 
 def _merge(section, values: dict, where: str):
@@ -368,9 +444,14 @@ def _coerce(value, current, where: str):
     return value
 
 
+def _choice(key: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+
+
 def preset_names(task: str | None = None) -> list[str]:
     """Names of the shipped presets, sorted (`["demo", "finetune-demo", ...]`); with `task`
-    ("pretrain" | "finetune"), only the presets of that task."""
+    (a key of TASKS), only the presets of that task."""
     names = sorted(p.name.removesuffix(".yaml") for p in PRESETS.iterdir() if p.name.endswith(".yaml"))
     if task is None:
         return names
@@ -404,8 +485,8 @@ def parse_override(text: str) -> dict:
 def load_config(name_or_path: str | None = None, overrides: list[str] = (), task: str | None = None):
     """Defaults <- YAML file (with optional `base: other-preset`) <- overrides.
 
-    The file's `task:` key (`pretrain` when absent, or `finetune`) picks the
-    schema: `Config` or `FinetuneConfig`. `task` given here must agree with it.
+    The file's `task:` key (`pretrain` when absent, `finetune`, `linear-probe` or
+    `evaluate`) picks the schema (`TASKS`). `task` given here must agree with it.
     """
     values, path = {}, None
     if name_or_path:
@@ -434,7 +515,20 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = (), task
 
 
 def _settle(config):
-    """Check the method options against their kinds, and give a null mask ratio its kind's default."""
+    """Check what the dataclasses' types do not say (method options, views, choices); give a null mask
+    ratio its kind's default."""
+    if isinstance(config, ProbeConfig):
+        _choice("data.sampling", config.data.sampling, ("dense", "segment"))
+        for key in ("train_views", "val_views"):
+            views = getattr(config.data, key)
+            if not (isinstance(views, list) and len(views) == 2 and all(isinstance(v, int) and v >= 1 for v in views)):
+                raise ConfigError(f"data.{key}: expected [clips, crops], two whole numbers >= 1, got {views!r}")
+    if isinstance(config, EvaluateConfig):
+        for key, top in (("clips", None), ("crops", 3)):
+            value = getattr(config.data, key)
+            if value is not None and not (isinstance(value, int) and 1 <= value <= (top or value)):
+                raise ConfigError(f"data.{key}: expected a whole number from 1{f' to {top}' if top else ''}, "
+                                  f"got {value!r}")
     if isinstance(config, Config):
         target_options(config.target.name, config.target.options)
         mask_options(config.mask.kind, config.mask.options)
