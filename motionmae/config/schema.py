@@ -501,7 +501,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = (), task
     if file_task not in TASKS:
         raise ConfigError(f"{path}: unknown task '{file_task}' (known: {', '.join(TASKS)})")
     if name_or_path and task and file_task != task:
-        raise ConfigError(f"{path} is a {file_task} config, expected a {task} config")
+        raise ConfigError(f"{path} is a {file_task} config; this command reads {task} configs")
     task = task or file_task
     config = TASKS[task]()
     base = values.pop("base", None)
