@@ -100,8 +100,8 @@ def cmd_pack(args) -> int:
     items = read_list(args.source)
     cache = open_cache(SimpleNamespace(cache=args.cache, short_side=args.short_side or None))
     if not (cache.dir / "params.json").is_file():
-        raise MotionMAEError(f"{args.cache}: no motion cache made at short side {args.short_side}; run `motionmae prepare "
-                        f"{args.source} --cache {args.cache}` first (or give --short-side)")
+        raise MotionMAEError(f"{args.cache}: no motion cache made at short side {args.short_side}; run "
+                             f"`motionmae prepare {args.source} --cache {args.cache}` first (or give --short-side)")
     report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
     shards = -(-len({item.key for item in items}) // args.shard_size)
     print(f"packing {args.source} with the motion cache {cache.dir} into {args.out}/{name}-*.tar: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from motionmae.cli.base import UserError, add_command
+from motionmae.config.schema import MASK_RATIO
 
 
 def cmd_visualize(args) -> int:
@@ -96,7 +97,8 @@ def add_commands(sub) -> None:
                    help="masking strategy (default: mgm)")
     p.add_argument("--sparse", action="store_true", help="sparse variant of smm / mgm")
     p.add_argument("--ratio", type=float, default=None,
-                   help="mask ratio (default: 0.9 tube/random, 0.4 cube, 0.75 smm/mgm)")
+                   help="mask ratio (default: the kind's, "
+                        f"{', '.join(f'{kind} {ratio:g}' for kind, ratio in MASK_RATIO.items())})")
     p.add_argument("--guidance", choices=["mv", "diff"], default="mv",
                    help="motion source tried first: codec vectors, or frame difference (default: mv)")
     p.add_argument("--start", type=int, default=0, help="first frame index (default: 0)")

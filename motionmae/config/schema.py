@@ -517,8 +517,10 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = (), task
 def _settle(config):
     """Check what the dataclasses' types do not say (method options, views, choices); give a null mask
     ratio its kind's default."""
-    if isinstance(config, ProbeConfig):
+    _choice("run.device", config.run.device, ("auto", "cpu", "cuda"))
+    if isinstance(config, (ProbeConfig, FinetuneConfig)):
         _choice("data.sampling", config.data.sampling, ("dense", "segment"))
+    if isinstance(config, ProbeConfig):
         for key in ("train_views", "val_views"):
             views = getattr(config.data, key)
             if not (isinstance(views, list) and len(views) == 2 and all(isinstance(v, int) and v >= 1 for v in views)):
@@ -532,6 +534,8 @@ def _settle(config):
     if isinstance(config, Config):
         target_options(config.target.name, config.target.options)
         mask_options(config.mask.kind, config.mask.options)
+        _choice("mask.guidance", config.mask.guidance, ("mv", "flow", "diff"))
+        _choice("model.head", config.model.head, ("linear", "mlp"))
         if config.mask.ratio is None:
             config.mask.ratio = MASK_RATIO[config.mask.kind]
     return config
