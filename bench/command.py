@@ -7,8 +7,10 @@ import functools
 import sys
 import textwrap
 
+from motionmae.errors import MotionMAEError, UsageError
 
-class BenchError(Exception):
+
+class BenchError(UsageError):
     """A mistake in a benchmark's command line or inputs; printed as one line."""
 
 
@@ -23,12 +25,13 @@ def parser(kind: str, help: str, examples: str) -> argparse.ArgumentParser:
 
 
 def command(main):
-    """Wrap a benchmark's `main(argv) -> int` so that a `BenchError` prints one line and exits with 2."""
+    """Wrap a benchmark's `main(argv) -> int` so that a `MotionMAEError` prints one line and exits
+    with 2 (a usage error, e.g. a `BenchError`) or 1 (a failure), as `motionmae` commands do."""
     @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
-        except BenchError as err:
+        except MotionMAEError as err:
             print(f"motionmae bench: error: {err}", file=sys.stderr)
-            return 2
+            return 2 if isinstance(err, UsageError) else 1
     return run

@@ -45,7 +45,7 @@ from bench.timing import machine_line
 from motionmae.common.lists import read_list
 from motionmae.config import config_from_dict, load_config
 from motionmae.data.datasets import MemoryVideo, PretrainDataset, augment_frames, multiscale_crop
-from motionmae.demo import PROBE_EPOCHS, PROBE_VIEWS, demo_cache_params
+from motionmae.demo import PROBE, demo_cache_params
 from motionmae.io.cache import MotionCache
 from motionmae.models import checkpoints
 from motionmae.models.vit import VideoClassifier, normalize_video, token_grid
@@ -222,8 +222,8 @@ def cmd_baseline(args):
           f"{config.mask.ratio}, decoder depth {config.model.decoder_depth} -> {config.run.out}")
     result = pretrain(config, resume="auto")
     print_zero(result.checkpoint, "val", zero_losses(result.checkpoint))
-    probe = linear_probe(result.checkpoint, config.data.train, config.data.val, epochs=PROBE_EPOCHS,
-                         train_views=PROBE_VIEWS, progress=False)
+    probe = linear_probe(result.checkpoint, load_config(PROBE, [f"data.train={config.data.train}",
+                                                                f"data.val={config.data.val}"]), progress=False)
     print(f"linear probe: val top-1 {probe['top1']:.1%} (train {probe['train_top1']:.1%})")
 
 

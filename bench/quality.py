@@ -53,6 +53,7 @@ from bench.timing import machine_line
 from motionmae.config import Config, FinetuneConfig, load_config
 from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 from motionmae.demo import DEMO_DATA
+from motionmae.errors import UsageError
 from motionmae.figures.charts import bar_chart, save_figure
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
@@ -62,7 +63,7 @@ from motionmae.train.pretrain import pretrain
 from motionmae.train.probe import linear_probe
 
 
-class QualityError(ValueError):
+class QualityError(UsageError):
     """A benchmark request that cannot run: unknown method or budget, OUT made with another budget."""
 
 
@@ -194,8 +195,10 @@ def run_one(name: str, seed: int, budget: Budget, data: Path, cache: Path, folde
     config = pretrain_config(name, seed, budget, data, cache, folder / "pretrain")
     result = pretrain(config, resume="auto")
     times.append(time.perf_counter())
-    probe = linear_probe(result.checkpoint, config.data.train, config.data.val, out=folder / "linear-probe",
-                         epochs=budget.probe_epochs, workers=config.data.workers, seed=seed, progress=False)
+    probe = linear_probe(result.checkpoint, load_config(None, [
+        f"data.train={config.data.train}", f"data.val={config.data.val}", f"run.out={folder / 'linear-probe'}",
+        f"optim.epochs={budget.probe_epochs}", f"data.workers={config.data.workers}", f"run.seed={seed}"],
+        task="linear-probe"), progress=False)
     times.append(time.perf_counter())
     tuned = finetune(finetune_config(config, budget, folder / "finetune"), pretrained=result.checkpoint,
                      resume="auto", progress=False)

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "motionmae"
 
 LAYERS = {  # subpackage or top-level module -> layer; bottom to top (README "Layout" draws the same)
+    "errors": -1,  # MotionMAEError and UsageError: below common, whose ListError is one
     "common": 0,  # lists, per-sample RNGs, video tallies
     "config": 1,  # typed config, presets
     "figures": 1,  # RGB images: building blocks, charts, overlays

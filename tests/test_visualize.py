@@ -105,16 +105,16 @@ def test_bad_inputs_give_one_line_errors(traj_checkpoint, tiny_synthetic, tmp_pa
     write_video(short, render_video("move_up", 0, size=SIZE, frames=12)[0])
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
-    cases = [
-        ((tmp_path / "missing.pt", video), "no such checkpoint"),
-        ((traj_checkpoint, text), "not a readable video"),
-        ((traj_checkpoint, short), "has 12 frames; a clip of 8 frames at stride 2 with its traj target needs 17"),
-        ((traj_checkpoint, video, "--start", 9), "start 9 out of range"),
-        ((traj_checkpoint, video, "--mask-ratio", 1.5), "--mask-ratio 1.5"),
+    cases = [  # exit code 1: a file that fails; 2: an argument that does not fit
+        ((tmp_path / "missing.pt", video), 1, "no such checkpoint"),
+        ((traj_checkpoint, text), 1, "not a readable video"),
+        ((traj_checkpoint, short), 2, "has 12 frames; a clip of 8 frames at stride 2 with its traj target needs 17"),
+        ((traj_checkpoint, video, "--start", 9), 2, "start 9 out of range"),
+        ((traj_checkpoint, video, "--mask-ratio", 1.5), 2, "--mask-ratio 1.5"),
     ]
-    for args, message in cases:
+    for args, code, message in cases:
         result = run_cli(*args, "--out", tmp_path / "x.png")
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == code, result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("motionmae visualize: error:") and message in result.stderr, result.stderr
     assert not (tmp_path / "x.png").exists()

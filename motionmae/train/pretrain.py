@@ -41,6 +41,7 @@ from motionmae.common.tally import VideoTally
 from motionmae.config import Config, ConfigError, save_config
 from motionmae.data.datasets import PretrainDataset
 from motionmae.data.shards import ShardStream, epoch_loader, pretrain_dataset, read_items
+from motionmae.errors import MotionMAEError
 from motionmae.models import checkpoints
 from motionmae.models.vit import PretrainModel, normalize_video, token_grid
 from motionmae.motion.masking import SOURCES, MaskGenerator
@@ -51,7 +52,7 @@ from motionmae.train.optim import adamw, apply_gradients, cosine_schedule, param
 logger = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(MotionMAEError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
