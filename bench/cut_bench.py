@@ -26,7 +26,7 @@ group, the true cuts, the hits, the detection rate and the false alarms per 1,00
 frame pairs, then the misses and false alarms by name; `--sweep` adds the figures
 for other `ratio` thresholds, from the stored scores.
 
-    .venv/bin/python bench/cut_bench.py [--videos 6] [--seed 1] [--short-side 256] [--sweep]
+    .venv/bin/python -m bench.cut_bench [--videos 6] [--seed 1] [--short-side 256] [--sweep]
 """
 
 from __future__ import annotations
@@ -40,14 +40,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from motionmae.data import synthetic as S  # noqa: E402
-from motionmae.io.cache import CacheParams, MotionCache  # noqa: E402
-from motionmae.io.prepare import prepare  # noqa: E402
-from motionmae.io.video import shipped_videos, write_video  # noqa: E402
-from motionmae.motion.cuts import CutParams, find_cuts  # noqa: E402
-from motionmae.speed import machine_line  # noqa: E402
+from bench.timing import machine_line
+from motionmae.data import synthetic as S
+from motionmae.io.cache import CacheParams, MotionCache
+from motionmae.io.prepare import prepare
+from motionmae.io.video import shipped_videos, write_video
+from motionmae.motion.cuts import CutParams, find_cuts
 
 SIZE = 128  # px of the synthetic videos
 VARIANTS = ("still", "pan", "zoom", "fast-pan-4", "fast-pan-8", "shake", "fast-zoom")

@@ -1,10 +1,10 @@
 """What the demo's encoder learns, and whether its data set can be learnt in the demo's budget.
 
-    .venv/bin/python bench/demo_diagnostics.py targets [--data data/synthetic] [--cache cache/demo] [--set k=v ...]
-    .venv/bin/python bench/demo_diagnostics.py truth   [--data ...] [--cache ...]
-    .venv/bin/python bench/demo_diagnostics.py zero    CHECKPOINT [--split val|train] [--clips N]
-    .venv/bin/python bench/demo_diagnostics.py baseline videomae [--target-only] [--set k=v ...]
-    .venv/bin/python bench/demo_diagnostics.py supervised [--model cnn|vit] [--steps 1500] [--batch 64]
+    .venv/bin/python -m bench.demo_diagnostics targets [--data data/synthetic] [--cache cache/demo] [--set k=v ...]
+    .venv/bin/python -m bench.demo_diagnostics truth   [--data ...] [--cache ...]
+    .venv/bin/python -m bench.demo_diagnostics zero    CHECKPOINT [--split val|train] [--clips N]
+    .venv/bin/python -m bench.demo_diagnostics baseline videomae [--target-only] [--set k=v ...]
+    .venv/bin/python -m bench.demo_diagnostics supervised [--model cnn|vit] [--steps 1500] [--batch 64]
         [--lr 1e-3] [--data ...] [--set k=v ...]
 
 targets: how much of the class a linear classifier reads from the pretraining targets
@@ -40,17 +40,17 @@ import time
 import numpy as np
 import torch
 
-from motionmae.ablations import METHODS
+from bench.quality import METHODS
+from bench.timing import machine_line
 from motionmae.common.lists import read_list
 from motionmae.config import config_from_dict, load_config
 from motionmae.data.datasets import MemoryVideo, PretrainDataset, augment_frames, multiscale_crop
-from motionmae.demo import PROBE_EPOCHS, PROBE_VIEWS, demo_cache_params
+from motionmae.demo import PROBE, demo_cache_params
 from motionmae.io.cache import MotionCache
 from motionmae.models import checkpoints
 from motionmae.models.vit import VideoClassifier, normalize_video, token_grid
 from motionmae.motion.masking import MaskGenerator
 from motionmae.motion.targets import build_target
-from motionmae.speed import machine_line
 from motionmae.train.pretrain import batch_loss, build_model, pretrain
 from motionmae.train.probe import linear_probe
 
@@ -222,8 +222,8 @@ def cmd_baseline(args):
           f"{config.mask.ratio}, decoder depth {config.model.decoder_depth} -> {config.run.out}")
     result = pretrain(config, resume="auto")
     print_zero(result.checkpoint, "val", zero_losses(result.checkpoint))
-    probe = linear_probe(result.checkpoint, config.data.train, config.data.val, epochs=PROBE_EPOCHS,
-                         train_views=PROBE_VIEWS, progress=False)
+    probe = linear_probe(result.checkpoint, load_config(PROBE, [f"data.train={config.data.train}",
+                                                                f"data.val={config.data.val}"]), progress=False)
     print(f"linear probe: val top-1 {probe['top1']:.1%} (train {probe['train_top1']:.1%})")
 
 

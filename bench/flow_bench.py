@@ -21,7 +21,7 @@ disc's own motion (zero on the background), away from the frame border, the disc
 and the background the disc covers. `--levers` adds the choices that made prepare faster
 (issue 18), each against its alternative on the same inputs (`levers`).
 
-    .venv/bin/python bench/flow_bench.py [--short-side 256] [--stride 4] [--codec jpeg] [--quality 90]
+    .venv/bin/python -m bench.flow_bench [--short-side 256] [--stride 4] [--codec jpeg] [--quality 90]
                                          [--pairs 48] [--levers]
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,14 +36,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from motionmae.io.cache import CacheParams  # noqa: E402
-from motionmae.io.video import gray_frames, output_size, probe, shipped_videos  # noqa: E402
-from motionmae.motion.cuts import warp_residual  # noqa: E402
+from bench.speed import decode_rate, prepare_rate, prepare_stages
+from bench.timing import machine_line
+from motionmae.io.cache import CacheParams
+from motionmae.io.video import gray_frames, output_size, probe, shipped_videos
+from motionmae.motion.cuts import warp_residual
 from motionmae.motion.flow import (FlowEstimator, FlowParams, homography_flow, homography_from_flow, pair_flow,
                                    remove_camera)
-from motionmae.speed import decode_rate, machine_line, prepare_rate, prepare_stages  # noqa: E402
 
 STEPS = 6  # trajectory length (raw frames)
 CELL = 8  # one start point per 8x8 cell

@@ -4,8 +4,8 @@
 data.repeats=1), in today's code. To time the code as it was, import another checkout:
 
     git archive 8fb7918 motionmae | tar -x -C /tmp/before      # main before issue 18
-    PYTHONPATH=/tmp/before .venv/bin/python bench/loader_checkout.py mme-vitb-k400 data/real/list.txt cache/real
-    .venv/bin/python bench/loader_checkout.py mme-vitb-k400 data/real/list.txt cache/real --set data.fast_loader=false
+    PYTHONPATH=/tmp/before .venv/bin/python -m bench.loader_checkout mme-vitb-k400 data/real/list.txt cache/real
+    .venv/bin/python -m bench.loader_checkout mme-vitb-k400 data/real/list.txt cache/real --set data.fast_loader=false
 
 Prints the checkout's folder and clips per CPU second over `--clips` clips (video i % len for clip i).
 """
@@ -18,8 +18,13 @@ import torch
 
 import motionmae
 from motionmae.config import load_config
-from motionmae.motion.targets import build_target
-from motionmae.train.pretrain import build_dataset
+
+try:
+    from motionmae.motion.targets import build_target
+    from motionmae.train.pretrain import build_dataset
+except ImportError:  # a checkout from before the layered subpackages
+    from motionmae.pretrain import build_dataset
+    from motionmae.targets import build_target
 
 
 def main() -> None:

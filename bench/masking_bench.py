@@ -1,6 +1,6 @@
 """Mask generation speed per clip, and how much of a moving object each strategy masks.
 
-    .venv/bin/python bench/masking_bench.py [--calls 2000] [--videos 12] [--ratio 0.75]
+    .venv/bin/python -m bench.masking_bench [--calls 2000] [--videos 12] [--ratio 0.75]
 
 Speed: mean time to make one mask on the 8 x 14 x 14 token grid (goal < 1 ms),
 strategies at their default ratios, mgm from a precomputed magnitude map;
@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.timing import machine_line
 from motionmae.io.video import read_frames, write_video
 from motionmae.motion.masking import MaskGenerator, guidance
-from motionmae.speed import machine_line
 
 GRID = (8, 14, 14)
 STRATEGIES = [

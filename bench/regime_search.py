@@ -1,8 +1,8 @@
 """The demo-regime search: pretraining or a supervised reference on synthetic videos rendered into RAM.
 
-    .venv/bin/python bench/regime_search.py train --mode mme --flow dis-none --mask random [--steps 1500]
-    .venv/bin/python bench/regime_search.py train --mode vit|cnn [--steps 800]
-    .venv/bin/python bench/regime_search.py flow [--size 32] [--texture 3 8]
+    .venv/bin/python -m bench.regime_search train --mode mme --flow dis-none --mask random [--steps 1500]
+    .venv/bin/python -m bench.regime_search train --mode vit|cnn [--steps 800]
+    .venv/bin/python -m bench.regime_search flow [--size 32] [--texture 3 8]
 
 No files, no codec, no motion cache: every run renders its videos with motionmae.data.synthetic
 (the working tree's generator, or --generator COMMIT's; --videos-per-class train videos and a fifth as many val videos per
@@ -44,28 +44,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.demo_diagnostics import small_cnn
+from bench.timing import machine_line
 from motionmae.data import synthetic
 from motionmae.models import vit as models
 from motionmae.models.vit import normalize_video
 from motionmae.motion.flow import FlowParams, video_flow
 from motionmae.motion.masking import MaskGenerator
 from motionmae.motion.targets import build_target, input_frames
-from motionmae.speed import machine_line
 from motionmae.train.optim import cosine_schedule, param_groups
 from motionmae.train.probe import train_linear
 
-sys.path.insert(0, str(Path(__file__).parent))
-from demo_diagnostics import small_cnn  # noqa: E402
 
 VAL_OFFSET = 100_000  # val videos are indices VAL_OFFSET.. of each class: never a train video
-GENERATORS = {"": synthetic}  # --generator COMMIT: motionmae/synthetic.py as it was at that commit
+GENERATORS = {"": synthetic}  # --generator COMMIT: the synthetic module as it was at that commit
 
 
 def generator(commit: str):
     """The synthetic module of the working tree (""), or of a git commit (e.g. 8b9d52c: version 1)."""
     if commit not in GENERATORS:
-        source = subprocess.run(["git", "show", f"{commit}:motionmae/synthetic.py"], capture_output=True, text=True,
-                                check=True, cwd=Path(__file__).parent).stdout
+        for path in ("motionmae/data/synthetic.py", "motionmae/synthetic.py"):  # where it was before the layout
+            shown = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True,
+                                   cwd=Path(__file__).parent)
+            if shown.returncode == 0:
+                break
+        shown.check_returncode()
+        source = shown.stdout
         module = types.ModuleType(f"synthetic_{commit}")
         sys.modules[module.__name__] = module  # dataclasses look their module up
         exec(compile(source, f"synthetic.py@{commit}", "exec"), module.__dict__)
@@ -265,7 +269,7 @@ def main():
     p.add_argument("--videos-per-class", type=int, default=100)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--generator", default="", metavar="COMMIT",
-                   help="motionmae/synthetic.py of this git commit (8b9d52c: version 1) instead of the working tree's")
+                   help="the synthetic module of this git commit (8b9d52c: version 1) instead of the working tree's")
     p.add_argument("--clip-frames", type=int, default=8)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--patch", type=int, default=8)

@@ -1,6 +1,6 @@
 """Crop-and-resize of a pretraining span: one cv2.resize per frame vs time folded into channels.
 
-    .venv/bin/python bench/resize_bench.py [--repeats 20]
+    .venv/bin/python -m bench.resize_bench [--repeats 20]
 
 At the paper's settings: a 63-frame raw span decoded at short side 256
 (256 x 455, bikes.mp4's aspect), a 256 px square crop (MultiScaleCrop scale
@@ -17,8 +17,8 @@ import argparse
 import cv2
 import numpy as np
 
+from bench.timing import best_seconds, machine_line
 from motionmae.data.datasets import CropBox, _resize_stack
-from motionmae.speed import best_seconds, machine_line
 
 
 def channel_limit() -> int:

@@ -1,7 +1,7 @@
 """Shards vs files: `motionmae pack` speed, and the training loader's clips/s on the same videos read from
 shards and from files.
 
-    .venv/bin/python bench/shards_bench.py [--out runs/bench-shards] [--clips 60] [--repeats 3] [--quick]
+    .venv/bin/python -m bench.shards_bench [--out runs/bench-shards] [--clips 60] [--repeats 3] [--quick]
 
 Two sets, each prepared into a motion cache and packed (shards of 64 videos):
   - synthetic: the demo preset on a synthetic set (64 px, 48 frames; 16 input frames at stride 2,
@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.timing import machine, machine_line, threads
 from motionmae.common.lists import read_list
 from motionmae.config import load_config
 from motionmae.data.shards import ShardIndex, epoch_loader, pack, shard_samples, unpack
@@ -31,7 +32,6 @@ from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
 from motionmae.io.video import shipped_videos
 from motionmae.motion.targets import build_target
-from motionmae.speed import machine, machine_line, threads
 from motionmae.train.pretrain import build_dataset
 
 

@@ -1,6 +1,6 @@
 """Speed of the embedded data set generator: videos/s for the default 1,200-video set.
 
-    .venv/bin/python bench/synthetic_bench.py [--videos-per-class 100] [--size 64] [--frames 48] [--workers 2]
+    .venv/bin/python -m bench.synthetic_bench [--videos-per-class 100] [--size 64] [--frames 48] [--workers 2]
 
 Writes the data set into a temporary folder (deleted afterwards), prints the
 machine, the configuration, the wall time and videos/s (goal: 1,200 videos at
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.timing import machine_line
 from motionmae.data import synthetic
 from motionmae.io.video import write_video
-from motionmae.speed import machine_line
 
 
 def stages(size: int, frames: int, samples: int, folder: Path) -> dict:

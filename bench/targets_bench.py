@@ -1,8 +1,8 @@
 """Target-building time per batch on CPU, its share of a pretraining step, and the dataset's clips/s;
 or (`--normalization`) what each position normalization makes of still and moving points.
 
-    .venv/bin/python bench/targets_bench.py [--config demo] [--batch 16] [--repeats 5] [--threads 1] [--clock cpu]
-    .venv/bin/python bench/targets_bench.py --normalization [--videos-per-class 8] [--seed 0]
+    .venv/bin/python -m bench.targets_bench [--config demo] [--batch 16] [--repeats 5] [--threads 1] [--clock cpu]
+    .venv/bin/python -m bench.targets_bench --normalization [--videos-per-class 8] [--seed 0]
 
 Builds every target (traj, traj with the exact HOG `hog_stride=1`, and the baselines)
 on one batch of random frames and smooth random flow at the config's clip geometry
@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.speed import dataset_rate, synthetic_training_set
+from bench.timing import machine_line, median_seconds
 from motionmae.common.lists import read_list
 from motionmae.config import load_config
 from motionmae.data.datasets import PretrainDataset
@@ -48,7 +50,6 @@ from motionmae.data.synthetic import true_flow
 from motionmae.models.vit import PretrainModel, token_grid
 from motionmae.motion.masking import MaskGenerator, tube_mask
 from motionmae.motion.targets import TARGETS, build_target, input_frames
-from motionmae.speed import dataset_rate, machine_line, median_seconds, synthetic_training_set
 from motionmae.train.pretrain import build_dataset
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}

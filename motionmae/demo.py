@@ -15,8 +15,7 @@ from pathlib import Path
 
 from motionmae.config import load_config
 from motionmae.data.synthetic import CLASSES, make_dataset
-from motionmae.figures.charts import metrics_figure
-from motionmae.figures.images import save_png
+from motionmae.figures.charts import metrics_figure, save_figure
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
 from motionmae.motion.flow import FlowParams
@@ -24,8 +23,7 @@ from motionmae.train.pretrain import pretrain
 from motionmae.train.probe import linear_probe
 
 DEMO_DATA = {"videos_per_class": 100, "size": 32, "frames": 24}  # 960 train / 240 val videos
-PROBE_EPOCHS = 100  # the linear layer on cached features: seconds; 20 epochs underfit
-PROBE_VIEWS = (3, 1)  # three clips of every training video (val: the middle one)
+PROBE = "linear-probe-demo"  # the probe's preset
 
 
 def demo_cache_params(short_side: int) -> CacheParams:
@@ -76,11 +74,11 @@ def run_demo(config_name: str = "demo", overrides: list[str] = (), workers: int 
 
     started = time.perf_counter()
     print("[4/4] linear probe of the frozen encoder")
-    probe = linear_probe(result.checkpoint, train, val, workers=min(workers, 2), epochs=PROBE_EPOCHS,
-                         train_views=PROBE_VIEWS)
+    probe = linear_probe(result.checkpoint, load_config(PROBE, [f"data.train={train}", f"data.val={val}",
+                                                                f"data.workers={min(workers, 2)}"]))
     seconds["probe"] = time.perf_counter() - started
     run = Path(config.run.out)
-    figure = save_png(run / "training.png", metrics_figure(run / "metrics.jsonl"))
+    figure = save_figure(run / "training.png", metrics_figure(run / "metrics.jsonl"))
     summary = {
         "top1": probe["top1"], "top5": probe["top5"], "chance": 1 / len(CLASSES), "seconds": seconds,
         "checkpoint": str(result.checkpoint), "metrics": str(run / "metrics.jsonl"), "figure": str(figure),

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from motionmae.cli.main import main
-from motionmae.speed import PREPARE_STAGES, tvl1_seconds
+from bench.speed import PREPARE_STAGES, tvl1_seconds
 
 COMPARISONS = {
     "decode": {"vectors_vs_plain_time"},

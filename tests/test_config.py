@@ -2,7 +2,11 @@
 
 import pytest
 
-from motionmae.config import Config, ConfigError, FinetuneConfig, load_config, parse_override, preset_names
+import dataclasses
+import inspect
+
+from motionmae.config import TASKS, ConfigError, load_config, parse_override, preset_names
+from motionmae.config.schema import MASK_OPTIONS, MASK_RATIO, TARGET_OPTIONS, TrajOptions
 
 
 def test_overrides_are_parsed_as_yaml():
@@ -26,9 +30,9 @@ def test_every_preset_loads():
     assert {"mme", "videomae", "maskfeat", "mgm", "mme-mgm", "demo", "finetune-k400"} <= set(presets)
     for name in presets:
         load_config(name)
-    assert sorted(preset_names("pretrain") + preset_names("finetune")) == presets
-    assert all(isinstance(load_config(name), Config) for name in preset_names("pretrain"))
-    assert all(isinstance(load_config(name), FinetuneConfig) for name in preset_names("finetune"))
+    assert sorted(sum((preset_names(task) for task in TASKS), [])) == presets
+    for task, schema in TASKS.items():
+        assert all(isinstance(load_config(name), schema) for name in preset_names(task))
 
 
 def test_base_inheritance(tmp_path):
@@ -64,3 +68,60 @@ def test_release_preset_builds_the_release_target_and_decoder():
     assert model.encoder_to_decoder.out_features == 192 and len(model.decoder.blocks) == 1
     assert list(model.decoder.head.heads) == ["hog", "position"]
     assert config.data.stride == 4 and config.data.frames == 16 and config.mask.ratio == 0.7
+
+
+def test_method_options_are_checked_when_the_config_loads():
+    with pytest.raises(ConfigError, match=r"traj target has no option\(s\) traj_length \(valid: bins, cell, "):
+        load_config("demo", ["target.options.traj_length=4"])
+    with pytest.raises(ConfigError, match=r"traj_len: expected int, got 'four'"):
+        load_config("demo", ["target.options.traj_len=four"])
+    with pytest.raises(ConfigError, match=r"mask.options: unknown option\(s\) sparse \(valid: none\)"):
+        load_config("mme", ["mask.options.sparse=true"])
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) max_speed \(valid: sparse, max_jitter\)"):
+        load_config("mgm", ["mask.options.max_speed=2"])
+    with pytest.raises(ConfigError, match="unknown target 'optical'"):
+        load_config("mme", ["target.name=optical"])
+    with pytest.raises(ConfigError, match="unknown mask 'blob'"):
+        load_config("mme", ["mask.kind=blob"])
+    with pytest.raises(ConfigError, match="loss_reduction: expected mean or sum"):
+        load_config("mme", ["target.options.loss_reduction=max"])
+    # an option of any part of a combined target is valid; an int where a float goes is fine
+    config = load_config("mme", ["target.name=hog+traj", "target.options.style=release", "target.options.dead_zone=1"])
+    assert config.target.options["style"] == "release" and config.target.options["dead_zone"] == 1.0
+
+
+def test_every_default_of_a_method_option_lives_in_its_typed_options():
+    """The builders take every option without a default of their own: the typed options hold them."""
+    from motionmae.motion.masking import MASKS, MaskGenerator
+    from motionmae.motion.targets import TARGETS, build_target
+
+    for name, builder in TARGETS.items():
+        params = inspect.signature(builder).parameters
+        assert set(params) - {"tubelet", "patch"} == {f.name for f in dataclasses.fields(TARGET_OPTIONS[name])}, name
+        assert all(params[k].default is inspect.Parameter.empty for k in params if k not in ("tubelet", "patch"))
+    for kind, make in MASKS.items():
+        params = list(inspect.signature(make).parameters)[3:]
+        assert set(params) - {"magnitude"} == {f.name for f in dataclasses.fields(MASK_OPTIONS[kind])}, kind
+    assert build_target("traj").traj_len == TrajOptions.traj_len == 6
+    assert all(MaskGenerator(kind).ratio == MASK_RATIO[kind] for kind in MASKS)
+    assert load_config(None, ["mask.kind=cube"]).mask.ratio == MASK_RATIO["cube"]
+    assert load_config("mme", ["mask.kind=cube"]).mask.ratio == 0.7  # the preset's own ratio stays
+
+
+def test_linear_probe_and_evaluate_configs(tmp_path):
+    probe = tmp_path / "probe.yaml"
+    probe.write_text("task: linear-probe\ndata: {sampling: segment}\noptim: {epochs: 50}\n")
+    config = load_config(str(probe), ["data.train_views=[2, 3]"], task="linear-probe")
+    assert config.data.sampling == "segment" and config.optim.epochs == 50 and config.data.train_views == [2, 3]
+    assert config.to_dict()["task"] == "linear-probe" and config.model.size is None
+    assert load_config("linear-probe-demo").data.train_views == [3, 1]
+    with pytest.raises(ConfigError, match=r"data.val_views: expected \[clips, crops\]"):
+        load_config(None, ["data.val_views=[2, 0]"], task="linear-probe")
+    with pytest.raises(ConfigError, match="data.sampling: expected one of dense, segment"):
+        load_config(None, ["data.sampling=tsn"], task="linear-probe")
+    with pytest.raises(ConfigError, match="is a linear-probe config; this command reads evaluate configs"):
+        load_config(str(probe), task="evaluate")
+    config = load_config(None, ["data.clips=2", "data.crops=3"], task="evaluate")
+    assert (config.data.clips, config.data.crops, config.data.workers) == (2, 3, 2)
+    with pytest.raises(ConfigError, match="data.crops: expected a whole number from 1 to 3, got 4"):
+        load_config(None, ["data.crops=4"], task="evaluate")

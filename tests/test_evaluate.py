@@ -48,6 +48,14 @@ def finetune_config(data, out, *extra):
         "run.log_every=1", "run.eval_every=0", f"run.out={out}", *extra], task="finetune")
 
 
+def probe_config(train, val, out, *extra):
+    return load_config(None, [f"data.train={train}", f"data.val={val}", f"run.out={out}", *extra], task="linear-probe")
+
+
+def evaluate_config(val, out, *extra):
+    return load_config(None, [f"data.val={val}", f"run.out={out}", *extra], task="evaluate")
+
+
 def losses(run_dir) -> list[float]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if "loss" in r]
@@ -62,15 +70,14 @@ def finetuned(data, pretrained, tmp_path_factory):
 
 
 def test_linear_probe_gives_accuracy_and_caches_features(data, pretrained, tmp_path):
-    first = linear_probe(pretrained, data / "train.csv", data / "val.csv", out=tmp_path, workers=0,
-                         progress=False, train_views=(1, 3))
+    config = probe_config(data / "train.csv", data / "val.csv", tmp_path, "data.workers=0", "data.train_views=[1, 3]")
+    first = linear_probe(pretrained, config, progress=False)
     assert not first["features"]["train"]["cached"] and not first["features"]["val"]["cached"]
     assert first["videos"]["train"]["read"] == first["videos"]["val"]["read"] == 12
     assert 0 <= first["top1"] <= first["top5"] <= 1 and first["top5"] > 0
     assert first["train_top1"] > 0.5  # 36 views of 12 videos in 192 dimensions: a linear layer fits them
     assert torch.load(first["features"]["train"]["file"])["features"].shape == (12, 3, 192)
-    second = linear_probe(pretrained, data / "train.csv", data / "val.csv", out=tmp_path, workers=0,
-                          progress=False, train_views=(1, 3))
+    second = linear_probe(pretrained, config, progress=False)
     assert second["features"]["train"]["cached"] and second["features"]["val"]["cached"]
     assert second["features"]["train"]["seconds"] < 0.5
     assert (second["top1"], second["top5"], second["train_top1"]) == (first["top1"], first["top5"], first["train_top1"])
@@ -137,7 +144,8 @@ def test_evaluate_views_per_video_and_confusion_picture(data, finetuned, tmp_pat
     spec = ClipSpec(frames=8, sampling="segment", size=32, short_side=32)
     item = ClipDataset(read_list(data / "val.csv"), spec, clips=2, crops=3)[0]
     assert item["frames"].shape == (6, 8, 32, 32, 3) and item["ok"]
-    result = evaluate(finetuned / "checkpoint.pt", data / "val.csv", clips=2, crops=3, out=tmp_path, workers=0,
+    result = evaluate(finetuned / "checkpoint.pt",
+                      evaluate_config(data / "val.csv", tmp_path, "data.clips=2", "data.crops=3", "data.workers=0"),
                       progress=False)
     assert result["views"] == 6 and result["videos"]["read"] == result["videos"]["videos"] == 12
     assert result["videos"]["skipped"] == 0
@@ -146,7 +154,7 @@ def test_evaluate_views_per_video_and_confusion_picture(data, finetuned, tmp_pat
     picture = cv2.imread(str(tmp_path / "confusion.png"))
     assert picture is not None and picture.shape[0] > 12 * 20 and picture.shape[1] > 12 * 20
     code = main(["evaluate", str(finetuned / "checkpoint.pt"), "--val", str(data / "val.csv"), "--clips", "1",
-                 "--crops", "1", "--out", str(tmp_path / "cli"), "--workers", "0"])
+                 "--crops", "1", "--out", str(tmp_path / "cli"), "--set", "data.workers=0"])
     assert code == 0 and "over 12 of 12 videos (1 clips x 1 crops = 1 views each)" in capsys.readouterr().out
 
 
@@ -158,9 +166,9 @@ def test_checkpoint_of_another_size_is_one_clear_error(data, pretrained, finetun
     assert "does not fit this model" in err and "blocks.0.attn.v_bias (192,) vs model (384,)" in err
     assert err.endswith("it holds a ViT-tiny: set model.size=tiny")
     with pytest.raises(CheckpointError, match="shape mismatch: .*blocks.0"):
-        linear_probe(pretrained, data / "four.csv", data / "val.csv", out=tmp_path, model_size="small")
+        linear_probe(pretrained, probe_config(data / "four.csv", data / "val.csv", tmp_path, "model.size=small"))
     with pytest.raises(CheckpointError, match="not a fine-tuning checkpoint"):
-        evaluate(pretrained, data / "val.csv")
+        evaluate(pretrained, evaluate_config(data / "val.csv", tmp_path))
     with pytest.raises(CheckpointError, match=r"head.weight \(12, 192\) vs model \(20, 192\)"):  # another target
         finetune(finetune_config(data, tmp_path, "data.num_classes=20"), resume=finetuned / "checkpoint.pt")
 
@@ -171,17 +179,19 @@ def test_missing_and_broken_videos_are_skipped_and_counted(data, pretrained, fin
     bad = tmp_path / "val.csv"
     bad.write_text("".join(f"{data / line.split()[0]} {line.split()[1]}\n" for line in lines)
                    + f"{tmp_path / 'missing.mp4'} 0\nbroken.mp4 3\n")
-    result = evaluate(finetuned / "checkpoint.pt", bad, clips=1, crops=1, out=tmp_path / "eval", workers=0,
+    result = evaluate(finetuned / "checkpoint.pt",
+                      evaluate_config(bad, tmp_path / "eval", "data.clips=1", "data.crops=1", "data.workers=0"),
                       progress=False)
     videos = result["videos"]
     assert (videos["videos"], videos["read"], videos["skipped"]) == (14, 12, 2)
     assert sorted(v["path"].split("/")[-1] for v in videos["skipped_videos"]) == ["broken.mp4", "missing.mp4"]
     assert videos["skipped_reasons"] == {"video_not_found": 1, "not_a_video": 1}
     assert np.array(result["confusion"]).sum() == 12
-    probe = linear_probe(pretrained, data / "four.csv", bad, out=tmp_path / "probe", workers=0, progress=False)
+    probe = linear_probe(pretrained, probe_config(data / "four.csv", bad, tmp_path / "probe", "data.workers=0"),
+                         progress=False)
     assert probe["videos"]["val"] == videos and probe["videos"]["train"]["read"] == 4
     code = main(["evaluate", str(finetuned / "checkpoint.pt"), "--val", str(bad), "--clips", "1", "--crops", "1",
-                 "--out", str(tmp_path / "cli"), "--workers", "0"])
+                 "--out", str(tmp_path / "cli"), "--set", "data.workers=0"])
     captured = capsys.readouterr()
     assert code == 0 and "over 12 of 14 videos" in captured.out
     assert "videos: 12 of 14 videos read, 2 skipped (video_not_found 1, not_a_video 1)" in captured.out

@@ -6,15 +6,18 @@ layer number. A module may import:
 - modules of its own subpackage (subpackages on the same layer never import each other);
 and no import may close a cycle between modules. Imports inside functions count too.
 The library never imports the `bench` package (benchmarks are not installed; the CLI's
-`bench` command loads it by name from a source checkout).
+`bench` command loads it by name from a source checkout). The README's Layout drawing
+lists every module of `motionmae/` and `bench/`, with the layers of this table.
 """
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "motionmae"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "motionmae"
 
 LAYERS = {  # subpackage or top-level module -> layer; bottom to top (README "Layout" draws the same)
+    "errors": -1,  # MotionMAEError and UsageError: below common, whose ListError is one
     "common": 0,  # lists, per-sample RNGs, video tallies
     "config": 1,  # typed config, presets
     "figures": 1,  # RGB images: building blocks, charts, overlays
@@ -27,7 +30,6 @@ LAYERS = {  # subpackage or top-level module -> layer; bottom to top (README "La
     "demo": 7,  # the demo end to end
     "cli": 8,  # the command line
     "__main__": 9,  # python -m motionmae
-    "speed": 7.2, "tvl1_peer": 7.2, "ablations": 7.5,  # TEMPORARY: the benchmarks, until they move to bench/
 }
 
 
@@ -119,3 +121,26 @@ def test_the_library_never_imports_bench():
     known = modules()
     importing = [name for name, path in known.items() if "bench" in imported(path, known)[1]]
     assert not importing, f"these import the bench package, which is not installed: {importing}"
+
+
+def drawing() -> dict[str, str]:
+    """The README's Layout drawing: path of every entry -> the rest of its line (layer, description)."""
+    block = (REPO / "README.md").read_text().split("### Layout\n", 1)[1].split("```\n", 2)[1]
+    entries, folders = {}, []
+    for line in block.splitlines():
+        depth = (len(line) - len(line.lstrip())) // 2
+        name, _, rest = line.strip().partition(" ")
+        folders = folders[:depth] + [name]
+        entries["".join(folders)] = rest.strip()
+    return entries
+
+
+def test_the_readme_draws_every_module_and_its_layer():
+    drawn = drawing()
+    files = {path.relative_to(REPO).as_posix() for folder in ("motionmae", "bench") for path in
+             (REPO / folder).rglob("*.py") if path.name != "__init__.py"}
+    assert sorted(files - set(drawn)) == [], "modules missing from the README's Layout drawing"
+    assert sorted(p for p in drawn if p.endswith(".py") and p not in files) == [], "drawn modules that do not exist"
+    for name, layer in LAYERS.items():
+        path = f"motionmae/{name}" + ("/" if (PACKAGE / name).is_dir() else ".py")
+        assert drawn[path].split()[0] == str(layer), f"README draws {path} on layer {drawn[path].split()[0]}"

@@ -132,8 +132,9 @@ def test_prepare_and_evaluate_read_an_avi_with_b_frames(videos, prepared, tmp_pa
         f"data.train={videos / 'avi.csv'}", f"data.val={videos / 'avi.csv'}", f"run.out={tmp_path / 'ft'}"],
         task="finetune"), progress=False)
     assert finetuned.val["val_videos"]["read"] == 1
-    result = evaluate(finetuned.checkpoint, videos / "avi.csv", clips=5, crops=3, out=tmp_path, workers=0,
-                      progress=False)
+    result = evaluate(finetuned.checkpoint, load_config(None, [
+        f"data.val={videos / 'avi.csv'}", "data.clips=5", "data.crops=3", f"run.out={tmp_path}", "data.workers=0"],
+        task="evaluate"), progress=False)
     assert result["videos"]["read"] == 1 and result["videos"]["skipped"] == 0
 
 
@@ -171,8 +172,9 @@ def test_finetune_linear_probe_and_evaluate_read_every_readable_video(videos, tm
     assert [r["videos"] for r in records if "videos" in r] == [tuned.videos.to_dict()]
     assert [r["val_videos"] for r in records if "val_videos" in r] == [tuned.val["val_videos"]]
 
-    probe_result = linear_probe(tuned.checkpoint, videos / "videos.csv", videos / "with_garbage.csv",
-                                out=tmp_path / "probe", epochs=2, workers=0, progress=False, val_views=(2, 3))
+    probe_result = linear_probe(tuned.checkpoint, load_config(None, [
+        f"data.train={videos / 'videos.csv'}", f"data.val={videos / 'with_garbage.csv'}", f"run.out={tmp_path / 'probe'}",
+        "optim.epochs=2", "data.workers=0", "data.val_views=[2, 3]"], task="linear-probe"), progress=False)
     assert (probe_result["videos"]["train"]["read"], probe_result["videos"]["train"]["skipped"]) == (4, 0)
     only_garbage_skipped(probe_result["videos"]["val"], "not_a_video")
     saved = json.loads((tmp_path / "probe" / "linear-probe.json").read_text())
@@ -180,7 +182,7 @@ def test_finetune_linear_probe_and_evaluate_read_every_readable_video(videos, tm
 
     capsys.readouterr()
     code = main(["evaluate", str(tuned.checkpoint), "--val", str(videos / "with_garbage.csv"), "--clips", "5",
-                 "--crops", "3", "--out", str(tmp_path / "eval"), "--workers", "0"])
+                 "--crops", "3", "--out", str(tmp_path / "eval"), "--set", "data.workers=0"])
     out = capsys.readouterr().out
     assert code == 0 and "videos: 4 of 5 videos read, 1 skipped (not_a_video 1)" in out
     result = json.loads((tmp_path / "eval" / "evaluate.json").read_text())

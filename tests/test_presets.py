@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -110,7 +111,7 @@ def test_a_video_missing_from_the_motion_cache_is_a_one_line_error(real_videos, 
     code = main(["pretrain", "--config", "mme", "--set", f"data.train={listing}", "--set", f"data.cache={tmp_path}",
                  "--set", "data.workers=0", "--set", "model.size=tiny", "--set", f"run.out={tmp_path / 'run'}"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "motionmae prepare" in err and "bikes.mp4" in err, err
+    assert code == 1 and err.count("\n") == 1 and "motionmae prepare" in err and "bikes.mp4" in err, err
 
 
 @pytest.mark.parametrize("preset", FINETUNE)
@@ -125,7 +126,7 @@ def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_
     val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "val_top1" in line]
     assert len(val) == 1 and val[0]["val_videos"]["read"] == 2 and val[0]["val_videos"]["skipped"] == 0
 
-    run_cli(capsys, "evaluate", out / "checkpoint.pt", "--val", listing, "--clips", 2, "--crops", 3, "--workers", 0)
+    run_cli(capsys, "evaluate", out / "checkpoint.pt", "--val", listing, "--clips", 2, "--crops", 3, "--set", "data.workers=0")
     result = json.loads((out / "evaluate" / "evaluate.json").read_text())
     assert result["videos"]["videos"] == result["videos"]["read"] == 2 and result["videos"]["skipped"] == 0
     assert (result["clips"], result["crops"], result["views"]) == (2, 3, 6)
@@ -139,16 +140,22 @@ def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
     """Build a wheel from the repo's sources, install it into a fresh venv, run it from another folder.
 
     The fresh venv sees this environment's dependencies (torch, av, ...) through a .pth file,
-    after its own site-packages, so `motionmae` itself comes from the wheel.
+    after its own site-packages, so `motionmae` itself comes from the wheel. The wheel holds the
+    presets but not the source tree's bench/, and `motionmae bench` says where benchmarks live.
     """
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to the sources
-    shutil.copytree(REPO / "motionmae", source / "motionmae", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("motionmae", "bench"):  # bench/ is in the source tree, but not in the package
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp_path / "dist",
                     source], check=True, capture_output=True)
     wheel, = (tmp_path / "dist").glob("motionmae-*.whl")
+    files = zipfile.ZipFile(wheel).namelist()
+    assert not [f for f in files if not f.startswith(("motionmae/", "motionmae-"))], files
+    presets = [f for f in files if f.startswith("motionmae/config/presets/") and f.endswith(".yaml")]
+    assert len(presets) == len(list((REPO / "motionmae" / "config" / "presets").glob("*.yaml")))
     env = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", env], check=True)
     python = env / "bin" / "python"
@@ -172,3 +179,7 @@ def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
         usage = subprocess.run([env / "bin" / "motionmae", command, "--help"], cwd=elsewhere, check=True,
                                capture_output=True, text=True, env={**os.environ, "COLUMNS": "1000"}).stdout
         assert f"preset ({', '.join(names)})" in usage, usage
+    bench = subprocess.run([env / "bin" / "motionmae", "bench", "speed", "--quick"], cwd=elsewhere,
+                           capture_output=True, text=True)
+    assert bench.returncode == 2 and bench.stderr.strip() == ("motionmae bench: error: benchmarks live in the source "
+                                                              "tree's bench/ folder; run from a clone")

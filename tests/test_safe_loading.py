@@ -96,7 +96,7 @@ def _hf_folder(tmp_path, marker):
 def _feature_cache(tmp_path, marker, data, pretrained):
     """Run the linear probe once, then replace its cached training features with a poisoned file."""
     argv = ["linear-probe", str(pretrained), "--train", str(data / "train.csv"), "--val", str(data / "val.csv"),
-            "--out", str(tmp_path / "probe"), "--epochs", "1", "--workers", "0"]
+            "--out", str(tmp_path / "probe"), "--set", "optim.epochs=1", "--set", "data.workers=0"]
     assert main(argv) == 0
     [cache] = (tmp_path / "probe" / "features").glob("train-*.pt")
     poison(cache, marker)
@@ -135,10 +135,11 @@ COMMANDS = {
         ["pretrain", "--config", "demo", *_pretrain_sets(d, t), "--resume", str(poison(t / "evil.pt", m))],
         t / "evil.pt"),
     "linear-probe": lambda t, m, d, p: (
-        ["linear-probe", str(poison(t / "evil.pt", m)), *_lists(d), "--workers", "0"], t / "evil.pt"),
+        ["linear-probe", str(poison(t / "evil.pt", m)), *_lists(d), "--set", "data.workers=0"], t / "evil.pt"),
     "linear-probe-feature-cache": lambda t, m, d, p: _feature_cache(t, m, d, p),
     "evaluate": lambda t, m, d, p: (
-        ["evaluate", str(poison(t / "evil.pt", m)), "--val", str(d / "val.csv"), "--workers", "0"], t / "evil.pt"),
+        ["evaluate", str(poison(t / "evil.pt", m)), "--val", str(d / "val.csv"), "--set", "data.workers=0"],
+        t / "evil.pt"),
     "visualize": lambda t, m, d, p: (
         ["visualize", str(poison(t / "evil.pt", m)), str(next((d / "videos").rglob("*.mp4"))),
          "--out", str(t / "v.png")], t / "evil.pt"),
@@ -240,7 +241,7 @@ def test_safetensors_export_loads_back_identically(pretrained, finetuned, data, 
     (pt, pt_config), (st, st_config) = load_classifier(finetuned), load_classifier(tmp_path / "finetuned.safetensors")
     assert st_config == pt_config and all(torch.equal(v, pt.state_dict()[k]) for k, v in st.state_dict().items())
     assert main(["evaluate", str(tmp_path / "finetuned.safetensors"), "--val", str(data / "val.csv"), "--clips", "1",
-                 "--crops", "1", "--workers", "0", "--out", str(tmp_path / "evaluate")]) == 0
+                 "--crops", "1", "--set", "data.workers=0", "--out", str(tmp_path / "evaluate")]) == 0
 
     assert main(["convert", str(pretrained), str(tmp_path / "x.pt"), "--to", "safetensors"]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
@@ -251,7 +252,7 @@ def test_resume_refuses_a_weights_only_export(data, pretrained, tmp_path, capsys
     assert main(["convert", str(pretrained), str(export)]) == 0
     capsys.readouterr()
     argv = ["pretrain", "--config", "demo", *_pretrain_sets(data, tmp_path), "--resume", str(export)]
-    assert main(argv) == 2
+    assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err == (f"motionmae pretrain: error: {export}: cannot resume from it (no optimizer, scheduler, scaler, "
                    f"rng, step); --resume takes the checkpoint.pt of a run folder")

@@ -1,18 +1,21 @@
 """`motionmae visualize`: a tiny pretrained checkpoint drawn on synthetic videos whose motion is known."""
 
+import json
 import subprocess
 import sys
 
 import cv2
+import matplotlib
 import numpy as np
 import pytest
 import torch
+from matplotlib.transforms import Bbox
 
 from motionmae.cli.main import main
 from motionmae.config import load_config
 from motionmae.data.synthetic import render_video
 from motionmae.evaluation.visualize import visualize_checkpoint
-from motionmae.figures.charts import PALETTE, bar_chart
+from motionmae.figures.charts import bar_chart, confusion_figure, metrics_figure, save_figure
 from motionmae.figures.overlays import panel_scale
 from motionmae.io.video import write_video
 from motionmae.train.pretrain import pretrain
@@ -32,7 +35,7 @@ def train(tiny_synthetic, out, *extra):
 
 @pytest.fixture(scope="module")
 def traj_checkpoint(tiny_synthetic, tmp_path_factory):
-    return train(tiny_synthetic, tmp_path_factory.mktemp("traj"))
+    return train(tiny_synthetic, tmp_path_factory.mktemp("traj"), "run.log_every=1")
 
 
 @pytest.fixture(scope="module")
@@ -102,31 +105,107 @@ def test_bad_inputs_give_one_line_errors(traj_checkpoint, tiny_synthetic, tmp_pa
     write_video(short, render_video("move_up", 0, size=SIZE, frames=12)[0])
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
-    cases = [
-        ((tmp_path / "missing.pt", video), "no such checkpoint"),
-        ((traj_checkpoint, text), "not a readable video"),
-        ((traj_checkpoint, short), "has 12 frames; a clip of 8 frames at stride 2 with its traj target needs 17"),
-        ((traj_checkpoint, video, "--start", 9), "start 9 out of range"),
-        ((traj_checkpoint, video, "--mask-ratio", 1.5), "--mask-ratio 1.5"),
+    cases = [  # exit code 1: a file that fails; 2: an argument that does not fit
+        ((tmp_path / "missing.pt", video), 1, "no such checkpoint"),
+        ((traj_checkpoint, text), 1, "not a readable video"),
+        ((traj_checkpoint, short), 2, "has 12 frames; a clip of 8 frames at stride 2 with its traj target needs 17"),
+        ((traj_checkpoint, video, "--start", 9), 2, "start 9 out of range"),
+        ((traj_checkpoint, video, "--mask-ratio", 1.5), 2, "--mask-ratio 1.5"),
     ]
-    for args, message in cases:
+    for args, code, message in cases:
         result = run_cli(*args, "--out", tmp_path / "x.png")
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == code, result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("motionmae visualize: error:") and message in result.stderr, result.stderr
     assert not (tmp_path / "x.png").exists()
 
 
-def test_bar_chart_draws_each_bar_to_its_height_with_whiskers():
-    image = bar_chart({"a": {"probe": (40.0, 5.0), "fine-tune": (20.0, None)}, "b": {"probe": (10.0, None)}},
-                      "title", line=("chance", 8.3))
-    assert image.dtype == np.uint8 and image.shape == (460, 480, 3)
-    plot = image[60:]  # below the title and legend
-    heights = [(plot == color).all(-1).sum(0) for color in PALETTE[:2]]  # per column, probe and fine-tune
-    tallest = [int(h.max()) for h in heights]
-    assert abs(tallest[0] / tallest[1] - 2.0) < 0.05  # 40 vs 20
-    probe_bars = sorted({int(h) for h in heights[0] if h})
-    assert abs(probe_bars[-1] / probe_bars[0] - 4.0) < 0.2  # a: 40, b: 10
-    black = (plot == 0).all(-1).sum(0)
-    bar_a = np.nonzero(heights[0] > tallest[0] / 2)[0]
-    assert black[bar_a].max() - black[bar_a[0]] > 0.2 * tallest[0]  # the +-5 whisker down its middle
+def test_training_curves_of_a_real_run(traj_checkpoint, tmp_path):
+    metrics = traj_checkpoint.parent / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert any("loss" not in r for r in records)  # the run also logged the videos it read
+    records = [r for r in records if "loss" in r]
+    steps = [r["step"] for r in records]
+    assert steps == [1, 2, 3, 4]
+
+    figure = metrics_figure(metrics)
+    losses, lr = figure.axes
+    drawn = {line.get_label(): line for line in losses.get_lines()}
+    assert list(drawn) == ["loss", "position"]  # the demo traj target has no shape part; no timings, no lr
+    for name, line in drawn.items():
+        assert list(line.get_xdata()) == steps and list(line.get_ydata()) == [r[name] for r in records]
+    assert [t.get_text() for t in losses.get_legend().get_texts()] == list(drawn)
+    assert list(lr.get_lines()[0].get_ydata()) == [r["lr"] for r in records]
+
+    out = save_figure(tmp_path / "curves" / "training.png", figure)
+    assert cv2.imread(str(out)).shape == (540, 720, 3)  # 7.2 x 5.4 in at 100 dpi
+    assert [p.name for p in out.parent.iterdir()] == ["training.png"]  # no temp file left
+
+
+def rendered(figure):
+    figure.canvas.draw()
+    return figure.canvas.get_renderer()
+
+
+def test_bar_chart_draws_each_bar_to_its_height_with_error_bars():
+    figure = bar_chart({"a": {"probe": (40.0, 5.0), "fine-tune": (20.0, None)}, "b": {"probe": (10.0, None)}},
+                       "title", line=("chance", 8.3))
+    renderer, ax = rendered(figure), figure.axes[0]
+    a_probe, b_probe, a_finetune = [bar.get_window_extent(renderer) for bar in ax.patches]
+    assert a_probe.y0 == b_probe.y0 == a_finetune.y0  # from 0
+    assert a_probe.height / a_finetune.height == pytest.approx(2.0, rel=0.02)  # 40 vs 20
+    assert a_probe.height / b_probe.height == pytest.approx(4.0, rel=0.02)  # 40 vs 10
+    assert a_finetune.x0 >= a_probe.x1 and b_probe.x0 > a_finetune.x1  # side by side, groups apart
+    assert ax.patches[0].get_facecolor() == ax.patches[1].get_facecolor() != ax.patches[2].get_facecolor()
+
+    (whisker,) = [c for c in ax.collections if len(c.get_segments())]  # only a's probe has an error
+    (low, high), = [ax.transData.transform(segment) for segment in whisker.get_segments()]
+    assert low[0] == pytest.approx((a_probe.x0 + a_probe.x1) / 2, abs=0.5)  # down the bar's middle
+    assert (high[1] - a_probe.y1, a_probe.y1 - low[1]) == pytest.approx((a_probe.height / 8,) * 2, abs=0.5)  # +-5
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["probe", "fine-tune"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+
+
+def test_bar_chart_line_label_overlaps_nothing_and_stays_in_the_figure():
+    rng = np.random.default_rng(0)
+    for case in range(10):
+        groups = {f"method {g}" * (1 + g % 2): {f"series {k}": (float(rng.uniform(0, 100)),
+                                                                  float(rng.uniform(1, 10)) if rng.random() < 0.5
+                                                                  else None)
+                                                for k in range(1 + case % 3)}
+                  for g in range(int(rng.integers(1, 13)))}
+        values = [value for bars in groups.values() for value, _ in bars.values()]
+        chance = [0.0, max(values), float(rng.choice(values)), float(rng.uniform(0, 100))][case % 4]
+        figure = bar_chart(groups, "title", line=(f"chance {chance:.1f} %", chance))
+        renderer, ax = rendered(figure), figure.axes[0]
+        (label,) = ax.texts
+        box = label.get_window_extent(renderer)
+        others = [a.get_window_extent(renderer) for a in [*ax.patches, *ax.lines, ax.get_legend(),
+                                                            *ax.get_xticklabels(), *ax.get_yticklabels()]]
+        whiskers = [Bbox(ax.transData.transform(s)) for c in ax.collections for s in c.get_segments()]
+        for other in others + whiskers:  # bars, error bars and their caps, lines, legend, tick labels
+            assert not box.overlaps(other), (case, other)
+        assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1 and figure.bbox.y0 <= box.y0
+        assert box.y1 <= figure.bbox.y1
+        assert (box.y0 + box.y1) / 2 == pytest.approx(ax.transData.transform((0, chance))[1], abs=1.0)  # at its line
+
+
+def test_confusion_figure_colours_counts_and_names():
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 6]])  # rows: true; class 1 has no video
+    names = ["move_left", "grow", "rotate_cw"]
+    figure = confusion_figure(confusion, names, "title")
+    renderer, ax = rendered(figure), figure.axes[0]
+    rates = np.array([[0.75, 0.25, 0], [0, 0, 0], [0.25, 0, 0.75]])
+    assert np.allclose(ax.images[0].get_array(), rates)
+    assert [t.get_text() for t in ax.get_yticklabels()] == names == [t.get_text() for t in ax.get_xticklabels()]
+    written = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert written == {(0, 0): "3", (0, 1): "1", (2, 0): "2", (2, 2): "6"}  # (row, column): count
+
+    pixels = np.asarray(renderer.buffer_rgba())[..., :3].astype(int)
+    for (i, j), rate in np.ndenumerate(rates):  # a cell's colour, sampled beside its count, is viridis(rate)
+        x, y = ax.transData.transform((j - 0.35, i - 0.35))
+        expected = np.array(matplotlib.colormaps["viridis"](rate)[:3]) * 255
+        assert np.abs(pixels[int(pixels.shape[0] - y), int(x)] - expected).max() < 3, (i, j)
+
+    many = confusion_figure(np.eye(60, dtype=int), [f"c{i}" for i in range(60)], "title")
+    assert not many.axes[0].texts and "c0" not in [t.get_text() for t in many.axes[0].get_xticklabels()]

@@ -1,4 +1,4 @@
-"""What every command module shares: the one-line user error, sub-command parsers with examples, printing."""
+"""What every command module shares: the one-line usage error, sub-command parsers with examples, printing."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import sys
 import textwrap
 
 from motionmae.common.tally import describe
+from motionmae.errors import UsageError
 
 
-class UserError(Exception):
-    """A mistake in the command line or its inputs; printed as one line."""
+class UserError(UsageError):
+    """A mistake in the command line's flags or arguments; printed as one line, exit code 2."""
 
 
 def main_rank() -> bool:

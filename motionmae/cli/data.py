@@ -45,14 +45,10 @@ def cmd_info(args) -> int:
 
 def cmd_make_synthetic(args) -> int:
     """Write the embedded motion-defined data set (resumes an interrupted run)."""
-    from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
+    from motionmae.data.synthetic import CLASSES, make_dataset
 
-    try:
-        out = make_dataset(args.out, videos_per_class=args.videos_per_class, size=args.size,
-                           frames=args.frames, fps=args.fps, seed=args.seed,
-                           camera_motion=args.camera_motion, workers=args.workers)
-    except SyntheticError as err:
-        raise UserError(str(err)) from None
+    out = make_dataset(args.out, videos_per_class=args.videos_per_class, size=args.size, frames=args.frames,
+                       fps=args.fps, seed=args.seed, camera_motion=args.camera_motion, workers=args.workers)
     total = len(CLASSES) * args.videos_per_class
     print(f"wrote {out}: {total} videos of {len(CLASSES)} classes, lists train.csv and val.csv, classes.txt")
     return 0
@@ -60,18 +56,12 @@ def cmd_make_synthetic(args) -> int:
 
 def cmd_prepare(args) -> int:
     """Store the compensated flow of every video in the motion cache; exit 1 if any failed."""
-    from motionmae.common.lists import ListError
     from motionmae.io.cache import CacheParams, MotionCache
     from motionmae.io.prepare import list_videos, prepare, shard
     from motionmae.motion.flow import FlowParams
 
     index, count = parse_shard(args.shard)
-    try:
-        videos = list_videos(args.source)
-    except ListError as err:
-        raise UserError(str(err)) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{args.source}: not a list file (binary content), folder or video") from None
+    videos = list_videos(args.source)
     mine = shard(videos, index, count)
     params = CacheParams(
         flow=FlowParams(method=args.method, preset=args.preset, compensation=args.compensation),
@@ -96,10 +86,10 @@ def cmd_pack(args) -> int:
     """Write WebDataset shards of a list's videos and their motion-cache entries; exit 1 if any was skipped."""
     from types import SimpleNamespace
 
-    from motionmae.common.lists import ListError, read_list
-    from motionmae.data.datasets import FlowUnavailable, open_cache
+    from motionmae.common.lists import read_list
+    from motionmae.data.datasets import open_cache
     from motionmae.data.shards import pack
-    from motionmae.io.cache import CacheError
+    from motionmae.errors import MotionMAEError
 
     index, count = parse_shard(args.shard)
     if args.shard_size < 1:
@@ -107,16 +97,11 @@ def cmd_pack(args) -> int:
     name = args.name or Path(args.source.rstrip("/")).stem
     if not name or "/" in name:
         raise UserError(f"--name {name!r}: need a file name without '/' (shards are NAME-000000.tar)")
-    try:
-        items = read_list(args.source)
-        cache = open_cache(SimpleNamespace(cache=args.cache, short_side=args.short_side or None))
-    except (ListError, FlowUnavailable, CacheError) as err:
-        raise UserError(str(err)) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{args.source}: not a list file (binary content), folder or video") from None
+    items = read_list(args.source)
+    cache = open_cache(SimpleNamespace(cache=args.cache, short_side=args.short_side or None))
     if not (cache.dir / "params.json").is_file():
-        raise UserError(f"{args.cache}: no motion cache made at short side {args.short_side}; run `motionmae prepare "
-                        f"{args.source} --cache {args.cache}` first (or give --short-side)")
+        raise MotionMAEError(f"{args.cache}: no motion cache made at short side {args.short_side}; run "
+                             f"`motionmae prepare {args.source} --cache {args.cache}` first (or give --short-side)")
     report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
     shards = -(-len({item.key for item in items}) // args.shard_size)
     print(f"packing {args.source} with the motion cache {cache.dir} into {args.out}/{name}-*.tar: "

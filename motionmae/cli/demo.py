@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from motionmae.cli.base import UserError, add_command
+from motionmae.cli.base import add_command
 
 
 def cmd_demo(args) -> int:
     """The main job end to end on the embedded synthetic data set."""
-    from motionmae.common.lists import ListError
-    from motionmae.config import ConfigError
-    from motionmae.data.datasets import FlowUnavailable
-    from motionmae.data.synthetic import SyntheticError
     from motionmae.demo import run_demo
-    from motionmae.io.cache import CacheError
-    from motionmae.models.checkpoints import CheckpointError
-    from motionmae.train.engine import TrainingDiverged
 
-    try:
-        summary = run_demo(args.config, args.set, args.workers, args.seed)
-    except (CacheError, CheckpointError, ConfigError, FlowUnavailable, ListError, SyntheticError,
-            TrainingDiverged) as err:
-        raise UserError(str(err)) from None
+    summary = run_demo(args.config, args.set, args.workers, args.seed)
     print(f"\nlinear-probe top-1 {summary['top1']:.1%} (top-5 {summary['top5']:.1%}; chance {summary['chance']:.1%})")
     print(f"checkpoint: {summary['checkpoint']}")
     print(f"metrics:    {summary['metrics']}")

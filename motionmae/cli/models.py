@@ -7,40 +7,33 @@ from motionmae.cli.base import UserError, add_command
 
 def cmd_convert(args) -> int:
     """Convert a checkpoint between our layout, official VideoMAE / MME `.pth` files and Hugging Face."""
-    from motionmae.models.checkpoints import CheckpointError
     from motionmae.models.interop import export_hf, model_from_checkpoint, read_checkpoint, save_motionmae
     from motionmae.models.vit import PretrainModel
 
     safetensors = args.out.endswith(".safetensors")
     if args.to == "safetensors" and not safetensors:
         raise UserError(f"--to safetensors: OUT {args.out} must end in .safetensors (loaders go by the suffix)")
-    try:
-        checkpoint = read_checkpoint(args.source)
-        model, loaded = model_from_checkpoint(checkpoint, frames=args.frames, img_size=args.size)
-        to = args.to or ("safetensors" if safetensors else "motionmae" if loaded.layout.startswith("Hugging Face")
-                         else "hf")
-        print(loaded)
-        if to == "hf":
-            architecture = export_hf(model, args.out)["architectures"][0]
-            note = (" (encoder only: Hugging Face has no decoder for this target)"
-                    if isinstance(model, PretrainModel) and architecture == "VideoMAEModel" else "")
-            print(f"wrote {args.out}: Hugging Face {architecture}{note}")
-        else:
-            out = save_motionmae(model, args.out, args.source, checkpoint, safetensors=to == "safetensors")
-            print(f"wrote {out}: motionmae {type(model).__name__}{' (safetensors)' if to == 'safetensors' else ''}")
-    except (CheckpointError, OSError, ValueError) as err:  # ValueError: --frames / --size off the token grid
-        raise UserError(str(err)) from None
+    checkpoint = read_checkpoint(args.source)
+    model, loaded = model_from_checkpoint(checkpoint, frames=args.frames, img_size=args.size)
+    to = args.to or ("safetensors" if safetensors else "motionmae" if loaded.layout.startswith("Hugging Face")
+                     else "hf")
+    print(loaded)
+    if to == "hf":
+        architecture = export_hf(model, args.out)["architectures"][0]
+        note = (" (encoder only: Hugging Face has no decoder for this target)"
+                if isinstance(model, PretrainModel) and architecture == "VideoMAEModel" else "")
+        print(f"wrote {args.out}: Hugging Face {architecture}{note}")
+    else:
+        out = save_motionmae(model, args.out, args.source, checkpoint, safetensors=to == "safetensors")
+        print(f"wrote {out}: motionmae {type(model).__name__}{' (safetensors)' if to == 'safetensors' else ''}")
     return 0
 
 
 def cmd_upgrade_checkpoint(args) -> int:
     """Re-save a pretraining checkpoint of motionmae 0.1 in the format that loads without unpickling code."""
-    from motionmae.models.checkpoints import CheckpointError, upgrade
+    from motionmae.models.checkpoints import upgrade
 
-    try:
-        out = upgrade(args.checkpoint, args.out)
-    except (CheckpointError, OSError) as err:
-        raise UserError(str(err)) from None
+    out = upgrade(args.checkpoint, args.out)
     print(f"wrote {out}: RNG state stored as plain values; it loads safely and resumes as before")
     return 0
 

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from motionmae.cli.base import UserError, add_command, main_rank, print_videos
+from motionmae.cli.base import add_command, main_rank, print_videos
 from motionmae.config import preset_names
 
 
 def cmd_pretrain(args) -> int:
     """Pretrain a video ViT per a config preset; resumable."""
-    from motionmae.common.lists import ListError
-    from motionmae.config import ConfigError, load_config
-    from motionmae.data.datasets import FlowUnavailable
-    from motionmae.io.cache import CacheError
-    from motionmae.models.checkpoints import CheckpointError
-    from motionmae.train.engine import TrainingDiverged
+    from motionmae.config import load_config
     from motionmae.train.pretrain import pretrain
 
-    try:
-        config = load_config(args.config, args.set)
-        result = pretrain(config, resume=args.resume)
-    except (CacheError, ConfigError, FlowUnavailable, ListError, CheckpointError, TrainingDiverged) as err:
-        raise UserError(str(err)) from None
+    result = pretrain(load_config(args.config, args.set), resume=args.resume)
     if main_rank():
         print_videos(result.videos.to_dict(), "training ")
         print(f"checkpoint: {result.checkpoint}")
@@ -30,32 +21,19 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def _views(text: str, flag: str) -> tuple[int, int]:
-    """"CxS" -> (C temporal clips, S spatial crops)."""
-    try:
-        clips, crops = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected CLIPSxCROPS, e.g. 2x3") from None
-    if clips < 1 or crops < 1:
-        raise UserError(f"{flag} {text}: need at least 1 clip and 1 crop")
-    return clips, crops
+def _shorthands(args, keys: dict) -> list[str]:
+    """`--set` overrides of the shorthand flags given: {attribute of args: config key}."""
+    return [f"{key}={getattr(args, name)}" for name, key in keys.items() if getattr(args, name) is not None]
 
 
 def cmd_linear_probe(args) -> int:
     """Train a linear classifier on frozen, cached features of a checkpoint's encoder."""
-    from motionmae.common.lists import ListError
-    from motionmae.models.checkpoints import CheckpointError
+    from motionmae.config import load_config
     from motionmae.train.probe import linear_probe
 
-    try:
-        result = linear_probe(args.checkpoint, args.train, args.val, out=args.out, epochs=args.epochs, lr=args.lr,
-                              batch_size=args.batch_size, weight_decay=args.weight_decay, frames=args.frames,
-                              stride=args.stride, sampling=args.sampling, size=args.size,
-                              short_side=args.short_side, train_views=_views(args.train_views, "--train-views"),
-                              val_views=_views(args.val_views, "--val-views"), model_size=args.model_size,
-                              device=args.device, workers=args.workers, seed=args.seed)
-    except (CheckpointError, ListError) as err:
-        raise UserError(str(err)) from None
+    overrides = _shorthands(args, {"train": "data.train", "val": "data.val", "out": "run.out"})
+    config = load_config(args.config, overrides + args.set, task="linear-probe")
+    result = linear_probe(args.checkpoint, config)
     for split, info in result["features"].items():
         how = "cached" if info["cached"] else f"computed in {info['seconds']:.1f} s"
         print(f"{split} features: {how} ({info['file']})")
@@ -64,24 +42,18 @@ def cmd_linear_probe(args) -> int:
     print(f"linear probe: top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%} on {result['videos']['val']['read']} "
           f"videos "
           f"(train top-1 {result['train_top1']:.1%}); "
-          f"results {Path(args.out or Path(args.checkpoint).parent / 'linear-probe') / 'linear-probe.json'}")
+          f"results {Path(config.run.out or Path(args.checkpoint).parent / 'linear-probe') / 'linear-probe.json'}")
     return 0
 
 
 def cmd_finetune(args) -> int:
     """Fine-tune a pretrained encoder with a classification head; resumable."""
-    from motionmae.common.lists import ListError
-    from motionmae.config import ConfigError, load_config
-    from motionmae.models.checkpoints import CheckpointError
-    from motionmae.train.engine import TrainingDiverged
+    from motionmae.config import load_config
     from motionmae.train.finetune import finetune
 
-    overrides = [f"data.train={args.train}", f"data.val={args.val}"] + ([f"run.out={args.out}"] if args.out else [])
-    try:
-        config = load_config(args.config, overrides + args.set, task="finetune")
-        result = finetune(config, None if args.checkpoint == "none" else args.checkpoint, resume=args.resume)
-    except (ConfigError, ListError, CheckpointError, TrainingDiverged) as err:
-        raise UserError(str(err)) from None
+    overrides = _shorthands(args, {"train": "data.train", "val": "data.val", "out": "run.out"})
+    config = load_config(args.config, overrides + args.set, task="finetune")
+    result = finetune(config, None if args.checkpoint == "none" else args.checkpoint, resume=args.resume)
     if not main_rank():
         return 0
     print_videos(result.videos.to_dict(), "training ")
@@ -96,15 +68,11 @@ def cmd_finetune(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Multi-view test of a fine-tuned checkpoint: top-1, top-5, per-class accuracy, confusion matrix."""
-    from motionmae.common.lists import ListError
+    from motionmae.config import load_config
     from motionmae.evaluation.evaluate import evaluate
-    from motionmae.models.checkpoints import CheckpointError
 
-    try:
-        result = evaluate(args.checkpoint, args.val, clips=args.clips, crops=args.crops, out=args.out,
-                          batch_size=args.batch_size, device=args.device, workers=args.workers)
-    except (CheckpointError, ListError) as err:
-        raise UserError(str(err)) from None
+    overrides = _shorthands(args, {"val": "data.val", "clips": "data.clips", "crops": "data.crops", "out": "run.out"})
+    result = evaluate(args.checkpoint, load_config(args.config, overrides + args.set, task="evaluate"))
     if not main_rank():
         return 0
     width = max(len(name) for name in result["class_names"])
@@ -138,34 +106,25 @@ def add_commands(sub) -> None:
     p = add_command(sub, "linear-probe",
                     "Linear probe: a linear classifier on frozen encoder features (SVT protocol).", """
         motionmae linear-probe runs/demo/checkpoint.pt --train data/synthetic/train.csv --val data/synthetic/val.csv
-        motionmae linear-probe ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --sampling segment --train-views 2x3
+        motionmae linear-probe ckpt.pt --train ssv2/train.csv --val ssv2/val.csv --set data.sampling=segment \\
+            --set 'data.train_views=[2, 3]'              # 2 clips x 3 crops per training video
+        motionmae linear-probe ckpt.pt --config my-probe.yaml   # a YAML file with `task: linear-probe`
+        Keys (--set KEY=VALUE): data.{train, val, frames, sampling, stride, size, short_side, train_views,
+        val_views, batch_size, workers}, model.size, optim.{epochs, lr, batch_size, weight_decay},
+        run.{out, seed, device}; clip sizes and the model default to the checkpoint's.
         Features are computed once per view and cached in OUT/features/; a second run reuses them.
         """)
     p.add_argument("checkpoint", metavar="CKPT",
                    help="pretraining (or fine-tuning) checkpoint, or its .safetensors export")
-    p.add_argument("--train", required=True, metavar="LIST",
-                   help="labelled training list (`path label` lines) or shard pattern (`motionmae pack`)")
-    p.add_argument("--val", required=True, metavar="LIST", help="labelled validation list or shard pattern")
-    p.add_argument("--out", default=None, help="results and feature cache (default: CKPT's folder/linear-probe)")
-    p.add_argument("--epochs", type=int, default=20, help="epochs of the linear layer (default: 20)")
-    p.add_argument("--lr", type=float, default=0.1, help="SGD lr for a batch of 256 (default: 0.1)")
-    p.add_argument("--batch-size", type=int, default=256, help="feature batch of the linear layer (default: 256)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="(default: 0)")
-    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the checkpoint's)")
-    p.add_argument("--stride", type=int, default=None, help="dense sampling stride (default: the checkpoint's)")
-    p.add_argument("--sampling", choices=["dense", "segment"], default="dense",
-                   help="dense (frames `stride` apart) or segment (TSN, one frame per segment) (default: dense)")
-    p.add_argument("--size", type=int, default=None, help="crop side in pixels (default: the checkpoint's)")
-    p.add_argument("--short-side", type=int, default=None, help="decode size in pixels (default: the checkpoint's)")
-    p.add_argument("--train-views", default="1x1", metavar="CxS",
-                   help="clips x crops per training video, each a training sample (default: 1x1)")
-    p.add_argument("--val-views", default="1x1", metavar="CxS",
-                   help="clips x crops per validation video, softmax averaged (default: 1x1)")
-    p.add_argument("--model-size", choices=["tiny", "small", "base", "large"], default=None,
-                   help="encoder size (default: the checkpoint's)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="data-loader workers (default: 2)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="linear-probe config file (`task: linear-probe`; default: the built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. optim.epochs=50 (repeatable)")
+    p.add_argument("--train", metavar="LIST",
+                   help="data.train: labelled training list (`path label` lines) or shard pattern (`motionmae pack`)")
+    p.add_argument("--val", metavar="LIST", help="data.val: labelled validation list or shard pattern")
+    p.add_argument("--out", default=None,
+                   help="run.out: results and feature cache (default: CKPT's folder/linear-probe)")
     p.set_defaults(func=cmd_linear_probe)
 
     p = add_command(sub, "finetune", "Fine-tune a pretrained encoder for classification (MME / MGM recipe).", """
@@ -194,17 +153,23 @@ def add_commands(sub) -> None:
                     "Multi-view test of a fine-tuned checkpoint (top-1, top-5, per class, confusion).", """
         motionmae evaluate runs/finetune-demo/checkpoint.pt --val data/synthetic/val.csv --clips 5 --crops 3
         motionmae evaluate runs/finetune-ssv2/checkpoint.pt --val ssv2/val.csv --clips 2 --crops 3
+        motionmae evaluate ckpt.pt --val k400/val.csv --set data.batch_size=16 --set data.workers=8
+        Keys (--set KEY=VALUE): data.{val, clips, crops, batch_size, workers}, run.{out, device}; a YAML
+        file with `task: evaluate` holds them too (--config). Clips and crops default to the
+        checkpoint's data.test_clips and data.test_crops.
         Videos that cannot be read are skipped and counted; accuracy is over the videos read.
         """)
     p.add_argument("checkpoint", metavar="CKPT",
                    help="fine-tuning checkpoint (`motionmae finetune`), or its .safetensors export")
-    p.add_argument("--val", required=True, metavar="LIST",
-                   help="labelled test list, or shard pattern (`motionmae pack`)")
-    p.add_argument("--clips", type=int, default=None, help="temporal views per video (default: the config's)")
-    p.add_argument("--crops", type=int, default=None, choices=[1, 2, 3],
-                   help="spatial views per video along the long side (default: the config's)")
-    p.add_argument("--out", default=None, help="evaluate.json and confusion.png (default: CKPT's folder/evaluate)")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default: 4)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="data-loader workers (default: 2)")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="evaluate config file (`task: evaluate`; default: the built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. data.workers=0 (repeatable)")
+    p.add_argument("--val", metavar="LIST", help="data.val: labelled test list, or shard pattern (`motionmae pack`)")
+    p.add_argument("--clips", type=int, default=None,
+                   help="data.clips: temporal views per video (default: the checkpoint's)")
+    p.add_argument("--crops", type=int, default=None,
+                   help="data.crops: spatial views per video along the long side, 1 to 3 (default: the checkpoint's)")
+    p.add_argument("--out", default=None,
+                   help="run.out: evaluate.json and confusion.png (default: CKPT's folder/evaluate)")
     p.set_defaults(func=cmd_evaluate)

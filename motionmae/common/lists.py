@@ -14,11 +14,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from motionmae.errors import MotionMAEError
+
 # File name endings taken for videos when a folder is searched.
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
 
 
-class ListError(ValueError):
+class ListError(MotionMAEError, ValueError):
     """A list file or folder that cannot be read; names the file and line."""
 
 
@@ -51,8 +53,12 @@ def read_list(source) -> list[Item]:
         return items
     if not source.is_file():
         raise ListError(f"{source}: no such list file or folder")
+    try:
+        text = source.read_text()
+    except UnicodeDecodeError:
+        raise ListError(f"{source}: not a list file (binary content), folder or video") from None
     items = []
-    for number, line in enumerate(source.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue

@@ -6,7 +6,9 @@ its default. `load_config("mme", ["optim.epochs=10"])` reads the preset
 path works too) and applies overrides, whose values are parsed as YAML (`8`,
 `0.5`, `true`, `[1, 0.875]`). Options (`target.options`, `mask.options`) add
 up key by key; `target.options=null` empties them, e.g. to switch a preset to
-another target: `target.name=pixel target.options=null`.
+another target: `target.name=pixel target.options=null`. They are the keys of the
+kind's typed options (`TrajOptions`, ..., `CubeOptions`, ...), which hold every
+default; a key the kind does not have is an error when the config loads.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from pathlib import Path
 
 import yaml
 
+from motionmae.errors import UsageError
+
 PRESETS = resources.files("motionmae.config") / "presets"  # package data: found in a wheel install as in a checkout
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A config file or override that does not fit the schema."""
 
 
@@ -61,16 +65,162 @@ class ModelConfig:
 
 @dataclass
 class TargetConfig:
-    name: str = "traj"  # traj | pixel | hog | flow | hof | mbh
-    options: dict = field(default_factory=dict)  # keyword options of the target builder
+    name: str = "traj"  # traj | pixel | hog | flow | hof | mbh, or several joined by "+" (hog+traj)
+    options: dict = field(default_factory=dict)  # keys of the kinds' options below, and loss_reduction
 
 
 @dataclass
 class MaskConfig:
     kind: str = "tube"  # tube | random | cube | smm | mgm
-    ratio: float = 0.7
+    ratio: float | None = None  # None: MASK_RATIO[kind] when the config loads
     guidance: str = "mv"  # mgm: motion source tried first (mv = codec vectors | flow | diff); others follow
-    options: dict = field(default_factory=dict)  # keyword options of the mask generator
+    options: dict = field(default_factory=dict)  # keys of the kind's options below
+
+
+# ---------------------------------------------------------------- method options, typed per kind
+# Every default of a target builder (motionmae.motion.targets) and mask generator
+# (motionmae.motion.masking) is here, once; their docstrings say what each option does.
+
+
+@dataclass
+class TrajOptions:  # TrajectoryTarget: the MME motion trajectory
+    traj_len: int = 6  # L steps (paper 6, release 4)
+    interpolate: bool = True
+    shape: bool = True
+    merge: str | None = None  # None | mean | max
+    traj_norm: str = "scale"  # scale | token | across_k | none
+    traj_scale: float = 1.0  # px per step that "scale" maps to 1
+    dead_zone: float = 0.3  # px per step
+    shape_norm: str = "token"  # token | across_k | none
+    hog_channels: str = "max"  # max | each
+    shape_step_weight: float = 1.0
+    validity: str = "trajectory"  # trajectory | token
+    lookup: str = "bilinear"  # bilinear | nearest | cell
+    tracker: str = "paper"  # paper | release
+    median: bool = True
+    max_flow: float = 20.0  # px
+    position_weight: float = 1.0
+    shape_weight: float = 1.0
+    bins: int = 9
+    cell: int = 8
+    hog_stride: int = 2
+
+
+@dataclass
+class PixelOptions:  # PixelTarget (VideoMAE)
+    norm: bool = True
+
+
+@dataclass
+class HOGOptions:  # HOGTarget (MaskFeat)
+    norm: str = "none"  # none | token | l2
+    style: str = "maskfeat"  # maskfeat | release
+    bins: int = 9
+    cell: int = 8
+
+
+@dataclass
+class FlowOptions:  # FlowTarget
+    norm: str = "token"
+
+
+@dataclass
+class HOFOptions:  # HOFTarget
+    norm: str = "none"
+    bins: int = 9
+    cell: int = 8
+
+
+@dataclass
+class MBHOptions(HOFOptions):  # MBHTarget
+    pass
+
+
+TARGET_OPTIONS = {"traj": TrajOptions, "pixel": PixelOptions, "hog": HOGOptions, "flow": FlowOptions,
+                  "hof": HOFOptions, "mbh": MBHOptions}
+LOSS_REDUCTION = "mean"  # target.options.loss_reduction: mean | sum (motionmae.motion.targets.target_loss)
+
+
+@dataclass
+class TubeOptions:  # VideoMAE tube masks
+    pass
+
+
+@dataclass
+class RandomOptions:  # ST-MAE random masks
+    pass
+
+
+@dataclass
+class CubeOptions:  # MaskFeat cube masks
+    min_area: int = 16  # tokens of a block's spatial rectangle, at least
+    min_aspect: float = 0.3
+
+
+@dataclass
+class SMMOptions:  # MGM's simulated-motion masks
+    sparse: bool = False
+    max_speed: float = 1.0  # tokens per slice
+    max_jitter: int = 1  # tokens
+
+
+@dataclass
+class MGMOptions:  # motion-guided masks
+    sparse: bool = False
+    max_jitter: int = 1  # tokens
+
+
+MASK_OPTIONS = {"tube": TubeOptions, "random": RandomOptions, "cube": CubeOptions, "smm": SMMOptions,
+                "mgm": MGMOptions}
+MASK_RATIO = {"tube": 0.9, "random": 0.9, "cube": 0.4, "smm": 0.75, "mgm": 0.75}  # mask.ratio: null
+
+
+def _typed(kind_class, options: dict, where: str):
+    """`kind_class(**options)`, or a ConfigError naming an unknown key (with the valid ones) or a mistyped value."""
+    fields = {f.name: f for f in dataclasses.fields(kind_class)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)} (valid: {', '.join(fields) or 'none'})")
+    values = {}
+    for key, value in options.items():
+        default = fields[key].default
+        value = _coerce(value, default, f"{where}.{key}")
+        if default is not None and value is not None and not isinstance(value, type(default)):
+            raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
+        values[key] = value
+    return kind_class(**values)
+
+
+def target_options(name: str, options: dict) -> tuple[list, str]:
+    """The typed options of each part of target `name` ("traj", or several joined by "+") and the
+    loss reduction, from `options` (a config's `target.options`): each part takes the keys its
+    kind has; a key no part has, or an unknown target, is a ConfigError listing the valid ones."""
+    names = name.split("+")
+    unknown = [n for n in names if n not in TARGET_OPTIONS]
+    if unknown:
+        raise ConfigError(f"target.name: unknown target {'+'.join(unknown)!r} (valid: {', '.join(TARGET_OPTIONS)}, "
+                          "or several joined by '+')")
+    options = dict(options)
+    reduction = options.pop("loss_reduction", LOSS_REDUCTION)
+    if reduction not in ("mean", "sum"):
+        raise ConfigError(f"target.options.loss_reduction: expected mean or sum, got {reduction!r}")
+    known = set().union(*({f.name for f in dataclasses.fields(TARGET_OPTIONS[n])} for n in names))
+    stray = sorted(set(options) - known)
+    if stray:
+        raise ConfigError(f"target.options: {name} target has no option(s) {', '.join(stray)} "
+                          f"(valid: {', '.join(sorted(known | {'loss_reduction'}))})")
+    parts = []
+    for n in names:
+        keys = {f.name for f in dataclasses.fields(TARGET_OPTIONS[n])}
+        parts.append(_typed(TARGET_OPTIONS[n], {k: v for k, v in options.items() if k in keys}, "target.options"))
+    return parts, reduction
+
+
+def mask_options(kind: str, options: dict):
+    """The typed options of mask `kind` from a config's `mask.options`; ConfigError for an unknown kind or key."""
+    if kind not in MASK_OPTIONS:
+        raise ConfigError(f"mask.kind: unknown mask {kind!r} (valid: {', '.join(MASK_OPTIONS)})")
+    return _typed(MASK_OPTIONS[kind], options, "mask.options")
 
 
 @dataclass
@@ -186,7 +336,83 @@ class FinetuneConfig:
         return {"task": "finetune", **dataclasses.asdict(self)}
 
 
-TASKS = {"pretrain": Config, "finetune": FinetuneConfig}
+# ---------------------------------------------------------------- linear probe (`task: linear-probe`)
+
+
+@dataclass
+class ProbeDataConfig:
+    train: str = "data/synthetic/train.csv"  # labelled list file (`path label` lines) or shard pattern
+    val: str = "data/synthetic/val.csv"
+    frames: int | None = None  # input frames per clip (None: the checkpoint's)
+    sampling: str = "dense"  # dense (frames `stride` apart) | segment (TSN: one per segment)
+    stride: int | None = None  # dense sampling: raw frames between input frames (None: the checkpoint's)
+    size: int | None = None  # crop side (pixels; None: the checkpoint's)
+    short_side: int | None = None  # decode size (pixels; None: the checkpoint's)
+    train_views: list = field(default_factory=lambda: [1, 1])  # [clips, crops] per training video, each a sample
+    val_views: list = field(default_factory=lambda: [1, 1])  # [clips, crops] per validation video, softmax averaged
+    batch_size: int = 8  # videos per batch of the frozen encoder
+    workers: int = 2  # DataLoader worker processes
+
+
+@dataclass
+class ProbeModelConfig:
+    size: str | None = None  # encoder size (None: the checkpoint's)
+
+
+@dataclass
+class ProbeOptimConfig:
+    epochs: int = 20  # epochs of the linear layer
+    lr: float = 0.1  # SGD lr for a batch of 256 (scaled linearly)
+    batch_size: int = 256  # features per step
+    weight_decay: float = 0.0
+
+
+@dataclass
+class ProbeRunConfig:
+    out: str | None = None  # results and feature cache (None: the checkpoint's folder/linear-probe)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class ProbeConfig:
+    data: ProbeDataConfig = field(default_factory=ProbeDataConfig)
+    model: ProbeModelConfig = field(default_factory=ProbeModelConfig)
+    optim: ProbeOptimConfig = field(default_factory=ProbeOptimConfig)
+    run: ProbeRunConfig = field(default_factory=ProbeRunConfig)
+
+    def to_dict(self) -> dict:
+        return {"task": "linear-probe", **dataclasses.asdict(self)}
+
+
+# ---------------------------------------------------------------- multi-view test (`task: evaluate`)
+
+
+@dataclass
+class EvaluateDataConfig:
+    val: str = "data/synthetic/val.csv"  # labelled test list, or shard pattern
+    clips: int | None = None  # temporal views per video (None: the checkpoint's data.test_clips)
+    crops: int | None = None  # spatial views along the long side, 1..3 (None: the checkpoint's data.test_crops)
+    batch_size: int = 4  # videos per batch
+    workers: int = 2  # DataLoader worker processes
+
+
+@dataclass
+class EvaluateRunConfig:
+    out: str | None = None  # evaluate.json and confusion.png (None: the checkpoint's folder/evaluate)
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class EvaluateConfig:
+    data: EvaluateDataConfig = field(default_factory=EvaluateDataConfig)
+    run: EvaluateRunConfig = field(default_factory=EvaluateRunConfig)
+
+    def to_dict(self) -> dict:
+        return {"task": "evaluate", **dataclasses.asdict(self)}
+
+
+TASKS = {"pretrain": Config, "finetune": FinetuneConfig, "linear-probe": ProbeConfig, "evaluate": EvaluateConfig}
 
 
 def _merge(section, values: dict, where: str):
@@ -219,9 +445,14 @@ def _coerce(value, current, where: str):
     return value
 
 
+def _choice(key: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+
+
 def preset_names(task: str | None = None) -> list[str]:
     """Names of the shipped presets, sorted (`["demo", "finetune-demo", ...]`); with `task`
-    ("pretrain" | "finetune"), only the presets of that task."""
+    (a key of TASKS), only the presets of that task."""
     names = sorted(p.name.removesuffix(".yaml") for p in PRESETS.iterdir() if p.name.endswith(".yaml"))
     if task is None:
         return names
@@ -255,8 +486,8 @@ def parse_override(text: str) -> dict:
 def load_config(name_or_path: str | None = None, overrides: list[str] = (), task: str | None = None):
     """Defaults <- YAML file (with optional `base: other-preset`) <- overrides.
 
-    The file's `task:` key (`pretrain` when absent, or `finetune`) picks the
-    schema: `Config` or `FinetuneConfig`. `task` given here must agree with it.
+    The file's `task:` key (`pretrain` when absent, `finetune`, `linear-probe` or
+    `evaluate`) picks the schema (`TASKS`). `task` given here must agree with it.
     """
     values, path = {}, None
     if name_or_path:
@@ -271,7 +502,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = (), task
     if file_task not in TASKS:
         raise ConfigError(f"{path}: unknown task '{file_task}' (known: {', '.join(TASKS)})")
     if name_or_path and task and file_task != task:
-        raise ConfigError(f"{path} is a {file_task} config, expected a {task} config")
+        raise ConfigError(f"{path} is a {file_task} config; this command reads {task} configs")
     task = task or file_task
     config = TASKS[task]()
     base = values.pop("base", None)
@@ -281,6 +512,35 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = (), task
         _merge(config, values, str(path))
     for text in overrides:
         _merge(config, parse_override(text), "--set")
+    return _settle(config)
+
+
+def _settle(config):
+    """Check what the dataclasses' types do not say (method options, views, choices); give a null mask
+    ratio its kind's default."""
+    _choice("run.device", config.run.device, ("auto", "cpu", "cuda"))
+    if isinstance(config, (Config, FinetuneConfig)):
+        _choice("run.amp_dtype", config.run.amp_dtype, ("bfloat16", "float16"))
+    if isinstance(config, (ProbeConfig, FinetuneConfig)):
+        _choice("data.sampling", config.data.sampling, ("dense", "segment"))
+    if isinstance(config, ProbeConfig):
+        for key in ("train_views", "val_views"):
+            views = getattr(config.data, key)
+            if not (isinstance(views, list) and len(views) == 2 and all(isinstance(v, int) and v >= 1 for v in views)):
+                raise ConfigError(f"data.{key}: expected [clips, crops], two whole numbers >= 1, got {views!r}")
+    if isinstance(config, EvaluateConfig):
+        for key, top in (("clips", None), ("crops", 3)):
+            value = getattr(config.data, key)
+            if value is not None and not (isinstance(value, int) and 1 <= value <= (top or value)):
+                raise ConfigError(f"data.{key}: expected a whole number from 1{f' to {top}' if top else ''}, "
+                                  f"got {value!r}")
+    if isinstance(config, Config):
+        target_options(config.target.name, config.target.options)
+        mask_options(config.mask.kind, config.mask.options)
+        _choice("mask.guidance", config.mask.guidance, ("mv", "flow", "diff"))
+        _choice("model.head", config.model.head, ("linear", "mlp"))
+        if config.mask.ratio is None:
+            config.mask.ratio = MASK_RATIO[config.mask.kind]
     return config
 
 
@@ -289,7 +549,7 @@ def config_from_dict(values: dict):
     values = dict(values)
     config = TASKS[values.pop("task", "pretrain")]()
     _merge(config, values, "checkpoint config")
-    return config
+    return _settle(config)
 
 
 def save_config(config: Config, path) -> None:

@@ -61,6 +61,7 @@ from motionmae.common.lists import Item, ListError
 from motionmae.common.rng import repeat_rng, sample_rng
 from motionmae.common.tally import skip_kind
 from motionmae.config import ConfigError
+from motionmae.errors import MotionMAEError
 from motionmae.io.cache import CacheError, CacheParams, MotionCache
 from motionmae.io.video import Clip, VideoError, VideoReader
 from motionmae.motion.cuts import shot_ids
@@ -226,7 +227,7 @@ def augment_vectors(motion: np.ndarray, box: CropBox, cell: int = 8) -> np.ndarr
 # ---------------------------------------------------------------- flow of a span
 
 
-class FlowUnavailable(Exception):
+class FlowUnavailable(MotionMAEError):
     """A video has no motion-cache entry and on-the-fly flow is off."""
 
 

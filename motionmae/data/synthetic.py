@@ -47,6 +47,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from motionmae.errors import UsageError
+
 GENERATOR_VERSION = 2  # 2: every object performs the class motion, faster, weaker background
 
 CLASSES = [
@@ -92,7 +94,7 @@ NOISE = (1.0, 2.5)  # std of the additive pixel noise (of 255)
 X264_OPTIONS = {"preset": "veryfast", "threads": "1"}
 
 
-class SyntheticError(ValueError):
+class SyntheticError(UsageError):
     """Bad arguments or output folder; the message is one line for the user."""
 
 

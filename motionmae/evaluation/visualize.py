@@ -16,6 +16,7 @@ import torch
 from motionmae.common.lists import Item, video_key
 from motionmae.config import config_from_dict
 from motionmae.data.datasets import PretrainDataset
+from motionmae.errors import UsageError
 from motionmae.figures.images import save_png
 from motionmae.figures.overlays import reconstruction_figure, trajectory_figure
 from motionmae.io.video import probe
@@ -27,7 +28,7 @@ from motionmae.motion.targets import build_target, input_frames, to_tokens
 from motionmae.train.pretrain import build_model
 
 
-class VisualizeError(ValueError):
+class VisualizeError(UsageError):
     """A checkpoint, video or option `visualize_checkpoint` cannot draw; the message is one line."""
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from motionmae.common.files import write_atomic
+
 
 def caption(image: np.ndarray, text: str, height: int = 22) -> np.ndarray:
     """Image with a black strip of white text above it."""
@@ -27,9 +29,14 @@ def grid_image(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
 
 
 def save_png(path, image: np.ndarray) -> Path:
-    """Write an RGB image as PNG (parent folders created)."""
+    """Write an RGB image as PNG (or the format the suffix names: .jpg, ...), atomically (parent folders created)."""
     path = Path(path)
+    try:
+        ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OSError(f"{path}: could not write the image (unsupported extension?)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write the image (unsupported extension or unwritable folder?)")
+    write_atomic(path, data.tobytes())
     return path

@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 
 from motionmae.common.files import write_atomic
+from motionmae.errors import MotionMAEError
 from motionmae.io.video import VideoError, VideoReader
 from motionmae.motion.cuts import CutParams, find_cuts, warp_residual
 from motionmae.motion.flow import FlowEstimator, FlowParams, compensate
@@ -63,7 +64,7 @@ TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}
 
 
-class CacheError(Exception):
+class CacheError(MotionMAEError):
     """A missing or unreadable cache entry, or a bad window; the message names the video."""
 
 

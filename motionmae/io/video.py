@@ -49,6 +49,8 @@ from av.video.reformatter import VideoReformatter
 import cv2
 import numpy as np
 
+from motionmae.errors import MotionMAEError
+
 MV_BLOCK = 8  # pixels per motion-vector cell
 
 # AVPictureType values of the frames we meet (others, e.g. S, count as "?").
@@ -65,7 +67,7 @@ B_FRAMES_WITHOUT_VECTORS = {"mpeg4"}
 # ---------------------------------------------------------------- errors
 
 
-class VideoError(Exception):
+class VideoError(MotionMAEError):
     """Base of every error about a video file; the message names the file."""
 
     def __init__(self, path, problem: str):

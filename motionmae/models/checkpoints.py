@@ -25,6 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from motionmae.errors import MotionMAEError, UsageError
+
 SAFE_GLOBALS = [argparse.Namespace]
 # motionmae 0.1 pickled NumPy's RNG state as an array; `upgrade` alone accepts the globals that rebuild one
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whichever module holds it
@@ -33,8 +35,12 @@ NUMPY_ARRAY_GLOBALS = [(_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
                        type(np.dtype(np.uint32))]  # the key's dtype class (numpy.dtypes.UInt32DType in NumPy 2)
 
 
-class CheckpointError(Exception):
+class CheckpointError(MotionMAEError):
     """A checkpoint that is missing, unreadable, unsafe, or does not fit the model."""
+
+
+class CheckpointMismatch(CheckpointError, UsageError):
+    """A checkpoint whose weights do not fit the model the config or flags ask for (exit code 2)."""
 
 
 def _atomic(path, write, check=None, previous=None) -> Path:
@@ -191,7 +197,7 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict, source: str) -> 
             problems.append(f"missing: {show(missing)}")
         if unexpected:
             problems.append(f"unexpected: {show(unexpected)}")
-        raise CheckpointError(f"{source} does not fit this model ({'; '.join(problems)})")
+        raise CheckpointMismatch(f"{source} does not fit this model ({'; '.join(problems)})")
     model.load_state_dict(state)
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from motionmae.errors import UsageError
 from motionmae.motion.targets import IMAGENET_MEAN as MEAN
 from motionmae.motion.targets import IMAGENET_STD as STD
 
@@ -144,7 +145,7 @@ def token_grid(frames: int, size: int, tubelet: int = 2, patch: int = 16) -> tup
     """(T', Hp, Wp) token grid of a square clip."""
     for value, unit, name in ((frames, tubelet, "frames"), (size, patch, "size")):
         if value % unit:
-            raise ValueError(f"{name}={value} is not a multiple of {unit}")
+            raise UsageError(f"{name}={value} is not a multiple of {unit}")
     return frames // tubelet, size // patch, size // patch
 
 
@@ -206,11 +207,11 @@ class PartHeads(nn.Module):
         activations = activations or {}
         unknown = set(activations) - set(parts)
         if unknown:
-            raise ValueError(f"head activation for unknown target part(s) {', '.join(sorted(unknown))} "
+            raise UsageError(f"head activation for unknown target part(s) {', '.join(sorted(unknown))} "
                              f"(parts: {', '.join(parts)})")
         bad = {a for a in activations.values() if a not in ACTIVATIONS}
         if bad:
-            raise ValueError(f"head activation must be one of {', '.join(ACTIVATIONS)}, got {', '.join(sorted(bad))}")
+            raise UsageError(f"head activation must be one of {', '.join(ACTIVATIONS)}, got {', '.join(sorted(bad))}")
         self.heads = nn.ModuleDict({name: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, size),
                                                         ACTIVATIONS[activations.get(name, "identity")]())
                                     for name, size in parts.items()})

@@ -30,14 +30,16 @@ the motion over the raw frames it covers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-KINDS = ("tube", "random", "cube", "smm", "mgm")
-DEFAULT_RATIO = {"tube": 0.9, "random": 0.9, "cube": 0.4, "smm": 0.75, "mgm": 0.75}
+from motionmae.config.schema import MASK_RATIO, CubeOptions, MGMOptions, SMMOptions, mask_options
+from motionmae.errors import UsageError
+
 SOURCES = ("mv", "flow", "diff")  # guidance sources, default order of preference
 
 
@@ -65,7 +67,7 @@ def _check(grid, ratio) -> tuple[int, int, int]:
     if len(grid) != 3 or min(grid) < 1:
         raise ValueError(f"token grid must be three positive sizes (T', Hp, Wp), got {grid}")
     if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
+        raise UsageError(f"mask ratio must be in [0, 1], got {ratio}")
     return tuple(int(g) for g in grid)
 
 
@@ -95,7 +97,8 @@ def random_mask(grid, ratio, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def cube_mask(grid, ratio, rng: np.random.Generator, min_area: int = 16, min_aspect: float = 0.3) -> np.ndarray:
+def cube_mask(grid, ratio, rng: np.random.Generator, min_area: int = CubeOptions.min_area,
+              min_aspect: float = CubeOptions.min_aspect) -> np.ndarray:
     """MaskFeat cube masking: add random space-time blocks until the count is reached.
 
     A block has a spatial area drawn in [min_area, ratio*Hp*Wp] tokens, a
@@ -221,8 +224,8 @@ def rectangle_mask(boxes: np.ndarray, grid, counts: np.ndarray, rng: np.random.G
 # ---------------------------------------------------------------- moving strategies
 
 
-def smm_mask(grid, ratio, rng: np.random.Generator, sparse: bool = False,
-             max_speed: float = 1.0, max_jitter: int = 1) -> np.ndarray:
+def smm_mask(grid, ratio, rng: np.random.Generator, sparse: bool = SMMOptions.sparse,
+             max_speed: float = SMMOptions.max_speed, max_jitter: int = SMMOptions.max_jitter) -> np.ndarray:
     """Simulated-motion masking (MGM paper, Sec. 3.2).
 
     Dense: the rectangle of `smm_track`, exact count by the border rule
@@ -242,8 +245,8 @@ def smm_mask(grid, ratio, rng: np.random.Generator, sparse: bool = False,
     return _take([(distance / scale - gumbel).reshape(t, -1)], counts)
 
 
-def mgm_mask(grid, ratio, rng: np.random.Generator, magnitude: np.ndarray, sparse: bool = False,
-             max_jitter: int = 1) -> np.ndarray:
+def mgm_mask(grid, ratio, rng: np.random.Generator, magnitude: np.ndarray, sparse: bool = MGMOptions.sparse,
+             max_jitter: int = MGMOptions.max_jitter) -> np.ndarray:
     """Motion-guided masking (MGM paper, Sec. 3.3).
 
     magnitude: float (T', Hp, Wp) motion per token (see `guidance`). Dense:
@@ -270,9 +273,9 @@ MASKS = {"tube": tube_mask, "random": random_mask, "cube": cube_mask, "smm": smm
 
 
 def make_mask(kind: str, grid, ratio: float, rng: np.random.Generator, magnitude=None, **options) -> np.ndarray:
-    """Mask bool (N,) of strategy `kind`; mgm needs `magnitude` (T', Hp, Wp)."""
-    if kind not in MASKS:
-        raise ValueError(f"unknown mask kind {kind!r}; choose from {', '.join(KINDS)}")
+    """Mask bool (N,) of strategy `kind`; mgm needs `magnitude` (T', Hp, Wp); `options`: the keys of
+    the kind's options (`config.schema.mask_options`)."""
+    options = dataclasses.asdict(mask_options(kind, options))
     if kind == "mgm":
         if magnitude is None:
             raise ValueError("mgm masks need a motion magnitude map (see motionmae.motion.masking.guidance)")
@@ -368,7 +371,7 @@ def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv", str
     before it), diff always is (for clips of 2 frames or more).
     """
     if prefer not in SOURCES:
-        raise ValueError(f"unknown guidance source {prefer!r}; choose from {', '.join(SOURCES)}")
+        raise UsageError(f"unknown guidance source {prefer!r}; choose from {', '.join(SOURCES)}")
     same_shot = ~after_cut(cuts, len(clip.frames), stride)
     for source in (prefer, *(s for s in SOURCES if s != prefer)):
         if source == "mv" and clip.motion is not None and clip.has_motion is not None and \
@@ -395,20 +398,19 @@ class MaskGenerator:
     `MaskGenerator("mgm", grid=(8, 14, 14))(rng, magnitude)` or, from a decoded
     and augmented clip, `mask, source = gen.for_clip(clip, rng)`; source is
     "mv", "flow" or "diff" for mgm and "none" for strategies that ignore motion.
-    `options` go to the strategy (sparse, max_speed, max_jitter, min_area, ...).
+    `options` go to the strategy (the keys of its kind's options: `config.schema.mask_options`).
     """
 
     kind: str = "tube"
-    ratio: float | None = None  # None: DEFAULT_RATIO[kind]
+    ratio: float | None = None  # None: MASK_RATIO[kind]
     grid: tuple[int, int, int] = (8, 14, 14)
     prefer: str = "mv"  # guidance source tried first (mgm)
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.kind not in MASKS:
-            raise ValueError(f"unknown mask kind {self.kind!r}; choose from {', '.join(KINDS)}")
+        mask_options(self.kind, self.options)  # an unknown kind or option fails here, not in a loader worker
         if self.ratio is None:
-            object.__setattr__(self, "ratio", DEFAULT_RATIO[self.kind])
+            object.__setattr__(self, "ratio", MASK_RATIO[self.kind])
         object.__setattr__(self, "grid", _check(tuple(self.grid), self.ratio))
 
     @property

@@ -28,12 +28,14 @@ elements of masked tokens and sums them with `builder.loss_weights`.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
+from motionmae.config.schema import target_options
+from motionmae.errors import UsageError
 from motionmae.motion import hog as H
 from motionmae.motion import trajectory as TR
 
@@ -101,7 +103,7 @@ def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
         return x / (x.norm(dim=-1, keepdim=True) + 1e-6)
     if norm == "none":
         return x
-    raise ValueError(f"norm must be 'token', 'l2' or 'none', got {norm!r}")
+    raise UsageError(f"norm must be 'token', 'l2' or 'none', got {norm!r}")
 
 
 def _crossing(cuts: torch.Tensor, first: torch.Tensor, count: int) -> torch.Tensor:
@@ -198,10 +200,9 @@ class TrajectoryTarget(Target):
     name = "traj"
     needs_flow = True
 
-    def __init__(self, traj_len=6, interpolate=True, shape=True, merge=None, traj_norm="scale", traj_scale=1.0,
-                 dead_zone=0.3, shape_norm="token", hog_channels="max", shape_step_weight=1.0, validity="trajectory",
-                 lookup="bilinear", tracker="paper", median=True, max_flow=20.0, position_weight=1.0, shape_weight=1.0,
-                 bins=9, cell=8, hog_stride=2, tubelet=2, patch=16):
+    def __init__(self, *, traj_len, interpolate, shape, merge, traj_norm, traj_scale, dead_zone, shape_norm,
+                 hog_channels, shape_step_weight, validity, lookup, tracker, median, max_flow, position_weight,
+                 shape_weight, bins, cell, hog_stride, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         for option, value, choices in (("merge", merge, (None, "mean", "max")),
                                        ("traj_norm", traj_norm, ("scale", "token", "across_k", "none")),
@@ -211,11 +212,11 @@ class TrajectoryTarget(Target):
                                        ("tracker", tracker, ("paper", "release")),
                                        ("hog_channels", hog_channels, ("max", "each"))):
             if value not in choices:
-                raise ValueError(f"{option} must be one of {choices}, got {value!r}")
+                raise UsageError(f"{option} must be one of {choices}, got {value!r}")
         if traj_scale <= 0 or dead_zone < 0:
-            raise ValueError(f"traj_scale must be > 0 and dead_zone >= 0 (px per step), got {traj_scale}, {dead_zone}")
+            raise UsageError(f"traj_scale must be > 0 and dead_zone >= 0 (px per step), got {traj_scale}, {dead_zone}")
         if tracker == "release" and not interpolate:
-            raise ValueError("tracker 'release' follows dense flow only (interpolate: true)")
+            raise UsageError("tracker 'release' follows dense flow only (interpolate: true)")
         self.traj_len, self.interpolate, self.shape, self.merge = traj_len, interpolate, shape, merge
         self.traj_norm, self.traj_scale, self.dead_zone = traj_norm, float(traj_scale), float(dead_zone)
         self.shape_norm, self.hog_channels, self.tracker = shape_norm, hog_channels, tracker
@@ -223,7 +224,7 @@ class TrajectoryTarget(Target):
         if lookup == "cell":
             hog_stride = cell  # the cell grid itself
         if cell % hog_stride:
-            raise ValueError(f"hog_stride {hog_stride} must divide the cell size {cell}")
+            raise UsageError(f"hog_stride {hog_stride} must divide the cell size {cell}")
         self.bins, self.cell, self.hog_stride = bins, cell, hog_stride
         self.num_points = 1 if merge else (patch // cell) ** 2
         self.shape_dim = bins * (3 if hog_channels == "each" else 1) if shape else 0
@@ -362,7 +363,7 @@ class PixelTarget(Target):
 
     name = "pixel"
 
-    def __init__(self, norm=True, tubelet=2, patch=16):
+    def __init__(self, *, norm, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         self.norm = norm
         self.dim = tubelet * patch * patch * 3
@@ -396,10 +397,10 @@ class HOGTarget(Target):
 
     name = "hog"
 
-    def __init__(self, norm="none", style="maskfeat", bins=9, cell=8, tubelet=2, patch=16):
+    def __init__(self, *, norm, style, bins, cell, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         if style not in ("maskfeat", "release"):
-            raise ValueError(f"style must be 'maskfeat' or 'release', got {style!r}")
+            raise UsageError(f"style must be 'maskfeat' or 'release', got {style!r}")
         self.norm, self.style, self.bins, self.cell = norm, style, bins, cell
         self.dim = (patch // cell) ** 2 * 3 * bins
         self.parts, self.loss_weights = {"hog": slice(0, self.dim)}, {"hog": 1.0}
@@ -453,7 +454,7 @@ class FlowTarget(_FlowTarget):
 
     name = "flow"
 
-    def __init__(self, norm="token", tubelet=2, patch=16):
+    def __init__(self, *, norm, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         self.norm = norm
         self.dim = tubelet * patch * patch * 2
@@ -473,7 +474,7 @@ class HOFTarget(_FlowTarget):
 
     name = "hof"
 
-    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
+    def __init__(self, *, norm, bins, cell, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
         self.norm, self.bins, self.cell = norm, bins, cell
         self.dim = tubelet * (patch // cell) ** 2 * bins
@@ -501,8 +502,8 @@ class MBHTarget(HOFTarget):
 
     name = "mbh"
 
-    def __init__(self, norm="none", bins=9, cell=8, tubelet=2, patch=16):
-        super().__init__(norm, bins, cell, tubelet, patch)
+    def __init__(self, *, norm, bins, cell, tubelet=2, patch=16):
+        super().__init__(norm=norm, bins=bins, cell=cell, tubelet=tubelet, patch=patch)
         self.dim *= 2
         self.parts, self.loss_weights = {"mbh": slice(0, self.dim)}, {"mbh": 1.0}
 
@@ -553,27 +554,20 @@ RELEASE_TRAJ = dict(traj_len=4, shape=False, traj_norm="across_k", validity="tok
 RELEASE = dict(RELEASE_TRAJ, style="release", loss_reduction="sum")
 
 
-def build_target(name: str, loss_reduction: str = "mean", **options) -> Target:
+def build_target(name: str, tubelet: int = 2, patch: int = 16, **options) -> Target:
     """Target builder by name: "traj", "pixel", "hog", "flow", "hof", "mbh", or several joined by "+".
 
-    For a combination each part receives the options its constructor accepts; an option
-    no part accepts is an error. `loss_reduction` (`target_loss`): "mean" (each part
-    averaged over its elements, parts added with their weights) or "sum" (paper Eq. 1:
-    squared errors summed over each masked token's elements, averaged over masked tokens).
+    `options` are a config's `target.options` (`config.schema.target_options`: their
+    defaults and the valid keys of each kind); for a combination each part receives the
+    options its kind has. `loss_reduction` (`target_loss`): "mean" (each part averaged
+    over its elements, parts added with their weights) or "sum" (paper Eq. 1: squared
+    errors summed over each masked token's elements, averaged over masked tokens).
     """
-    if loss_reduction not in ("mean", "sum"):
-        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-    names = name.split("+")
-    unknown = [n for n in names if n not in TARGETS]
-    if unknown:
-        raise ValueError(f"unknown target {'+'.join(unknown)!r}; choose from {', '.join(TARGETS)} (or join them with '+')")
-    accepted = [set(inspect.signature(TARGETS[n]).parameters) for n in names]
-    stray = set(options) - set().union(*accepted)
-    if stray:
-        raise ValueError(f"target {name!r} takes no option(s) {', '.join(sorted(stray))}")
-    targets = [TARGETS[n](**{k: v for k, v in options.items() if k in a}) for n, a in zip(names, accepted)]
+    parts, reduction = target_options(name, options)
+    targets = [TARGETS[n](**dataclasses.asdict(typed), tubelet=tubelet, patch=patch)
+               for n, typed in zip(name.split("+"), parts)]
     target = targets[0] if len(targets) == 1 else CombinedTarget(targets)
-    target.reduction = loss_reduction
+    target.reduction = reduction
     return target
 
 

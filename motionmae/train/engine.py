@@ -61,7 +61,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from motionmae.common.tally import VideoTally
-from motionmae.config import ConfigError, save_config
+from motionmae.config import save_config
+from motionmae.errors import MotionMAEError
 from motionmae.models import checkpoints
 from motionmae.models.checkpoints import CheckpointError
 from motionmae.train.distributed import Distributed, mean_over_ranks, setup_distributed
@@ -72,7 +73,7 @@ logger = logging.getLogger(__name__)
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "step")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(MotionMAEError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -242,8 +243,6 @@ class Engine:
 
 def amp_dtype(run, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the forward pass per `run.amp` and `run.amp_dtype`, or None (no autocast)."""
-    if run.amp_dtype not in ("bfloat16", "float16"):
-        raise ConfigError(f"run.amp_dtype must be 'bfloat16' or 'float16', got {run.amp_dtype!r}")
     if not run.amp or (run.amp_dtype == "bfloat16" and device.type != "cuda"):
         return None
     return getattr(torch, run.amp_dtype)

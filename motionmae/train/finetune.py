@@ -98,7 +98,7 @@ def load_pretrained(model: VideoClassifier, path) -> None:
     except CheckpointError as err:
         size = (state.get("config") or {}).get("model", {}).get("size")
         hint = f"; it holds a ViT-{size}: set model.size={size}" if size and size != model.encoder.size else ""
-        raise CheckpointError(f"{err}{hint}") from None
+        raise type(err)(f"{err}{hint}") from None
 
 
 def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,

@@ -1,6 +1,6 @@
 """Linear probe of a frozen encoder (SVT's protocol, which MME follows).
 
-    linear_probe("runs/demo/checkpoint.pt", "data/synthetic/train.csv", "data/synthetic/val.csv")
+    linear_probe("runs/demo/checkpoint.pt", load_config("my-probe.yaml", ["data.workers=0"], task="linear-probe"))
 
 The encoder is frozen; the mean-pooled token features of every view of every video are
 computed once and cached in the output folder, keyed by checkpoint, list and view
@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from motionmae.common.lists import Item, ListError
 from motionmae.common.tally import VideoTally
+from motionmae.config import ProbeConfig
 from motionmae.data.datasets import ClipDataset, ClipSpec
 from motionmae.data.shards import ShardStream, clip_dataset, read_items, single_pass_loader
 from motionmae.models import checkpoints
@@ -47,7 +48,7 @@ def probe_encoder(state: dict, source, frames: int, img_size: int,
     arch = {"size": model_size or recorded.get("size"), "tubelet": recorded.get("tubelet", 2),
             "patch": recorded.get("patch", 16)}
     if arch["size"] is None:
-        raise CheckpointError(f"{source}: records no model size; give one (--model-size)")
+        raise CheckpointError(f"{source}: records no model size; give one (model.size)")
     encoder = VisionTransformer(arch["size"], frames, img_size, arch["tubelet"], arch["patch"],
                                 final_norm="norm.weight" in weights)
     checkpoints.load_state_dict_strict(encoder, weights, f"{source} (encoder)")
@@ -122,37 +123,35 @@ def train_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int
     return classifier.requires_grad_(False)
 
 
-def linear_probe(checkpoint, train_list, val_list, out=None, epochs: int = 20, lr: float = 0.1,
-                 batch_size: int = 256, weight_decay: float = 0.0, frames: int | None = None,
-                 stride: int | None = None, sampling: str = "dense", size: int | None = None,
-                 short_side: int | None = None, train_views: tuple[int, int] = (1, 1),
-                 val_views: tuple[int, int] = (1, 1), model_size: str | None = None, device: str = "auto",
-                 workers: int = 2, feature_batch: int = 8, seed: int = 0, progress: bool = True) -> dict:
-    """Linear probe of a frozen encoder; returns (and writes to OUT/linear-probe.json) the results.
+def linear_probe(checkpoint, config: ProbeConfig | None = None, progress: bool = True) -> dict:
+    """Linear probe of a frozen encoder per `config` (`task: linear-probe`; its defaults when None);
+    returns (and writes to OUT/linear-probe.json) the results.
 
-    Clip parameters (`frames`, `stride`, `size`, `short_side`) default to those the checkpoint
-    was trained with; views are (temporal clips, spatial crops). `out` defaults to
+    Clip parameters (data.frames, stride, size, short_side) default to those the checkpoint
+    was trained with; views are [temporal clips, spatial crops]. run.out defaults to
     `<checkpoint folder>/linear-probe`; features are cached in `out/features/`.
     Result keys: top1, top5 (fractions of the videos read), per_class, confusion, train_top1,
     videos: {split: `VideoTally.to_dict()`: videos read and skipped, with reasons},
     features: {split: {"file", "cached", "seconds"}}.
     """
+    config = config or ProbeConfig()
+    d, o = config.data, config.optim
     checkpoint = Path(checkpoint)
-    out = Path(out) if out else checkpoint.parent / "linear-probe"
+    out = Path(config.run.out) if config.run.out else checkpoint.parent / "linear-probe"
     state = checkpoints.load(checkpoint)
     recorded = (state.get("config") or {}).get("data", {})
-    spec = ClipSpec(frames or recorded.get("frames", 16), sampling, stride or recorded.get("stride", 4),
-                    size or recorded.get("size", 224), short_side or recorded.get("short_side", 256))
-    encoder, arch = probe_encoder(state, checkpoint, spec.frames, spec.size, model_size)
-    env = setup_distributed(device)
+    spec = ClipSpec(d.frames or recorded.get("frames", 16), d.sampling, d.stride or recorded.get("stride", 4),
+                    d.size or recorded.get("size", 224), d.short_side or recorded.get("short_side", 256))
+    encoder, arch = probe_encoder(state, checkpoint, spec.frames, spec.size, config.model.size)
+    env = setup_distributed(config.run.device)
     results = {}
     splits = {}
-    for split, source, (clips, crops) in (("train", train_list, train_views), ("val", val_list, val_views)):
+    for split, source, (clips, crops) in (("train", d.train, d.train_views), ("val", d.val, d.val_views)):
         items = labelled(read_items(source), source)
         dataset = clip_dataset(items, spec, clips=clips, crops=crops)
         cache_file = out / "features" / f"{split}-{_feature_key(checkpoint, items, spec, (clips, crops), arch)}.pt"
         started = time.perf_counter()
-        splits[split], cached = clip_features(encoder, dataset, env, cache_file, feature_batch, workers, progress,
+        splits[split], cached = clip_features(encoder, dataset, env, cache_file, d.batch_size, d.workers, progress,
                                               f"features {split}")
         results[split] = {"file": str(cache_file), "cached": cached, "seconds": time.perf_counter() - started}
     train, val = splits["train"], splits["val"]
@@ -161,8 +160,8 @@ def linear_probe(checkpoint, train_list, val_list, out=None, epochs: int = 20, l
     x = train["features"][train["ok"]].flatten(0, 1)  # every view a sample
     y = train["labels"][train["ok"]].repeat_interleave(views)
     if len(x) == 0:
-        raise ListError(f"{train_list}: no video could be read")
-    classifier = train_linear(x, y, num_classes, epochs, lr, batch_size, weight_decay, seed)
+        raise ListError(f"{d.train}: no video could be read")
+    classifier = train_linear(x, y, num_classes, o.epochs, o.lr, o.batch_size, o.weight_decay, config.run.seed)
     train_top1 = (classifier(x).argmax(1) == y).float().mean().item()
     v = val["features"][val["ok"]]
     probs = classifier(v.flatten(0, 1)).softmax(-1).view(len(v), v.shape[1], -1).mean(1)
@@ -170,9 +169,9 @@ def linear_probe(checkpoint, train_list, val_list, out=None, epochs: int = 20, l
     report.update({
         "train_top1": train_top1, "videos": {s: VideoTally.from_state(splits[s]["videos"]).to_dict() for s in splits},
         "features": results,
-        "checkpoint": str(checkpoint), "model": arch, "clip": asdict(spec), "train_views": list(train_views),
-        "val_views": list(val_views), "epochs": epochs, "lr": lr, "batch_size": batch_size,
-        "class_names": class_names(val_list, num_classes),
+        "checkpoint": str(checkpoint), "model": arch, "clip": asdict(spec), "train_views": list(d.train_views),
+        "val_views": list(d.val_views), "epochs": o.epochs, "lr": o.lr, "batch_size": o.batch_size,
+        "class_names": class_names(d.val, num_classes),
     })
     out.mkdir(parents=True, exist_ok=True)
     (out / "linear-probe.json").write_text(json.dumps(report, indent=1))

@@ -1,4 +1,4 @@
-"""Speed side by side (`motionmae bench speed`, issue 9) and the timing helpers of bench/.
+"""Speed side by side: `motionmae bench speed` (or `python -m bench.speed`).
 
 Four comparisons, each measured in one run on the same inputs, printed with ratios:
 
@@ -15,36 +15,30 @@ Four comparisons, each measured in one run on the same inputs, printed with rati
 4. loader: clips/s the demo config's `PretrainDataset` yields per data-loader worker
    (times its workers) against the clips/s its training step consumes.
 
-`motionmae bench loader` (`run_loader_bench`, issue 18) compares the pretraining loader of a config
-before and after its speed-ups with a plain PyAV decode-the-span loader, on real videos, in clips
-per CPU second (all threads of the process) and per wall second.
-
-Times are otherwise wall clock (`time.perf_counter`); torch and OpenCV use `threads` threads in
-every timed process except the data-loader worker, which is single-threaded as in
-training. The figures go to a JSON file as well, for docs to quote.
+Times are wall clock (`time.perf_counter`) unless said otherwise; torch and OpenCV use
+`threads` threads in every timed process except the data-loader worker, which is
+single-threaded as in training. The figures go to a JSON file as well, for docs to quote.
+The pretraining loader on real videos has a benchmark of its own (`bench.loader`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import multiprocessing
 import os
-import platform
-import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 import torch
 
+from bench.command import BenchError, command, parser
+from bench.timing import (best_seconds, in_fresh_process, machine, machine_line, median_seconds, peak_mb, threads,
+                          write_report)
 from motionmae.config import load_config
 from motionmae.io.cache import CacheParams, MotionCache, encode_field
 from motionmae.io.prepare import list_videos, prepare
@@ -53,7 +47,7 @@ from motionmae.motion.cuts import warp_residual
 from motionmae.motion.flow import FlowEstimator, camera_homography, pair_flow, remove_camera
 
 TVL1_PYTHON = ".venv-tvl1/bin/python"  # the peer venv `make bench` creates
-# Pretraining-step comparison (issue 7): ViT-S, 112 px, 16 frames, tube 0.9, 4-block decoder, batch 8, fp32.
+# Pretraining-step comparison: ViT-S, 112 px, 16 frames, tube 0.9, 4-block decoder, batch 8, fp32.
 TRAIN = {"size": "small", "image": 112, "frames": 16, "ratio": 0.9, "decoder_depth": 4, "batch": 8}
 QUICK = {  # --quick: small sizes for a smoke test
     "short_side": 128, "repeats": 1, "pairs": 2, "steps": 1, "videos_per_class": 1, "clips": 4,
@@ -62,73 +56,6 @@ QUICK = {  # --quick: small sizes for a smoke test
 FULL = {"short_side": 256, "repeats": 5, "pairs": 12, "steps": 5, "videos_per_class": 2, "clips": 48, "train": TRAIN,
         "rounds": 3}
 
-
-# ---------------------------------------------------------------- machine and timing
-
-
-def machine() -> dict:
-    """Platform, CPU count, load average and library versions of this process."""
-    info = {"platform": platform.platform(), "arch": platform.machine(), "cpus": os.cpu_count(),
-            "load": round(os.getloadavg()[0], 2), "python": platform.python_version(), "torch": torch.__version__,
-            "cv2": cv2.__version__, "av": av.__version__}
-    if importlib.util.find_spec("transformers") is not None:
-        from importlib.metadata import version
-
-        info["transformers"] = version("transformers")
-    return info
-
-
-def machine_line(info: dict | None = None) -> str:
-    """`machine()` as one line."""
-    info = info or machine()
-    return (f"{info['platform']} | {info['arch']} | {info['cpus']} CPUs | load {info['load']} | python "
-            f"{info['python']} | " + " | ".join(f"{k} {info[k]}" for k in ("torch", "cv2", "av", "transformers")
-                                                 if k in info))
-
-
-@contextlib.contextmanager
-def threads(count: int):
-    """Run the block with `count` torch and OpenCV threads, then restore the previous counts."""
-    before = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(count)
-    cv2.setNumThreads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before[0])
-        cv2.setNumThreads(before[1])
-
-
-def best_seconds(fn, repeats: int) -> float:
-    """Best wall time of `repeats` calls of `fn`, seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:
-    """Median time of `repeats` calls of `fn` after one warm-up call, seconds of `clock`."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return statistics.median(times)
-
-
-def in_fresh_process(fn, *args):
-    """`fn(*args)` in a newly spawned interpreter: its own imports, threads and peak memory."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
-
-
-def peak_mb() -> float:
-    """Peak resident memory of this process so far, MB (Linux reports ru_maxrss in KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------- decoding and prepare
@@ -509,158 +436,6 @@ def compare_loader(videos_per_class: int, clips: int, repeats: int) -> dict:
             "ratios": ratios}
 
 
-# ---------------------------------------------------------------- `motionmae bench loader` (issue 18)
-
-
-class PlainSpanLoader:
-    """The peer of `bench loader`: a plain PyAV decode-the-span loader, no targets.
-
-    Per clip: seek to the keyframe before a random start, decode every frame of the
-    `(T - 1) * s + 1` span with one decoder thread, convert its T input frames to RGB at the
-    short side (`frame.to_ndarray`), and resize one MultiScaleCrop of them to `size`.
-    """
-
-    def __init__(self, paths: list[Path], data, seed: int = 0):
-        self.paths, self.data, self.seed = paths, data, seed
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, key) -> np.ndarray:
-        """uint8 `(T, S, S, 3)` of video `index` (`key` = (epoch, index))."""
-        from motionmae.data.datasets import augment_frames, multiscale_crop
-
-        epoch, index = key
-        d, rng = self.data, np.random.default_rng((self.seed, epoch, index))
-        span = (d.frames - 1) * d.stride + 1
-        with av.open(str(self.paths[index])) as container:
-            stream = container.streams.video[0]
-            stream.codec_context.thread_count = 1
-            rate, base = float(stream.average_rate or stream.guessed_rate), float(stream.time_base)
-            origin = stream.start_time or 0
-            start = int(rng.integers(max(1, stream.frames - span + 1)))
-            wanted = set(range(start, start + span, d.stride))
-            width, height = output_size(stream.codec_context.width, stream.codec_context.height, d.short_side)
-            container.seek(origin + int(start / rate / base), stream=stream, backward=True)
-            frames = []
-            for frame in container.decode(stream):
-                number = round((frame.pts - origin) * base * rate)
-                if number in wanted:
-                    frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
-                if number >= start + span - 1:
-                    break
-        frames = np.stack(frames)
-        return augment_frames(frames, multiscale_crop(height, width, d.size, d.scales, d.flip, rng))
-
-
-def loader_sides(config, repeats: int) -> dict:
-    """The data sets `bench loader` compares: (epoch, index) -> one clip (or a list of clips)."""
-    import dataclasses
-
-    from motionmae.common.lists import read_list
-    from motionmae.data.datasets import PretrainDataset
-    from motionmae.motion.targets import build_target
-    from motionmae.train.pretrain import build_dataset
-
-    t = config.target
-    target = build_target(t.name, tubelet=config.model.tubelet, patch=config.model.patch, **t.options)
-
-    def with_data(**changes):
-        return dataclasses.replace(config, data=dataclasses.replace(config.data, **changes))
-
-    single = build_dataset(with_data(fast_loader=True, repeats=1), target)
-    whole_span = PretrainDataset(read_list(config.data.train), single.data, single.raw_span, single.masks,
-                                 config.run.seed, single.needs_flow)  # no `reads`: every frame and flow field
-    return {
-        "before": build_dataset(with_data(fast_loader=False, repeats=1), target),
-        "peer": PlainSpanLoader([item.path for item in read_list(config.data.train)], config.data, config.run.seed),
-        "new_whole_span": whole_span,
-        "new_single": single,
-        "new": build_dataset(with_data(fast_loader=True, repeats=repeats), target),
-    }
-
-
-def draw_clips(dataset, clips: int, epoch: int, per_draw: int = 1) -> tuple[float, float]:
-    """CPU and wall seconds of drawing `clips` clips, `per_draw` at a time, video i % len for draw i."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    for i in range(clips // per_draw):
-        dataset[(epoch, i % len(dataset))]
-    return time.process_time() - cpu, time.perf_counter() - wall
-
-
-LOADER_LABELS = {"before": "before (issue 18 options off)", "peer": "plain PyAV span (peer)",
-                 "new_whole_span": "new decode of the whole span", "new_single": "new, repeats 1", "new": "new"}
-
-
-def write_report(out, name: str, report: dict) -> Path:
-    """Write `report` as `out`/`name` JSON, atomically (temp file + rename); returns the path."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / name)
-    return out / name
-
-
-def run_loader_bench(config_name: str, list_path, out, cache=None, clips: int = 24, repeats: int = 4,
-                     rounds: int = 3, overrides=()) -> dict:
-    """Clips/s per core of the pretraining loader before this change, a plain PyAV peer and the new one
-    (with `repeats`; to separate the effects also with 1, and decoding the whole span rather than what
-    the target reads), side by side on the same videos, the sides taking turns for `rounds` rounds;
-    prints and writes `out`/loader.json. Single-threaded (torch, OpenCV and our decoder); per core =
-    clips per CPU second of this process (all its threads)."""
-    from motionmae.common.lists import read_list
-
-    if clips % repeats:
-        raise ValueError(f"--clips {clips} is not a multiple of --repeats {repeats}")
-    settings = [f"data.train={list_path}"] + ([f"data.cache={cache}"] if cache else []) + list(overrides)
-    config = load_config(config_name, settings)
-    d = config.data
-    info = machine()
-    with threads(1):
-        sides = loader_sides(config, repeats)
-        new = sides["new"]
-        videos = [item.path.name for item in read_list(d.train)]
-        setup = {"preset": config_name, "list": str(list_path), "videos": videos, "cache": d.cache,
-                 "frames": d.frames, "stride": d.stride, "raw_span": new.raw_span, "short_side": d.short_side,
-                 "size": d.size, "target": config.target.name, "mask": f"{config.mask.kind} {config.mask.ratio}",
-                 "frames_read": len(new.frames_read), "flows_read": len(new.flows_read) if new.needs_flow else 0,
-                 "repeats": repeats, "clips": clips, "rounds": rounds, "threads": 1}
-        print("motionmae bench loader: clips/s per core of the pretraining loader, side by side in one run")
-        print(f"machine: {machine_line(info)}")
-        print(f"config: {config_name}: {d.frames} frames at stride {d.stride} ({new.raw_span} raw, the target reads "
-              f"{setup['frames_read']} frames and {setup['flows_read']} flow fields), short side {d.short_side}, "
-              f"crop {d.size}, {setup['target']} target, {setup['mask']} mask; videos {', '.join(videos)}; "
-              f"{clips} clips per side per round, {rounds} rounds taking turns; one thread")
-        for name, dataset in sides.items():  # warm-up: opens caches and codecs once
-            dataset[(0, 0)]
-        runs = {name: [] for name in sides}
-        for r in range(rounds):
-            for name, dataset in sides.items():
-                per_draw = repeats if name == "new" else 1
-                runs[name].append(draw_clips(dataset, clips, 1 + r, per_draw))
-    figures = {}
-    for name, times in runs.items():
-        per_core = [clips / cpu for cpu, _ in times]
-        figures[name] = {"clips_per_s_per_core": statistics.median(per_core),
-                         "clips_per_s_wall": statistics.median(clips / wall for _, wall in times),
-                         "rounds": per_core}
-        print(f"  {LOADER_LABELS[name]:32s} {figures[name]['clips_per_s_per_core']:6.2f} clips/s per core  "
-              f"({figures[name]['clips_per_s_wall']:.2f} wall)  rounds: {', '.join(f'{x:.2f}' for x in per_core)}")
-    rate = {name: f["clips_per_s_per_core"] for name, f in figures.items()}
-    ratios = {"new_vs_before": rate["new"] / rate["before"], "new_vs_peer": rate["new"] / rate["peer"],
-              "new_whole_span_vs_before": rate["new_whole_span"] / rate["before"],
-              "new_single_vs_before": rate["new_single"] / rate["before"],
-              "before_vs_peer": rate["before"] / rate["peer"]}
-    print(f"  ratio: new / before {ratios['new_vs_before']:.2f}x, new / peer {ratios['new_vs_peer']:.2f}x; "
-          f"before / peer {ratios['before_vs_peer']:.2f}x")
-    print(f"  ratio, step by step over before: the new decode {ratios['new_whole_span_vs_before']:.2f}x, + only "
-          f"what the target reads {ratios['new_single_vs_before']:.2f}x, + {repeats} repeats "
-          f"{ratios['new_vs_before']:.2f}x")
-    report = {"machine": info, "config": setup, "sides": figures, "ratios": ratios}
-    print(f"wrote {write_report(out, 'loader.json', report)}")
-    return report
-
 
 def run_speed(out, quick: bool = False, thread_count: int = 1, tvl1_python=TVL1_PYTHON) -> dict:
     """Run the four comparisons, print them, write `out`/speed.json (atomically); returns what it wrote."""
@@ -682,3 +457,34 @@ def run_speed(out, quick: bool = False, thread_count: int = 1, tvl1_python=TVL1_
               "machine": info, "comparisons": results}
     print(f"\nwrote {write_report(out, 'speed.json', report)}")
     return report
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    p = parser("speed", "Time decode, prepare, a pretraining step and the data loader beside their peers.", """
+        motionmae bench speed
+        motionmae bench speed --quick --out runs/bench-speed-quick
+        motionmae bench speed --threads 2 --tvl1-python /opt/tvl1/bin/python
+        Prints the machine, each comparison's config, absolute figures and ratios, and writes
+        OUT/speed.json. TV-L1 (OpenCV contrib) runs in its own venv, made by `make bench`;
+        without it that peer is skipped, as is Hugging Face's VideoMAE without transformers.
+        """)
+    p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke test, not figures to quote")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and OpenCV threads of every timed process (default: 1, per-core figures)")
+    p.add_argument("--tvl1-python", default=TVL1_PYTHON, metavar="PATH",
+                   help=f"Python of the venv with opencv-contrib for the TV-L1 peer (default: {TVL1_PYTHON})")
+    p.add_argument("--out", default="runs/bench-speed", metavar="DIR",
+                   help="folder of speed.json (default: runs/bench-speed)")
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        raise BenchError(f"--threads {args.threads}: need at least 1")
+    try:
+        run_speed(args.out, quick=args.quick, thread_count=args.threads, tvl1_python=args.tvl1_python)
+    except FileNotFoundError as err:
+        raise BenchError(str(err)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@ Run as a script by the benchmark venv's Python (numpy + opencv-contrib-python-he
 which cannot share an environment with the package's opencv-python-headless);
 imports nothing from motionmae:
 
-    .venv-tvl1/bin/python motionmae/tvl1_peer.py FRAMES.npy [--threads 1]
+    .venv-tvl1/bin/python bench/tvl1_peer.py FRAMES.npy [--threads 1]
 
 FRAMES.npy holds uint8 gray frames (T, H, W). Prints one JSON line: OpenCV's
 version, the thread count, the pairs timed and the mean seconds per pair

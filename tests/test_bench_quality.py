@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from motionmae import ablations
-from motionmae.ablations import Budget, QualityError, check_claims, run_quality
-from motionmae.speed import in_fresh_process
+from bench.quality import METHODS, Budget, QualityError, check_claims, pretrain_config, run_quality
+from bench.timing import in_fresh_process
 
 TINY = Budget({"videos_per_class": 2, "size": 64, "frames": 24}, pretrain_epochs=1, pretrain_warmup=0, batch=4,
               probe_epochs=2, finetune_epochs=1, finetune_warmup=0, overrides=("data.frames=8", "data.workers=0"))
@@ -84,11 +83,11 @@ def test_claims_are_judged_from_the_probe_means():
 
 
 def config_of(name: str, seed: int = 0):
-    return ablations.pretrain_config(name, seed, TINY, Path("data"), Path("cache"), Path("out"))
+    return pretrain_config(name, seed, TINY, Path("data"), Path("cache"), Path("out"))
 
 
 def test_every_method_builds_its_config_from_the_base_and_its_preset():
-    for name in ablations.METHODS:
+    for name in METHODS:
         config = config_of(name, seed=1)
         assert config.optim.batch_size == 4 and config.run.seed == 1 and config.data.frames == 8
         assert config.model.size == "micro" and config.data.train == "data/train.csv"

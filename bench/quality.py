@@ -1,6 +1,7 @@
-"""Quality benchmark (issue 9): which pretraining variant learns the most, at one compute budget.
+"""Quality benchmark: which pretraining variant learns the most, at one compute budget.
 
     run_quality("small", seeds=2)        # `motionmae bench quality --budget small --seeds 2`
+                                         # or `python -m bench.quality --budget small --seeds 2`
 
 For every method of METHODS and every seed: pretrain the base config's model
 (the `demo` preset: ViT-micro, 32 px, 8 frames at stride 2) with the method's
@@ -38,28 +39,31 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from bench.command import BenchError, command, parser
+from bench.timing import machine_line
 from motionmae.config import Config, FinetuneConfig, load_config
 from motionmae.data.synthetic import CLASSES, SyntheticError, make_dataset
 from motionmae.demo import DEMO_DATA
-from motionmae.figures.charts import bar_chart
-from motionmae.figures.images import save_png
+from motionmae.errors import UsageError
+from motionmae.figures.charts import bar_chart, save_figure
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
 from motionmae.motion.flow import FlowParams
-from motionmae.speed import machine_line
 from motionmae.train.finetune import finetune
 from motionmae.train.pretrain import pretrain
 from motionmae.train.probe import linear_probe
 
 
-class QualityError(ValueError):
+class QualityError(UsageError):
     """A benchmark request that cannot run: unknown method or budget, OUT made with another budget."""
 
 
@@ -191,8 +195,10 @@ def run_one(name: str, seed: int, budget: Budget, data: Path, cache: Path, folde
     config = pretrain_config(name, seed, budget, data, cache, folder / "pretrain")
     result = pretrain(config, resume="auto")
     times.append(time.perf_counter())
-    probe = linear_probe(result.checkpoint, config.data.train, config.data.val, out=folder / "linear-probe",
-                         epochs=budget.probe_epochs, workers=config.data.workers, seed=seed, progress=False)
+    probe = linear_probe(result.checkpoint, load_config(None, [
+        f"data.train={config.data.train}", f"data.val={config.data.val}", f"run.out={folder / 'linear-probe'}",
+        f"optim.epochs={budget.probe_epochs}", f"data.workers={config.data.workers}", f"run.seed={seed}"],
+        task="linear-probe"), progress=False)
     times.append(time.perf_counter())
     tuned = finetune(finetune_config(config, budget, folder / "finetune"), pretrained=result.checkpoint,
                      resume="auto", progress=False)
@@ -317,13 +323,14 @@ def report_markdown(budget_name: str, budget: Budget, seeds: int, summary: dict,
     return "\n".join(lines) + "\n"
 
 
-def quality_figure(summary: dict, budget_name: str) -> np.ndarray:
+def quality_figure(summary: dict, budget_name: str) -> Figure:
     """Bars of probe and fine-tune top-1 (%) per method with std whiskers and the chance line."""
     groups = {name: {label: (100 * s[key]["mean"], s[key]["std"] and 100 * s[key]["std"])
                      for label, key in (("linear probe", "probe_top1"), ("fine-tune", "finetune_top1"))}
               for name, s in summary.items()}
     chance = 100 / len(CLASSES)
-    return bar_chart(groups, f"validation top-1 (%), budget {budget_name}", line=(f"chance {chance:.1f} %", chance))
+    return bar_chart(groups, f"validation top-1, budget {budget_name}", line=(f"chance {chance:.1f} %", chance),
+                     ylabel="top-1 (%)")
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -386,7 +393,39 @@ def run_quality(budget: str | Budget = "small", seeds: int = 2, out="runs/bench-
               "methods": summary, "claims": claims, "failed": failed, "machine": machine}
     table = report_markdown(budget_name, budget, seeds, summary, claims, failed, machine)
     (out / "quality.md").write_text(table)
-    save_png(out / "quality.png", quality_figure(summary, budget_name))
+    save_figure(out / "quality.png", quality_figure(summary, budget_name))
     (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table + f"\nwrote {out / 'quality.md'}, {out / 'quality.png'}, {out / 'quality.json'}")
     return report
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    p = parser("quality", "Pretrain-and-probe ablations of targets and masks on the embedded data set.", """
+        motionmae bench quality --budget small
+        motionmae bench quality --budget full --seeds 3 --out runs/bench-quality-full
+        motionmae bench quality --methods mme,videomae --seeds 1 --out runs/bench-mme-vs-videomae
+        Every variant pretrains, is linear-probed and fine-tuned under the same budget, once per seed.
+        A rerun skips the finished runs (OUT/results.jsonl) and resumes an interrupted one. Writes
+        OUT/quality.md (table, the papers' claims met or not), OUT/quality.png and OUT/quality.json.
+        """)
+    p.add_argument("--budget", choices=["small", "full"], default="small",
+                   help="training budget per variant (default: small)")
+    p.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per variant (default: 2)")
+    p.add_argument("--methods", metavar="A,B",
+                   help="comma-separated subset of the variants (default: all; an unknown name lists them)")
+    p.add_argument("--out", default="runs/bench-quality", metavar="DIR",
+                   help="results folder (default: runs/bench-quality)")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        raise BenchError(f"--seeds {args.seeds}: need at least 1")
+    try:
+        run_quality(budget=args.budget, seeds=args.seeds, out=args.out,
+                    methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
+    except QualityError as err:
+        raise BenchError(str(err)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
