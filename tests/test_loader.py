@@ -106,7 +106,8 @@ def test_the_fast_loader_gives_the_samples_of_the_loader_before_it(preset, tiny_
 def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     data, cache = tiny_synthetic
     argv = ["bench", "loader", "--config", "demo", "--list", str(data / "train.csv"), "--cache", str(cache),
-            "--clips", "4", "--repeats", "2", "--rounds", "1", "--set", "data.frames=8", "--out", str(tmp_path)]
+            "--clips", "4", "--repeats", "2", "--rounds", "1", "--set", "data.frames=8", "--set", "data.short_side=64",
+            "--set", "data.size=64", "--out", str(tmp_path)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "\nmachine: " in printed and "config: demo: 8 frames at stride 2" in printed and "ratio: " in printed
@@ -115,7 +116,9 @@ def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     for side in report["sides"].values():
         assert side["clips_per_s_per_core"] > 0 and side["clips_per_s_wall"] > 0 and len(side["rounds"]) == 1
     assert all(math.isfinite(r) and r > 0 for r in report["ratios"].values())
-    assert report["config"]["repeats"] == 2 and report["config"]["raw_span"] == build_target("traj").raw_span(8, 2)
+    demo = load_config("demo").target
+    assert report["config"]["repeats"] == 2
+    assert report["config"]["raw_span"] == build_target(demo.name, **demo.options).raw_span(8, 2)
     assert {"platform", "cpus", "av"} <= set(report["machine"])
     assert main(["bench", "loader", "--config", "demo", "--list", str(data / "train.csv"), "--clips", "5"]) == 2
     assert capsys.readouterr().err.strip() == "motionmae bench: error: --clips 5 is not a multiple of --repeats 4"
