@@ -320,7 +320,7 @@ class MotionCache:
 
         Raises `VideoError` for files with no decodable frame.
         """
-        with VideoReader(path, self.params.short_side) as reader:
+        with VideoReader(path, self.params.short_side, cv2.getNumThreads()) as reader:
             frames = self._write_entry(video, reader)
             declared, truncated = reader.info.container_frames, reader.info.truncated
         self._infos.pop(video, None)

@@ -507,7 +507,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def open(self, item: Item):
         """A reader of the item's video; with `data.in_memory`, the video decoded once and kept."""
         if self.videos is None:
-            return VideoReader(item.path, self.data.short_side)
+            return VideoReader(item.path, self.data.short_side, torch.get_num_threads())
         if item.key not in self.videos:
             motion = self.masks.needs_motion and not self.data.shuffle_frames
             self.videos[item.key] = MemoryVideo(item.path, self.data.short_side, motion)
@@ -849,7 +849,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def train_clip(self, item: Item, rng: np.random.Generator) -> np.ndarray:
         """uint8 (T, S, S, 3)."""
         s, a = self.spec, self.augment
-        with VideoReader(item.path, s.short_side) as reader:
+        with VideoReader(item.path, s.short_side, torch.get_num_threads()) as reader:
             frames = reader.read(clip_indices(len(reader), s, rng)).frames
         box = random_resized_crop(frames.shape[1], frames.shape[2], s.size, a.area, a.aspect, a.flip, rng)
         frames = augment_frames(frames, box)
@@ -858,7 +858,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def views(self, item: Item) -> np.ndarray:
         """uint8 (clips * crops, T, S, S, 3): every temporal clip at every spatial crop."""
         s = self.spec
-        with VideoReader(item.path, s.short_side) as reader:
+        with VideoReader(item.path, s.short_side, torch.get_num_threads()) as reader:
             indices = [clip_indices(len(reader), s, clip=c, clips=self.clips) for c in range(self.clips)]
             frames = reader.read(np.concatenate(indices)).frames
         frames = frames.reshape(self.clips, s.frames, *frames.shape[1:])

@@ -595,10 +595,12 @@ class VideoReader:
 
     Opens the file once and keeps its timeline, so reading many clips of the
     same video does not re-scan it. Use as a context manager or call close().
-    `path`: a file name, or a `NamedBytes` (a video in memory).
+    `path`: a file name, or a `NamedBytes` (a video in memory). `threads`: decoder
+    threads (None: FFmpeg's default, a few slice threads; 1 in a data-loader or
+    `prepare` worker, which has one core: threads there only add CPU time).
     """
 
-    def __init__(self, path, short_side: int | None = None):
+    def __init__(self, path, short_side: int | None = None, threads: int | None = None):
         self.path, self.source = str(path), path  # name in messages; what reopening opens
         self.container = _open(path)
         try:
@@ -606,7 +608,7 @@ class VideoReader:
         except BaseException:
             self.container.close()
             raise
-        self.short_side = short_side
+        self.short_side, self.threads = short_side, threads
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
         self.tally = _Tally()  # frames the decoder produced so far (seeking keeps this small)
         self._motion = None  # whether the open decoder exports vectors; None before its first frame
@@ -699,7 +701,10 @@ class VideoReader:
             self.container = _open(self.source)
             self._motion = None
         if self._motion is None:
-            self.container.streams.video[0].codec_context.options = {"flags2": "+export_mvs"} if motion else {}
+            context = self.container.streams.video[0].codec_context
+            context.options = {"flags2": "+export_mvs"} if motion else {}
+            if self.threads:
+                context.thread_count = self.threads
             self._motion = motion
         if point is None:
             yield from enumerate(_decode(self.container, self.tally))
