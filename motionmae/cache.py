@@ -284,10 +284,10 @@ class MotionCache:
         # mirrored: u -> out_w - 1 - u
         row = [-sx * gx, 0, (x0 + (out_w - 0.5) * sx) * gx - 0.5] if flip else [sx * gx, 0, (x0 + 0.5 * sx) * gx - 0.5]
         matrix = np.array([row, [0, sy * gy, (y0 + 0.5 * sy) * gy - 0.5]])
-        scale = np.tile(np.array([-1 / sx if flip else 1 / sx, 1 / sy], np.float32), 2)  # vectors in output px
+        scale = (-1 / sx if flip else 1 / sx, 1 / sy) * 2  # vectors in output px, per channel
         for i in range(0, len(fields), 2):
             pair = fields[i:i + 2]
-            four = cv2.merge([pair[0], pair[-1]]) * scale
+            four = cv2.multiply(cv2.merge([pair[0], pair[-1]]), scale)
             warped = cv2.warpAffine(four, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                     borderMode=cv2.BORDER_REPLICATE)
             targets = [out[i + k] for k in range(len(pair))]
