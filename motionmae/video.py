@@ -744,10 +744,18 @@ class VideoReader:
 
     def _pixels(self, frame, gray: bool) -> np.ndarray:
         """uint8 (H, W, 3) RGB or (H, W) luma at the output size, through the reader's one swscale context
-        (`frame.to_ndarray` sets up a new one per frame, which costs about as much as the conversion)."""
-        fmt = "gray" if gray else "rgb24"
-        width, height = (self.width, self.height) if self.short_side else (frame.width, frame.height)
-        return self.scaler.reformat(frame, width=width, height=height, format=fmt).to_ndarray()
+        (`frame.to_ndarray` sets up a new one per frame, which costs about as much as the conversion).
+
+        A resized RGB frame is asked of swscale as BGR and its channels swapped: this FFmpeg's resizing
+        BGR output takes 0.4-0.6x the time of its RGB output at short side 256, within 5 levels of it
+        and closer to an exact float conversion (docs/benchmarks.md, "Pretraining loader").
+        """
+        if not self.short_side or (self.width, self.height) == (frame.width, frame.height):
+            return self.scaler.reformat(frame, format="gray" if gray else "rgb24").to_ndarray()
+        if gray:
+            return self.scaler.reformat(frame, width=self.width, height=self.height, format="gray").to_ndarray()
+        bgr = self.scaler.reformat(frame, width=self.width, height=self.height, format="bgr24").to_ndarray()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
 
     def _field(self, frame, index, previous_anchor, next_anchor):
         """Vectors of one decoded frame on the output grid, and whether it had any."""

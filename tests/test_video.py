@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import translating_square
@@ -212,6 +213,36 @@ def test_resize_scales_frames_and_vectors(square_h264):
 
     assert moving_dx(full) == pytest.approx(2.0, abs=0.25)
     assert moving_dx(small) == pytest.approx(1.0, abs=0.25)
+
+
+def exact_rgb(frame, width: int, height: int) -> np.ndarray:
+    """float64 (H, W, 3): a yuv420p frame converted exactly (bilinear chroma, BT.601 limited range) and
+    area-averaged to width x height."""
+    h, w = frame.height, frame.width
+    planes = frame.to_ndarray(format="yuv420p")
+    y = planes[:h].astype(np.float64) - 16
+    u, v = (cv2.resize(p.reshape(h // 2, w // 2).astype(np.float64), (w, h)) - 128
+            for p in np.split(planes[h:].ravel(), 2))
+    rgb = np.stack([1.164383 * y + 1.596027 * v, 1.164383 * y - 0.391762 * u - 0.812968 * v,
+                    1.164383 * y + 2.017232 * u], axis=-1)
+    return cv2.resize(np.clip(rgb, 0, 255), (width, height), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("name", ["bikes", "bigbuckbunny"])
+def test_resized_frames_are_as_close_to_exact_as_pyavs_rgb(name, request):
+    """Resized RGB frames (swscale's BGR output, channels swapped) stay within 5 levels of PyAV's own
+    resized RGB conversion and are no farther than it from an exact conversion."""
+    path = request.getfixturevalue(name)
+    with av.open(str(path)) as container:
+        frames = [f for _, f in zip(range(20), container.decode(video=0))][::9]
+    with VideoReader(path, short_side=128) as reader:
+        ours = reader.read([0, 9, 18]).frames
+    for frame, mine in zip(frames, ours):
+        height, width = mine.shape[:2]
+        pyav = frame.to_ndarray(format="rgb24", width=width, height=height).astype(np.float64)
+        exact = exact_rgb(frame, width, height)
+        assert np.abs(mine - pyav).max() <= 5
+        assert np.abs(mine - exact).mean() <= np.abs(pyav - exact).mean() + 0.05
 
 
 def test_mjpeg_has_no_vectors(square_mjpeg):
