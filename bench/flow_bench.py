@@ -174,7 +174,7 @@ def levers(pairs: list[tuple], short_side: int, preset: str, repeats: int) -> No
     print(f"levers, side by side (timed on bikes.mp4's {len(bikes)} pairs, CPU ms, best of {repeats}; "
           f"accuracy on the known-motion pairs; flow failures on the shipped videos' pairs):")
     variants = {"ours": {}, "5 refinement iterations (before)": {"VariationalRefinementIterations": 5},
-                "patch stride 5": {"PatchStride": 5}}
+                "3 refinement iterations": {"VariationalRefinementIterations": 3}, "patch stride 5": {"PatchStride": 5}}
     residuals = {}
     for name, settings in variants.items():
         estimator = FlowEstimator("dis", preset)

@@ -58,8 +58,8 @@ from motionmae.tally import VideoTally, skip_kind
 from motionmae.video import VideoError, VideoReader
 
 # Part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts,
-# 4: the faster DIS "balanced" preset and USAC camera fit).
-FORMAT_VERSION = 4
+# 4: the faster DIS "balanced" preset and USAC camera fit, 5: 2 DIS refinement iterations).
+FORMAT_VERSION = 5
 MAGIC = b"MMEFLOW1"
 TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}
