@@ -268,9 +268,9 @@ class MotionCache:
         resized to `size`, mirrored when `flip` (arguments as in `read`): float32 `(n, H, W, 2)`, vectors
         in output px. `out`: an array of that shape, or a list of n `(H, W, 2)` arrays, to write into.
 
-        Two fields at a time, as one 4-channel image: OpenCV's warp takes its vectorized path, with
-        exact coordinates, for 1, 3 or 4 channels, not for 2 (which it samples on a 1/32 px table):
-        about 3x faster per field than one 2-channel warp each.
+        Two fields at a time, as one 4-channel image: OpenCV 5 warps 1 or 4 channels on a fast
+        path with exact coordinates, 2 channels on a slower one that rounds them to 1/32 px (up to
+        0.9 px off on a noisy field); about 3x faster per field than one 2-channel warp each.
         """
         frame_h, frame_w = self.info(video).frame_size
         grid_h, grid_w = fields.shape[1:3]
