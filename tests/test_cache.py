@@ -145,8 +145,10 @@ def test_resampled_flow_is_the_bilinear_field_under_any_box(dataset, tmp_path):
         x = (x0 + ((size - 1 - u) if flip else u) * sx + 0.5 * sx) * grid_w / frame_w - 0.5
         y = (y0 + (u + 0.5) * sy) * grid_h / frame_h - 0.5
         for field, got in zip(stored, out):
-            want = bilinear(field, x, y) * [-1 / sx if flip else 1 / sx, 1 / sy]
-            assert np.abs(got - want).max() < 1e-3
+            scale = np.array([-1 / sx if flip else 1 / sx, 1 / sy])
+            want = bilinear(field, x, y) * scale
+            step = max(np.abs(np.diff(field, axis=a)).max() for a in (0, 1)) * np.abs(scale).max()
+            assert np.abs(got - want).max() < 1e-3 + step / 16  # OpenCV 4 rounds coordinates to 1/32 px
     assert np.array_equal(cache.resample("a/clip2.mp4", stored[:1]), cache.read("a/clip2.mp4", 2, 3))
 
 
