@@ -137,7 +137,8 @@ def test_resampled_flow_is_the_bilinear_field_under_any_box(dataset, tmp_path):
     rng = np.random.default_rng(0)
     for _ in range(6):
         w, h = int(rng.integers(24, frame_w + 1)), int(rng.integers(24, frame_h + 1))
-        x0, y0, size, flip = int(rng.integers(frame_w - w + 1)), int(rng.integers(frame_h - h + 1)), 56, bool(rng.integers(2))
+        x0, y0 = int(rng.integers(frame_w - w + 1)), int(rng.integers(frame_h - h + 1))
+        size, flip = 56, bool(rng.integers(2))
         rows = [np.zeros((size, size, 2), np.float32) for _ in flows]
         out = cache.resample("a/clip2.mp4", stored, (size, size), (x0, y0, w, h), flip, out=rows)
         sx, sy = w / size, h / size
