@@ -11,8 +11,8 @@ import torch
 
 from motionmae.cli import main
 from motionmae.config import ConfigError, DataConfig, load_config
-from motionmae.data import PretrainDataset, collate, read_list
-from motionmae.masking import MaskGenerator
+from motionmae.data import PretrainDataset, collate, read_list, repeat_rng
+from motionmae.masking import MaskGenerator, sample_rng
 from motionmae.models import token_grid
 from motionmae.pretrain import build_dataset
 from motionmae.targets import build_target
@@ -122,3 +122,25 @@ def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     assert {"platform", "cpus", "av"} <= set(report["machine"])
     assert main(["bench", "loader", "--config", "demo", "--list", str(data / "train.csv"), "--clips", "5"]) == 2
     assert capsys.readouterr().err.strip() == "motionmae bench: error: --clips 5 is not a multiple of --repeats 4"
+
+
+def test_repeats_share_the_spans_stored_flow_and_get_the_flow_read_for_each(tiny_synthetic):
+    """The samples of a repeated span resample the flow fields decoded once for the span; each
+    sample's flow equals the flow read from the cache for its own crop box, and the first sample
+    is the sample without repeats."""
+    data, cache = tiny_synthetic
+    config = load_config("mme", [f"data.train={data / 'train.csv'}", f"data.cache={cache}", "data.short_side=64",
+                                 "data.size=32", "data.frames=4", "data.stride=3", "data.repeats=3"])
+    target = build_target(config.target.name, **config.target.options)
+    ds = build_dataset(config, target)
+    single = build_dataset(dataclasses.replace(config, data=dataclasses.replace(config.data, repeats=1)), target)
+    item = ds.items[1]
+    span = ds.read(item, sample_rng(config.run.seed, 1, 0))
+    assert span.stored_flow is not None and len(span.stored_flow[0]) == len(ds.flows_read)
+    for r in range(3):
+        shared, box = ds.augment(item, span, repeat_rng(config.run.seed, 1, 0, r))
+        plain_span = dataclasses.replace(span, stored_flow=None)
+        alone, same_box = ds.augment(item, plain_span, repeat_rng(config.run.seed, 1, 0, r))
+        assert box == same_box and torch.equal(shared["flow"], alone["flow"]) and shared["flow"].abs().sum() > 0
+    first, plain = ds[(0, 1)][0], single[(0, 1)]
+    assert all(torch.equal(first[k], plain[k]) for k in ("frames", "flow", "mask"))
