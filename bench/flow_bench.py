@@ -244,7 +244,8 @@ def main() -> None:
             stored = cache.read(path.name, 0, entry.num_flows)
             errors = trajectory_error(full_precision_flow(path, params), stored)
             print(f"{path.name} ({info.width}x{info.height} -> {width}x{height}, {info.num_frames} frames):")
-            print(f"  prepare {prepare_fps:6.1f} frames/s per core, {cpu_fps:6.1f} per CPU second (goal >= 200) | "
+            print(f"  prepare {prepare_fps:6.1f} frames/s wall clock, {cpu_fps:6.1f} per CPU second, i.e. per core "
+                  f"(goal >= 200) | "
                   f"decode only {decode_fps:6.1f} frames/s | prepare/decode speed ratio {prepare_fps / decode_fps:.2f}")
             print(f"  cache {cache_bpf:7.0f} B/frame vs video {video_bpf:7.0f} B/frame "
                   f"(ratio {cache_bpf / video_bpf:.2f}, goal <= 1)")
