@@ -276,9 +276,24 @@ class SpanFlow:
         except CacheError:
             return None
 
+    def stored(self, item: Item, start: int, stop: int, places=None) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the samples of one decoded span share: the places (sorted offsets from `start`; default
+        all) of the fields `start..stop` that the entry holds, and those fields as stored (grid
+        resolution, `MotionCache.stored`); None when the video has no entry or flow is kept in memory."""
+        if self.kept is not None:
+            return None
+        try:
+            info = self.cache.info(item.key)
+        except CacheError:
+            return None
+        places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
+        inside = places[start + places < info.num_flows]
+        return inside, self.cache.stored(item.key, start + inside)
+
     def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox,
-                 places=None) -> np.ndarray:
-        """`places`: the fields to read, sorted offsets from `start` (default all); the others are zeros."""
+                 places=None, stored=None) -> np.ndarray:
+        """`places`: the fields to read, sorted offsets from `start` (default all); the others are zeros.
+        `stored`: `self.stored(item, start, stop, places)`, when the caller has it already."""
         try:
             info = self.cache.info(item.key)
         except CacheError as err:
@@ -286,32 +301,24 @@ class SpanFlow:
                 raise FlowUnavailable(f"{err}; run `motionmae prepare` on its list first, "
                                       f"or set data.flow_on_the_fly=true") from None
             return self.compute(frames, box)[: stop - start]
-        places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
         flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
-        inside = places[start + places < info.num_flows]
         if self.kept is not None:
+            places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
+            inside = places[start + places < info.num_flows]
             if item.key not in self.kept:
                 self.kept[item.key] = self.cache.read(item.key, 0, info.num_flows).astype(np.float16)
             if len(inside):
                 flow[inside] = augment_flow(self.kept[item.key][start + inside].astype(np.float32), box)
             return flow
-        for a, b in _runs(inside):
-            self.cache.read(item.key, start + a, start + b, size=(box.size, box.size),
-                            crop=(box.x, box.y, box.w, box.h), flip=box.flip, out=flow[a:b])
+        inside, fields = stored or self.stored(item, start, stop, places)
+        self.cache.resample(item.key, fields, (box.size, box.size), (box.x, box.y, box.w, box.h), box.flip,
+                            out=[flow[p] for p in inside])
         return flow
 
     def compute(self, frames: np.ndarray, box: CropBox) -> np.ndarray:
         """Flow between consecutive decoded frames uint8 `(T, H, W, 3)` with the cache's flow
         parameters, under the box: `(T - 1, S, S, 2)` output px."""
         return augment_flow(video_flow(frames, self.cache.params.flow), box)
-
-
-def _runs(places: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted distinct ints as runs of consecutive values `[(first, last + 1), ...]`."""
-    if not len(places):
-        return []
-    breaks = np.flatnonzero(np.diff(places) != 1) + 1
-    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(places, breaks)]
 
 
 def _cut_cache(data) -> MotionCache | None:
@@ -462,7 +469,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def open(self, item: Item):
         """A reader of the item's video; with `data.in_memory`, the video decoded once and kept."""
         if self.videos is None:
-            return VideoReader(item.path, self.data.short_side)
+            return VideoReader(item.path, self.data.short_side, torch.get_num_threads())
         if item.key not in self.videos:
             motion = self.masks.needs_motion and not self.data.shuffle_frames
             self.videos[item.key] = MemoryVideo(item.path, self.data.short_side, motion)
@@ -487,7 +494,10 @@ class PretrainDataset(torch.utils.data.Dataset):
             indices = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
             clip = reader.read(indices[self.frames_read], motion=self.masks.needs_motion and not d.shuffle_frames)
             frames, vectors, has_vectors = clip.frames, clip.motion, clip.has_motion
-        return Span(start, indices, frames, vectors, has_vectors, shot_ids(self.span_cuts(item, start)))
+        stored = None
+        if self.needs_flow and not d.shuffle_frames:
+            stored = self.span_flow.stored(item, start, start + self.raw_span - 1, self.flows_read)
+        return Span(start, indices, frames, vectors, has_vectors, shot_ids(self.span_cuts(item, start)), stored)
 
     def augment(self, item: Item, span: Span, rng: np.random.Generator) -> tuple[dict, CropBox]:
         """A sample of a decoded span: its own crop, flip, frame order (`shuffle_frames`) and mask."""
@@ -502,7 +512,8 @@ class PretrainDataset(torch.utils.data.Dataset):
         if self.needs_flow and d.shuffle_frames:
             flow = self.span_flow.compute(decoded, box)
         elif self.needs_flow:
-            flow = self.span_flow(item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read)
+            flow = self.span_flow(item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read,
+                                  span.stored_flow)
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
         if span.motion is not None:
@@ -539,6 +550,7 @@ class Span:
     motion: np.ndarray | None  # codec vectors (F, h8, w8, 2) at the places of `frames`, for MGM; else None
     has_motion: np.ndarray | None  # bool (F,)
     shot: np.ndarray  # int (T_raw,) shot of each place (`cuts.shot_ids`)
+    stored_flow: tuple | None = None  # `SpanFlow.stored` of the span's flow fields, shared by its samples
 
 
 # ---------------------------------------------------------------- classification clips
@@ -794,7 +806,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def train_clip(self, item: Item, rng: np.random.Generator) -> np.ndarray:
         """uint8 (T, S, S, 3)."""
         s, a = self.spec, self.augment
-        with VideoReader(item.path, s.short_side) as reader:
+        with VideoReader(item.path, s.short_side, torch.get_num_threads()) as reader:
             frames = reader.read(clip_indices(len(reader), s, rng)).frames
         box = random_resized_crop(frames.shape[1], frames.shape[2], s.size, a.area, a.aspect, a.flip, rng)
         frames = augment_frames(frames, box)
@@ -803,7 +815,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def views(self, item: Item) -> np.ndarray:
         """uint8 (clips * crops, T, S, S, 3): every temporal clip at every spatial crop."""
         s = self.spec
-        with VideoReader(item.path, s.short_side) as reader:
+        with VideoReader(item.path, s.short_side, torch.get_num_threads()) as reader:
             indices = [clip_indices(len(reader), s, clip=c, clips=self.clips) for c in range(self.clips)]
             frames = reader.read(np.concatenate(indices)).frames
         frames = frames.reshape(self.clips, s.frames, *frames.shape[1:])

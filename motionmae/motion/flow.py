@@ -26,16 +26,16 @@ import numpy as np
 CLAMP = 20.0  # px, the paper's upper bound on flow values
 METHODS = ("dis", "farneback")
 # DIS presets: OpenCV's three, plus "balanced" (the default): OpenCV's "fast" with a
-# variational refinement that smooths half as much (alpha 10 instead of 20) in 3 iterations
+# variational refinement that smooths half as much (alpha 10 instead of 20) in 2 iterations
 # instead of 5. On the rendered objects of tests/test_flow.py it is about twice as accurate as
 # "fast" and "ultrafast", and its field stays smooth enough to be stored at 1/4 resolution.
-# The 3 iterations take 0.85x the time of 5 at errors within 3 % on real frames moved by known
-# motion; patches every 5 px instead of 4 would save as much again but let the flow fail on
-# more frame pairs (`bench/flow_bench.py --levers`, docs/benchmarks.md).
+# The 2 iterations take 0.75x the time of 5 (3: 0.85x) at errors within 6 % (3: 3 %) on real
+# frames moved by known motion; patches every 5 px instead of 4 would save as much but let the
+# flow fail on more frame pairs (`bench/flow_bench.py --levers`, docs/benchmarks.md).
 DIS_PRESETS = {
     "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
     "balanced": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {"VariationalRefinementAlpha": 10.0,
-                                                   "VariationalRefinementIterations": 3}),
+                                                   "VariationalRefinementIterations": 2}),
     "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {}),
     "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),
 }
