@@ -203,7 +203,7 @@ def test_damaged_samples_are_skipped_reported_and_replaced(tiny_synthetic, packe
     reasons = {entry["path"].split(":")[-1]: entry["reason"] for entry in counts["skipped_videos"]}
     assert "do not match the checksum" in reasons[corrupt] and "could not be read" in reasons[lost.pop()]
     spec = ClipSpec(frames=8, stride=2, size=32, short_side=32)  # testing: counted as not read, never replaced
-    tests = [b for b in single_pass_loader(clip_dataset(index, spec), 8)]
+    tests = list(single_pass_loader(clip_dataset(index, spec), 8))
     ok = torch.cat([b["ok"] for b in tests])
     assert len(ok) == 24 and (~ok).nonzero().flatten().tolist() == [13, 17, 18, 19]
 

@@ -185,7 +185,7 @@ def test_every_object_performs_the_class_motion():
 
 def test_written_dataset_layout_and_videos(reference):
     meta = json.loads((reference / "meta.json").read_text())
-    assert meta["arguments"] == {k: v for k, v in SMALL.items()} and meta["version"] == synthetic.GENERATOR_VERSION
+    assert meta["arguments"] == SMALL and meta["version"] == synthetic.GENERATOR_VERSION
     assert (reference / "classes.txt").read_text().split() == CLASSES
     train = (reference / "train.csv").read_text().splitlines()
     val = (reference / "val.csv").read_text().splitlines()

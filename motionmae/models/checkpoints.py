@@ -69,7 +69,7 @@ def save_safetensors(checkpoint: dict, path) -> Path:
 
 def _load_safetensors(path: Path) -> dict:
     with safe_open(path, "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         ours = (f.metadata() or {}).get("motionmae")
     return {"model": tensors, **json.loads(ours)} if ours else tensors
 

@@ -248,7 +248,7 @@ class TrajectoryTarget(Target):
         fields = self.traj_len if self.tracker == "release" else self.traj_len * step
         starts = [j * self.tubelet * stride for j in range(num_frames // self.tubelet)]  # r_j
         flows = {r + f for r in starts for f in range(fields)}
-        frames = {r + step * l for r in starts for l in range(self.traj_len)} if self.shape else set()
+        frames = {r + step * k for r in starts for k in range(self.traj_len)} if self.shape else set()
         return sorted(frames), sorted(flows)
 
     def _tracks(self, flow, starts, points, step):
