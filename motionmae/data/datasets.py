@@ -48,8 +48,8 @@ worker process would keep a copy of its own).
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,7 @@ from motionmae.motion.cuts import shot_ids
 from motionmae.motion.flow import video_flow
 from motionmae.motion.masking import MaskGenerator
 
+logger = logging.getLogger(__name__)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -121,7 +122,7 @@ def collate(samples: list) -> dict:
 
 def skip_entry(position: int, item: Item, err: Exception) -> dict:
     """Warn about a video that failed to read and describe it for the batch's "skipped" list."""
-    print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+    logger.warning("skipping %s: %s", item.path, err)
     return {"position": position, "path": str(item.path), "kind": skip_kind(err),
             "reason": getattr(err, "problem", str(err))}
 
@@ -415,8 +416,8 @@ class PretrainDataset(torch.utils.data.Dataset):
             raise FlowUnavailable(f"none of the {len(items)} videos is in the motion cache {cache.dir} "
                                   f"(first: {items[0].path}); {hint}")
         names = ", ".join(str(items[p].path) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
-        print(f"warning: {len(missing)} of {len(items)} videos are not in the motion cache {cache.dir} "
-              f"and are left out: {names}", file=sys.stderr)
+        logger.warning("%d of %d videos are not in the motion cache %s and are left out: %s", len(missing),
+                       len(items), cache.dir, names)
         self.left_out = [{"position": p, "path": str(items[p].path), "kind": "not_in_cache",
                           "reason": f"not in the motion cache {cache.dir}"} for p in missing]
         self.positions = sorted(set(self.positions) - set(missing))
@@ -636,7 +637,7 @@ def _warp(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def _auto_contrast(frames, level, rng):
     lo, hi = frames.reshape(-1, 3).min(0).astype(np.float32), frames.reshape(-1, 3).max(0).astype(np.float32)
     values = np.arange(256, dtype=np.float32)
-    tables = [np.clip((values - l) * 255 / (h - l), 0, 255) if h > l else values for l, h in zip(lo, hi)]
+    tables = [np.clip((values - a) * 255 / (b - a), 0, 255) if b > a else values for a, b in zip(lo, hi)]
     return _per_channel(frames, np.stack(tables).astype(np.uint8))
 
 
