@@ -138,7 +138,7 @@ def make_loader(dataset, workers: int, pin_memory: bool = False, persistent: boo
     (streamed data sets, whose workers must learn the epoch, pass `persistent=False`).
     `batching`: `batch_sampler=...` or `batch_size=...`.
     """
-    extra = {"multiprocessing_context": "spawn", "persistent_workers": persistent, "worker_init_fn": _init_worker}
+    extra: dict = {"multiprocessing_context": "spawn", "persistent_workers": persistent, "worker_init_fn": _init_worker}
     return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
                                        **(extra if workers > 0 else {}), **batching)
 
@@ -396,18 +396,19 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.flows_read = np.asarray(reads[1], np.int64)
         self.input_places = np.searchsorted(self.frames_read, inputs)  # of the input frames in frames_read
         self.listed = len(items)  # videos in the list given; `positions[i]`: items[i]'s place in it
-        self.positions, self.left_out = list(range(len(items))), []
+        self.positions = list(range(len(items)))
+        self.left_out: list[dict] = []
         self.videos: dict[str, MemoryVideo] | None = {} if data.in_memory else None
-        if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
-            self._leave_out_uncached(items)
+        if self.span_flow is not None and not (data.flow_on_the_fly or data.shuffle_frames):
+            self._leave_out_uncached(items, self.span_flow.cache)
         self.items = [items[p] for p in self.positions]
-        if needs_flow:
+        self.cut_cache: MotionCache | None
+        if self.span_flow is not None:
             self.cut_cache = self.span_flow.cache
         else:  # MGM on a pixel target reads no flow, but the cuts still guide it
             self.cut_cache = (cache or _cut_cache(data)) if masks.needs_motion else None
 
-    def _leave_out_uncached(self, items: list[Item]) -> None:
-        cache = self.span_flow.cache
+    def _leave_out_uncached(self, items: list[Item], cache: MotionCache) -> None:
         missing = [p for p, item in enumerate(items) if not cache.entry_path(item.key).is_file()]
         if not missing:
             return
@@ -478,7 +479,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def read(self, item: Item, rng: np.random.Generator, start: int | None = None) -> Span:
         """Decode the span of a sample (`start` as in `sample`)."""
         d = self.data
-        cached = self.span_flow.frames(item) if self.needs_flow and not d.shuffle_frames else None
+        cached = self.span_flow.frames(item) if self.span_flow is not None and not d.shuffle_frames else None
         with self.open(item) as reader:
             count = min(len(reader), cached or len(reader))  # a frame both have
             last_start = max(0, count - self.raw_span)
@@ -499,13 +500,13 @@ class PretrainDataset(torch.utils.data.Dataset):
             indices, decoded, shot = indices[order], decoded[order], shot[order]
         frames = self.span_frames(decoded, box)
         flow = None
-        if self.needs_flow and d.shuffle_frames:
+        if self.span_flow is not None and d.shuffle_frames:
             flow = self.span_flow.compute(decoded, box)
-        elif self.needs_flow:
+        elif self.span_flow is not None:
             flow = self.span_flow(item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read)
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
-        if span.motion is not None:
+        if span.motion is not None and span.has_motion is not None:
             places = self.input_places
             motion, has_motion = augment_vectors(span.motion[places], box), span.has_motion[places]
         cuts = np.diff(shot) != 0  # (T_raw - 1,) pairs of the (shuffled) span across a shot cut
@@ -794,6 +795,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def train_clip(self, item: Item, rng: np.random.Generator) -> np.ndarray:
         """uint8 (T, S, S, 3)."""
         s, a = self.spec, self.augment
+        assert a is not None, "training clips need a TrainAugment"
         with VideoReader(item.path, s.short_side) as reader:
             frames = reader.read(clip_indices(len(reader), s, rng)).frames
         box = random_resized_crop(frames.shape[1], frames.shape[2], s.size, a.area, a.aspect, a.flip, rng)

@@ -299,7 +299,8 @@ def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np
             image = image * (1 - alpha) + layer[..., :3]
             mask[i][alpha[..., 0] > 0.5] = k + 1
         if noise:
-            image += np.random.default_rng([scene.noise_seed, t]).standard_normal(image.shape, np.float32) * scene.noise
+            grain = np.random.default_rng([scene.noise_seed, t]).standard_normal(image.shape, np.float32)
+            image = image + grain * scene.noise
         video[i] = image
     return np.clip(np.rint(video), 0, 255).astype(np.uint8), mask
 

@@ -75,7 +75,7 @@ def panel_scale(side: int) -> int:
 def time_colors(steps: int) -> list[tuple[int, int, int]]:
     """`steps` RGB colours from dark to light (plasma colormap), one per trajectory step in time order."""
     ramp = np.linspace(40, 255, steps).astype(np.uint8)[:, None]
-    return [tuple(int(c) for c in rgb) for rgb in cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1]]
+    return [(int(r), int(g), int(b)) for r, g, b in cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1]]
 
 
 def draw_trajectories(image: np.ndarray, positions: np.ndarray, scale: int) -> np.ndarray:

@@ -132,6 +132,8 @@ def decode_field(data: bytes, grid_size: tuple[int, int], step: float) -> np.nda
     """Inverse of `encode_field`: float32 `(h, w, 2)` in px."""
     height, width = grid_size
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise CacheError("a flow field does not decode")
     rows = image.shape[0] // 2
     codes = np.stack([image[:height], image[rows:rows + height]], axis=-1)
     return (codes.astype(np.float32) - 128) * step

@@ -146,7 +146,7 @@ def upgrade(path, out=None) -> Path:
     return _atomic(out or path, lambda tmp: torch.save(state, tmp), check)
 
 
-def _plain_numpy_state(state: tuple) -> dict:
+def _plain_numpy_state(state) -> dict:
     """np.random.get_state()'s ("MT19937", key uint32 (624,), pos, has_gauss, gauss) as plain values."""
     _, key, pos, has_gauss, gauss = state
     return {"key": np.asarray(key).tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}

@@ -124,6 +124,7 @@ def _window_sums(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
             total = piece.clone() if total is None else total.add_(piece)
             offset += width
         if 2 * width > size:
+            assert total is not None  # size >= 1 has a set bit at or below width
             return total
         shorter = part.shape[dim] - width
         part = part.narrow(dim, 0, shorter) + part.narrow(dim, width, shorter)
