@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # File name endings taken for videos when a folder is searched.
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
@@ -24,7 +25,7 @@ class ListError(ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    path: Path
+    path: Any  # a Path; in a shard stream a "URL:key" str, or the io.video.NamedBytes of the sample being read
     label: int  # -1: unlabelled
     key: str  # the video's name in the motion cache: its path relative to the list's folder
 

@@ -278,8 +278,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.train = isinstance(pipeline, PretrainDataset) or pipeline.augment is not None
         self.repeats = pipeline.repeats if isinstance(pipeline, ClipDataset) and self.train else 1
         self.seed = pipeline.seed
-        self.listed, self.left_out = len(index), []
-        self.masks, self.clips, self.crops = (getattr(pipeline, name, None) for name in ("masks", "clips", "crops"))
+        self.listed = len(index)
+        self.left_out: list[dict] = []
+        self.masks = getattr(pipeline, "masks", None)
+        self.clips, self.crops = getattr(pipeline, "clips", 1), getattr(pipeline, "crops", 1)  # views per video
         self.rank, self.world, self.batch_size = 0, 1, 1
         self.epoch, self.skip = 0, 0
 
@@ -468,10 +470,9 @@ def pretrain_dataset(items: list[Item], data, raw_span: int, masks, seed: int = 
 def clip_dataset(items: list[Item], spec, augment=None, seed: int = 0, repeats: int = 1, clips: int = 1,
                  crops: int = 1) -> ClipDataset | ShardStream:
     """A `ClipDataset` of a list's videos, or a `ShardStream` of a `ShardIndex`'s samples (same arguments)."""
-    shards = isinstance(items, ShardIndex)
-    dataset = ClipDataset([] if shards else items, spec, augment, seed=seed, repeats=repeats, clips=clips,
-                          crops=crops)
-    return ShardStream(items, dataset) if shards else dataset
+    dataset = ClipDataset([] if isinstance(items, ShardIndex) else items, spec, augment, seed=seed, repeats=repeats,
+                          clips=clips, crops=crops)
+    return ShardStream(items, dataset) if isinstance(items, ShardIndex) else dataset
 
 
 class StreamEpochs:
@@ -593,7 +594,8 @@ def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> d
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed run
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    samples, skipped = [], []
+    samples: list[dict] = []
+    skipped: list[dict] = []
     try:
         with open(tmp, "wb") as f:
             with TarWriter(f, user="", group="", mtime=0, encoder=False) as tar:  # mtime 0: the same bytes every time
