@@ -280,7 +280,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.seed = pipeline.seed
         self.listed = len(index)
         self.left_out: list[dict] = []
-        self.masks = getattr(pipeline, "masks", None)
+        self.masks = pipeline.masks if isinstance(pipeline, PretrainDataset) else None
         self.clips, self.crops = getattr(pipeline, "clips", 1), getattr(pipeline, "crops", 1)  # views per video
         self.rank, self.world, self.batch_size = 0, 1, 1
         self.epoch, self.skip = 0, 0
