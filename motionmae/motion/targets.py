@@ -94,7 +94,8 @@ def _is_all_valid(valid: torch.Tensor) -> bool:
 
 
 def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
-    """Baseline norms of `(B, N, ..., F)` token features: "token" (standardize per token), "l2" (per last axis), "none"."""
+    """Baseline norms of `(B, N, ..., F)` token features: "token" (standardize per token), "l2" (per last axis),
+    "none"."""
     if norm == "token":
         return standardize(x, tuple(range(2, x.dim())))
     if norm == "l2":
@@ -114,7 +115,8 @@ def _check_span(builder, frames, flow, num_frames, stride, cuts=None):
     b, t_raw, h, w, _ = frames.shape
     need = builder.raw_span(num_frames, stride)
     if num_frames % builder.tubelet or h % builder.patch or w % builder.patch:
-        raise ValueError(f"{num_frames} frames of {h}x{w} do not split into {builder.tubelet}x{builder.patch}x{builder.patch} tubelets")
+        raise ValueError(f"{num_frames} frames of {h}x{w} do not split into "
+                         f"{builder.tubelet}x{builder.patch}x{builder.patch} tubelets")
     if t_raw < need:
         raise ValueError(f"{builder.name} target needs {need} raw frames for T={num_frames}, s={stride}; got {t_raw}")
     if builder.needs_flow and (flow is None or flow.shape[1] < need - 1 or tuple(flow.shape[2:4]) != (h, w)):
