@@ -226,7 +226,7 @@ def unpack(sample: dict, item: Item, position: int, url: str) -> Packed:
 class ShardEntries(MotionCache):
     """The motion-cache entry of the sample being decoded, held in memory: `hold(...)`, then read it as a cache."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("shards", CacheParams())
         self.entries: dict[str, bytes] = {}
 
