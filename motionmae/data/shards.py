@@ -48,9 +48,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import re
-import socket
 import sys
 import tarfile
 import time
@@ -62,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motionmae.common.files import write_atomic
+from motionmae.common.files import atomic_open, write_atomic
 from motionmae.common.lists import Item, ListError, read_list
 from motionmae.common.rng import sample_rng
 from motionmae.common.tally import VideoTally
@@ -591,30 +589,20 @@ def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> d
     `advance(bytes)` is called once per video of the plan."""
     from webdataset.writer import TarWriter
 
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed run
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     samples: list[dict] = []
     skipped: list[dict] = []
-    try:
-        with open(tmp, "wb") as f:
-            with TarWriter(f, user="", group="", mtime=0, encoder=False) as tar:  # mtime 0: the same bytes every time
-                for item in plan:
-                    try:
-                        members = _members(item, cache)
-                    except Unpackable as err:
-                        skipped.append({"key": item.key, "path": str(item.path), "kind": err.kind, "reason": str(err)})
-                        advance(0)
-                        continue
-                    tar.write({"__key__": f"{len(samples):06d}", **members})
-                    samples.append({"key": item.key, "label": item.label})
-                    advance(len(members["video"]) + len(members["flow"]))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # TarWriter with mtime 0: the same bytes every time
+    with atomic_open(path, clear_stale=True) as f, TarWriter(f, user="", group="", mtime=0, encoder=False) as tar:
+        for item in plan:
+            try:
+                members = _members(item, cache)
+            except Unpackable as err:
+                skipped.append({"key": item.key, "path": str(item.path), "kind": err.kind, "reason": str(err)})
+                advance(0)
+                continue
+            tar.write({"__key__": f"{len(samples):06d}", **members})
+            samples.append({"key": item.key, "label": item.label})
+            advance(len(members["video"]) + len(members["flow"]))
     side = {"format": SHARD_FORMAT, "shard": path.name, "samples": samples, "skipped": skipped,
             "plan": _plan(plan), "cache": _cache_info(cache), "bytes": path.stat().st_size}
     write_atomic(Path(sidecar_url(str(path))), (json.dumps(side) + "\n").encode())
