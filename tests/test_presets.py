@@ -93,6 +93,7 @@ def run_cli(capsys, caplog, *argv) -> str:
     return err
 
 
+@pytest.mark.slow  # a training step per preset
 @pytest.mark.parametrize("preset", PRETRAIN)
 def test_every_pretraining_preset_steps_on_real_video(preset, real_videos, tmp_path, capsys, caplog):
     listing, cache = real_videos
@@ -116,6 +117,7 @@ def test_a_video_missing_from_the_motion_cache_is_a_one_line_error(real_videos, 
     assert code == 2 and err.count("\n") == 1 and "motionmae prepare" in err and "bikes.mp4" in err, err
 
 
+@pytest.mark.slow  # a training step and an evaluation per preset
 @pytest.mark.parametrize("preset", FINETUNE)
 def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_videos, tmp_path, capsys, caplog):
     listing, _ = real_videos
@@ -139,6 +141,7 @@ def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_
 # ---------------------------------------------------------------- presets in an installed wheel
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
     """Build a wheel from the repo's sources, install it into a fresh venv, run it from another folder.
 

@@ -255,6 +255,7 @@ def test_resume_after_damage_restores_the_same_data(reference, tmp_path):
         np.testing.assert_array_equal(decoded(out, line), decoded(reference, line))
 
 
+@pytest.mark.slow  # a subprocess killed mid-run
 def test_killed_run_lists_nothing_half_written_and_resumes(tmp_path):
     out = tmp_path / "killed"
     script = ("from motionmae.data.synthetic import make_dataset; "
