@@ -42,7 +42,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from motionmae.common.files import write_atomic
+from motionmae.common.files import atomic_open, write_atomic
 from motionmae.errors import MotionMAEError
 from motionmae.io.video import VideoError, VideoReader
 from motionmae.motion.cuts import CutParams, find_cuts, warp_residual
@@ -133,6 +132,8 @@ def decode_field(data: bytes, grid_size: tuple[int, int], step: float) -> np.nda
     """Inverse of `encode_field`: float32 `(h, w, 2)` in px."""
     height, width = grid_size
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise CacheError("a flow field does not decode")
     rows = image.shape[0] // 2
     codes = np.stack([image[:height], image[rows:rows + height]], axis=-1)
     return (codes.astype(np.float32) - 128) * step
@@ -322,20 +323,10 @@ class MotionCache:
         """Write the entry file of one video: temp file, fsync, rename; returns its frame count."""
         entry = self.entry_path(video)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        for stale in entry.parent.glob(f".{entry.name}.*.tmp"):  # left by a killed run
-            stale.unlink(missing_ok=True)
-        tmp = entry.with_name(f".{entry.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                header = self._write_fields(f, reader)
-                body = json.dumps({"video": video, "params": dataclasses.asdict(self.params), **header}).encode()
-                f.write(body + TRAILER.pack(header["offsets"][-1], len(body), MAGIC))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, entry)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_open(entry, clear_stale=True) as f:
+            header = self._write_fields(f, reader)
+            body = json.dumps({"video": video, "params": dataclasses.asdict(self.params), **header}).encode()
+            f.write(body + TRAILER.pack(header["offsets"][-1], len(body), MAGIC))
         return header["num_frames"]
 
     def _write_fields(self, f, reader: VideoReader) -> dict:

@@ -43,9 +43,11 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
 from av.video.reformatter import VideoReformatter
+from av.video.stream import VideoStream
 import cv2
 import numpy as np
 
@@ -144,7 +146,7 @@ def _open(path) -> av.container.InputContainer:
     _check_file(path)
     source = io.BytesIO(path.getvalue()) if isinstance(path, NamedBytes) else str(path)
     try:
-        container = av.open(source)
+        container = av.open(source, "r")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise NotAVideoError(path, f"not a readable video ({err.__class__.__name__}: {err})") from None
     if not container.streams.video:
@@ -610,7 +612,7 @@ class VideoReader:
         self.short_side, self.threads = short_side, threads
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
         self.tally = _Tally()  # frames the decoder produced so far (seeking keeps this small)
-        self._motion = None  # whether the open decoder exports vectors; None before its first frame
+        self._motion: bool | None = None  # whether the open decoder exports vectors; None before its first frame
         self.scaler = VideoReformatter()  # one swscale context for every frame this reader converts
 
     @property
@@ -848,7 +850,7 @@ def write_video(path, frames: np.ndarray, fps: int = 25, codec: str = "libx264",
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     container = av.open(str(tmp), "w")
     try:
-        stream = container.add_stream(codec, rate=fps)
+        stream = cast(VideoStream, container.add_stream(codec, rate=fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         stream.options = dict(options or {})

@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,7 +169,7 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, val = state["step"], state.get("val")
-    ddp = DistributedDataParallel(model) if env.world > 1 else model
+    ddp: Any = DistributedDataParallel(model) if env.world > 1 else model  # no_sync() in DDP
     use_amp = config.run.amp and env.device.type == "cuda"
     videos = RunVideos(len(train_items), env, state)
 

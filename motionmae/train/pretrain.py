@@ -29,8 +29,10 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -65,6 +67,7 @@ class MetricsLog:
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
+        self.board: Any  # a SummaryWriter, or None without tensorboard
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.board = SummaryWriter(str(out / "tensorboard"))
@@ -120,8 +123,9 @@ class RunVideos:
     checkpoint's "videos" when it has them; written to metrics.jsonl as a "videos" record at an
     epoch's end when the counts changed, and at the last step."""
 
-    def __init__(self, listed: int, env: Distributed, state: dict | None = None, left_out: list[dict] = ()):
-        self.env, self.logged = env, None
+    def __init__(self, listed: int, env: Distributed, state: dict | None = None, left_out: Iterable[dict] = ()):
+        self.env = env
+        self.logged: dict | None = None
         self.tally = VideoTally.from_state(state["videos"]) if state and "videos" in state else VideoTally(listed)
         for entry in left_out:  # left out by the data set before training
             self.tally.skip(**entry)
@@ -131,7 +135,7 @@ class RunVideos:
 
     def gathered(self) -> VideoTally:
         """The union of every process's tally (a collective call in DDP)."""
-        parts = [self.tally]
+        parts: list = [self.tally]
         if self.env.world > 1:
             parts = [None] * self.env.world
             dist.all_gather_object(parts, self.tally)
@@ -187,7 +191,8 @@ class MaskSources:
 
     def __init__(self, prefer: str, env: Distributed):
         self.prefer, self.env = prefer, env
-        self.counts, self.warned = Counter(), False
+        self.counts: Counter[str] = Counter()
+        self.warned = False
 
     def add(self, batch: dict) -> None:
         self.counts.update(batch["mask_source"])
@@ -306,11 +311,12 @@ def pretrain(config: Config, resume: str | None = None) -> PretrainResult:
         scaler.load_state_dict(state["scaler"])
         checkpoints.set_rng_state(state["rng"][env.rank] if env.rank < len(state["rng"]) else state["rng"][0])
         step = state["step"]
-    ddp = DistributedDataParallel(model) if env.world > 1 else model
+    ddp: Any = DistributedDataParallel(model) if env.world > 1 else model  # or either of them compiled
     if config.run.compile:
         ddp = torch.compile(ddp)  # the same parameters; `model` is still what is saved
     videos = RunVideos(dataset.listed, env, state, dataset.left_out)
-    sources = MaskSources(config.mask.guidance, env) if dataset.masks.needs_motion else None
+    needs_motion = dataset.masks is not None and dataset.masks.needs_motion
+    sources = MaskSources(config.mask.guidance, env) if needs_motion else None
 
     def save():
         read = videos.gathered()
