@@ -128,7 +128,7 @@ def run_loader_bench(config_name: str, list_path, out, cache=None, clips: int = 
               f"{setup['frames_read']} frames and {setup['flows_read']} flow fields), short side {d.short_side}, "
               f"crop {d.size}, {setup['target']} target, {setup['mask']} mask; videos {', '.join(videos)}; "
               f"{clips} clips per side per round, {rounds} rounds taking turns; one thread")
-        for name, dataset in sides.items():  # warm-up: opens caches and codecs once
+        for dataset in sides.values():  # warm-up: opens caches and codecs once
             dataset[(0, 0)]
         runs = {name: [] for name in sides}
         for r in range(rounds):

@@ -311,7 +311,9 @@ class SpanFlow:
             if len(inside):
                 flow[inside] = augment_flow(self.kept[item.key][start + inside].astype(np.float32), box)
             return flow
-        inside, fields = stored or self.stored(item, start, stop, places)
+        stored = stored or self.stored(item, start, stop, places)
+        assert stored is not None, "the video has an entry (info above) and its flow is not kept in memory"
+        inside, fields = stored
         self.cache.resample(item.key, fields, (box.size, box.size), (box.x, box.y, box.w, box.h), box.flip,
                             out=[flow[p] for p in inside])
         return flow
@@ -497,7 +499,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             clip = reader.read(indices[self.frames_read], motion=self.masks.needs_motion and not d.shuffle_frames)
             frames, vectors, has_vectors = clip.frames, clip.motion, clip.has_motion
         stored = None
-        if self.needs_flow and not d.shuffle_frames:
+        if self.span_flow is not None and not d.shuffle_frames:
             stored = self.span_flow.stored(item, start, start + self.raw_span - 1, self.flows_read)
         return Span(start, indices, frames, vectors, has_vectors, shot_ids(self.span_cuts(item, start)), stored)
 

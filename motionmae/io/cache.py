@@ -278,7 +278,7 @@ class MotionCache:
         scale = (-1 / sx if flip else 1 / sx, 1 / sy) * 2  # vectors in output px, per channel
         for i in range(0, len(fields), 2):
             pair = fields[i:i + 2]
-            four = cv2.multiply(cv2.merge([pair[0], pair[-1]]), scale)
+            four = cv2.multiply(cv2.merge([pair[0], pair[-1]]), scale)  # type: ignore[call-overload]  # a per-channel scalar
             warped = cv2.warpAffine(four, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                     borderMode=cv2.BORDER_REPLICATE)
             targets = [out[i + k] for k in range(len(pair))]
