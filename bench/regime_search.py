@@ -5,8 +5,8 @@
     .venv/bin/python -m bench.regime_search flow [--size 32] [--texture 3 8]
 
 No files, no codec, no motion cache: every run renders its videos with motionmae.data.synthetic
-(the working tree's generator, or --generator COMMIT's; --videos-per-class train videos and a fifth as many val videos per
-class, --size px x --frames frames), computes their flow, keeps both in RAM (and in
+(the working tree's generator, or --generator COMMIT's; --videos-per-class train videos and a fifth as many val
+videos per class, --size px x --frames frames), computes their flow, keeps both in RAM (and in
 bench/out/regime-data-<hash>.pt for the next run), and trains in one process. Minutes per
 run, to find a regime before measuring it with the real pipeline (`motionmae demo`).
 

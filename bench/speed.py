@@ -416,11 +416,12 @@ def compare_loader(videos_per_class: int, clips: int, repeats: int) -> dict:
         dataset = build_dataset(config, target)
         with threads(1):  # as in a data-loader worker
             worker = dataset_rate(dataset, clips)
+            worker_cpu = dataset_rate(dataset, clips, time.process_time)
         model = step_rate(config, target, dataset, repeats)
     workers = max(d.workers, 1)  # 0 workers: the training process loads
     loader = worker * workers
-    print(f"  one loader worker      {worker:7.1f} clips/s  (single-threaded); x {workers} workers = "
-          f"{loader:.1f} clips/s")
+    print(f"  one loader worker      {worker:7.1f} clips/s  (single-threaded; {worker_cpu:.1f} per CPU second); "
+          f"x {workers} workers = {loader:.1f} clips/s")
     print(f"  training step          {model:7.1f} clips/s  ({1e3 * config.optim.batch_size / model:.0f} ms per "
           f"batch of {config.optim.batch_size}: targets + forward + backward + AdamW, "
           f"torch threads {torch.get_num_threads()})")
@@ -432,7 +433,8 @@ def compare_loader(videos_per_class: int, clips: int, repeats: int) -> dict:
                        "model": m.size, "target": config.target.name, "mask": f"{config.mask.kind} {config.mask.ratio}",
                        "batch": config.optim.batch_size, "workers": workers, "clips": clips,
                        "videos_per_class": videos_per_class, "repeats": f"median of {repeats} after 1 warm-up"},
-            "figures": {"worker_clips_per_s": worker, "loader_clips_per_s": loader, "model_clips_per_s": model},
+            "figures": {"worker_clips_per_s": worker, "worker_clips_per_cpu_s": worker_cpu,
+                        "loader_clips_per_s": loader, "model_clips_per_s": model},
             "ratios": ratios}
 
 

@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(args.threads)
     gray = np.load(args.frames)
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()  # type: ignore[attr-defined]  # opencv-contrib only
     start = time.perf_counter()
     for frame0, frame1 in zip(gray[:-1], gray[1:]):
         tvl1.calc(frame0, frame1, None)

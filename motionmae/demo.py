@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from motionmae.config import load_config
 from motionmae.data.synthetic import CLASSES, make_dataset
@@ -22,7 +24,7 @@ from motionmae.motion.flow import FlowParams
 from motionmae.train.pretrain import pretrain
 from motionmae.train.probe import linear_probe
 
-DEMO_DATA = {"videos_per_class": 100, "size": 32, "frames": 24}  # 960 train / 240 val videos
+DEMO_DATA: dict[str, Any] = {"videos_per_class": 100, "size": 32, "frames": 24}  # 960 train / 240 val videos
 PROBE = "linear-probe-demo"  # the probe's preset
 
 
@@ -35,7 +37,7 @@ def demo_cache_params(short_side: int) -> CacheParams:
     return CacheParams(flow=FlowParams(compensation="none"), short_side=short_side, stride=1)
 
 
-def run_demo(config_name: str = "demo", overrides: list[str] = (), workers: int | None = None,
+def run_demo(config_name: str = "demo", overrides: Sequence[str] = (), workers: int | None = None,
              seed: int = 0) -> dict:
     """Run the demo; returns the linear-probe results, the seconds of each stage and the paths it wrote.
 

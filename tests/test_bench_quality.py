@@ -19,6 +19,7 @@ def quality(*args) -> dict:
     return in_fresh_process(run_quality, TINY, *args)
 
 
+@pytest.mark.slow  # the quality benchmark, end to end
 def test_tiny_budget_runs_reports_and_a_rerun_skips_finished_runs(tmp_path, capfd):
     out = tmp_path / "bench"
     methods = ["mme", "pixel-shuffled"]

@@ -17,6 +17,7 @@ COMPARISONS = {
 }
 
 
+@pytest.mark.slow  # the speed benchmark
 def test_quick_run_prints_and_writes_every_comparison_and_skips_a_missing_tvl1_env(bikes, tmp_path, capsys):
     pytest.importorskip("transformers")
     missing = tmp_path / "no-venv" / "bin" / "python"

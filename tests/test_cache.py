@@ -113,6 +113,47 @@ def test_stored_flow_reads_back_within_quantization_error(dataset, tmp_path):
         exact.read("a/clip9.mp4", 0, 1)
 
 
+def bilinear(field: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """float64 bilinear samples of `field` (h, w, C) at columns `x` (W,) and rows `y` (H,), edges replicated."""
+    h, w = field.shape[:2]
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[None, :, None], (y - y0)[:, None, None]
+    xa, xb, ya, yb = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1), np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
+    f = field.astype(np.float64)
+    top, bottom = f[ya][:, xa] * (1 - fx) + f[ya][:, xb] * fx, f[yb][:, xa] * (1 - fx) + f[yb][:, xb] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def test_resampled_flow_is_the_bilinear_field_under_any_box(dataset, tmp_path):
+    """`resample` (two fields per 4-channel warp) gives, for every field, crop, size and mirror, the
+    stored field sampled bilinearly at each output pixel's centre, vectors rescaled (dx negated when
+    mirrored); sparse `stored` fields are the rows of a window; `out` may be a list of rows."""
+    cache = MotionCache(tmp_path, CacheParams(short_side=None))
+    assert prepare([("a/clip2.mp4", dataset / "a/clip2.mp4")], cache, progress=False).ok
+    info = cache.info("a/clip2.mp4")
+    (grid_h, grid_w), (frame_h, frame_w) = info.grid_size, info.frame_size
+    flows = np.array([2, 3, 5, 8, 9, 10, 17])  # an odd count: the last field is warped alone
+    stored = cache.stored("a/clip2.mp4", flows)
+    assert np.array_equal(stored[3:6], cache.stored("a/clip2.mp4", np.arange(8, 11)))
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        w, h = int(rng.integers(24, frame_w + 1)), int(rng.integers(24, frame_h + 1))
+        x0, y0 = int(rng.integers(frame_w - w + 1)), int(rng.integers(frame_h - h + 1))
+        size, flip = 56, bool(rng.integers(2))
+        rows = [np.zeros((size, size, 2), np.float32) for _ in flows]
+        out = cache.resample("a/clip2.mp4", stored, (size, size), (x0, y0, w, h), flip, out=rows)
+        sx, sy = w / size, h / size
+        u = np.arange(size)
+        x = (x0 + ((size - 1 - u) if flip else u) * sx + 0.5 * sx) * grid_w / frame_w - 0.5
+        y = (y0 + (u + 0.5) * sy) * grid_h / frame_h - 0.5
+        for field, got in zip(stored, out):
+            scale = np.array([-1 / sx if flip else 1 / sx, 1 / sy])
+            want = bilinear(field, x, y) * scale
+            step = max(np.abs(np.diff(field, axis=a)).max() for a in (0, 1)) * np.abs(scale).max()
+            assert np.abs(got - want).max() < 1e-3 + step / 16  # OpenCV 4 rounds coordinates to 1/32 px
+    assert np.array_equal(cache.resample("a/clip2.mp4", stored[:1]), cache.read("a/clip2.mp4", 2, 3))
+
+
 def test_killed_prepare_resumes_to_the_same_cache(dataset, tmp_path):
     reference = tmp_path / "reference"
     assert run_prepare(dataset / "train.csv", "--cache", reference).wait(timeout=120) == 0

@@ -1,5 +1,6 @@
 """Pretraining data: list files, epoch sampling, joint augmentation, the raw-span dataset."""
 
+import logging
 import re
 
 import cv2
@@ -272,10 +273,10 @@ def uncached_list(synthetic_set):
     return listing
 
 
-def test_a_video_without_cache_entry_is_named(synthetic_set, uncached_list, capsys):
+def test_a_video_without_cache_entry_is_named(synthetic_set, uncached_list, caplog):
     ds = dataset(uncached_list, synthetic_set[1])  # left out with one warning naming it
-    assert re.search(r"1 of 2 videos are not in the motion cache .* left out: .*square\.mp4",
-                     capsys.readouterr().err)
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert re.search(r"1 of 2 videos are not in the motion cache .* left out: .*square\.mp4", warning.getMessage())
     assert len(ds) == 1 and ds[(0, 0)]["label"].item() == 1
     alone = uncached_list.with_name("alone.csv")
     alone.write_text("extra/square.mp4 0\n")
@@ -283,15 +284,15 @@ def test_a_video_without_cache_entry_is_named(synthetic_set, uncached_list, caps
         dataset(alone, synthetic_set[1])
 
 
-def test_flow_on_the_fly_computes_real_flow_for_an_uncached_video(synthetic_set, uncached_list, capsys):
+def test_flow_on_the_fly_computes_real_flow_for_an_uncached_video(synthetic_set, uncached_list, capsys, caplog):
     ds = dataset(uncached_list, synthetic_set[1], flow_on_the_fly=True)
     sample = ds[(0, 0)]
-    assert capsys.readouterr().err == "" and sample["label"].item() == 0
+    assert capsys.readouterr().err == "" and not caplog.records and sample["label"].item() == 0
     speed = sample["flow"].norm(dim=-1)
     assert speed.max() > 0.5 and speed.mean() > 0.02  # the square moves (2 px/frame, scaled by the crop)
 
 
-def test_a_bad_video_in_the_list_is_skipped_with_a_warning(synthetic_set, capsys):
+def test_a_bad_video_in_the_list_is_skipped_with_a_warning(synthetic_set, caplog):
     data, cache = synthetic_set
     (data / "extra").mkdir(exist_ok=True)
     (data / "extra" / "broken.mp4").write_bytes(b"not a video at all" * 100)
@@ -299,8 +300,8 @@ def test_a_bad_video_in_the_list_is_skipped_with_a_warning(synthetic_set, capsys
     listing.write_text("extra/broken.mp4 5\nvideos/move_up/move_up_00000.mp4 2\n")
     ds = dataset(listing, cache, flow_on_the_fly=True)  # so the cache check does not leave it out first
     sample = ds[(0, 0)]
-    err = capsys.readouterr().err
-    assert "warning: skipping" in err and "broken.mp4" in err
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage().startswith("skipping") and "broken.mp4" in warning.getMessage()
     assert sample["label"].item() == 2 and sample["frames"].shape[1:] == (32, 32, 3)
 
 

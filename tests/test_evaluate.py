@@ -69,6 +69,7 @@ def finetuned(data, pretrained, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # pretraining and fine-tuning runs (module fixtures)
 def test_linear_probe_gives_accuracy_and_caches_features(data, pretrained, tmp_path):
     config = probe_config(data / "train.csv", data / "val.csv", tmp_path, "data.workers=0", "data.train_views=[1, 3]")
     first = linear_probe(pretrained, config, progress=False)
@@ -84,6 +85,7 @@ def test_linear_probe_gives_accuracy_and_caches_features(data, pretrained, tmp_p
     assert json.loads((tmp_path / "linear-probe.json").read_text())["top1"] == second["top1"]
 
 
+@pytest.mark.slow  # pretraining and fine-tuning runs (module fixtures)
 def test_finetune_loss_decreases_and_resumes_exactly(data, pretrained, finetuned, tmp_path):
     reference = losses(finetuned)
     assert len(reference) == 6
@@ -140,6 +142,7 @@ def test_randaugment_is_identical_over_frames():
     assert changed >= 15
 
 
+@pytest.mark.slow  # pretraining and fine-tuning runs (module fixtures)
 def test_evaluate_views_per_video_and_confusion_picture(data, finetuned, tmp_path, capsys):
     spec = ClipSpec(frames=8, sampling="segment", size=32, short_side=32)
     item = ClipDataset(read_list(data / "val.csv"), spec, clips=2, crops=3)[0]
@@ -158,6 +161,7 @@ def test_evaluate_views_per_video_and_confusion_picture(data, finetuned, tmp_pat
     assert code == 0 and "over 12 of 12 videos (1 clips x 1 crops = 1 views each)" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # pretraining and fine-tuning runs (module fixtures)
 def test_checkpoint_of_another_size_is_one_clear_error(data, pretrained, finetuned, tmp_path, capsys):
     code = main(["finetune", str(pretrained), "--train", str(data / "four.csv"), "--val", str(data / "val.csv"),
                  "--out", str(tmp_path), *[f"--set={s}" for s in SMALL], "--set", "model.size=small"])
@@ -173,6 +177,7 @@ def test_checkpoint_of_another_size_is_one_clear_error(data, pretrained, finetun
         finetune(finetune_config(data, tmp_path, "data.num_classes=20"), resume=finetuned / "checkpoint.pt")
 
 
+@pytest.mark.slow  # pretraining and fine-tuning runs (module fixtures)
 def test_missing_and_broken_videos_are_skipped_and_counted(data, pretrained, finetuned, tmp_path, capsys):
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     lines = (data / "val.csv").read_text().splitlines()

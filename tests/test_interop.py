@@ -19,6 +19,8 @@ from motionmae.models.checkpoints import CheckpointError, atomic_save
 from motionmae.models.interop import export_hf, load_pretrained, model_from_checkpoint
 from motionmae.models.vit import PretrainModel, VideoClassifier, VisionTransformer
 
+pytestmark = pytest.mark.slow  # every test builds Hugging Face models
+
 FRAMES, SIZE, PIXELS, CLASSES = 4, 64, 3 * 2 * 16 * 16, 7
 N = (FRAMES // 2) * (SIZE // 16) ** 2  # 32 tokens
 TOL = 1e-5

@@ -11,6 +11,7 @@ import torch
 
 from motionmae.cli.main import main
 from motionmae.common.lists import read_list
+from motionmae.common.rng import repeat_rng, sample_rng
 from motionmae.config import ConfigError, DataConfig, load_config
 from motionmae.data.datasets import PretrainDataset, collate
 from motionmae.io.video import write_video
@@ -108,7 +109,7 @@ def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     data, cache = tiny_synthetic
     argv = ["bench", "loader", "--config", "demo", "--list", str(data / "train.csv"), "--cache", str(cache),
             "--clips", "4", "--repeats", "2", "--rounds", "1", "--set", "data.frames=8", "--set", "data.short_side=64",
-            "--out", str(tmp_path)]
+            "--set", "data.size=64", "--out", str(tmp_path)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "\nmachine: " in printed and "config: demo: 8 frames at stride 2" in printed and "ratio: " in printed
@@ -117,8 +118,31 @@ def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     for side in report["sides"].values():
         assert side["clips_per_s_per_core"] > 0 and side["clips_per_s_wall"] > 0 and len(side["rounds"]) == 1
     assert all(math.isfinite(r) and r > 0 for r in report["ratios"].values())
-    assert report["config"]["repeats"] == 2 and report["config"]["raw_span"] == (
-        build_target("traj", **load_config("demo").target.options).raw_span(8, 2))
+    demo = load_config("demo").target
+    assert report["config"]["repeats"] == 2
+    assert report["config"]["raw_span"] == build_target(demo.name, **demo.options).raw_span(8, 2)
     assert {"platform", "cpus", "av"} <= set(report["machine"])
     assert main(["bench", "loader", "--config", "demo", "--list", str(data / "train.csv"), "--clips", "5"]) == 2
     assert capsys.readouterr().err.strip() == "motionmae bench: error: --clips 5 is not a multiple of --repeats 4"
+
+
+def test_repeats_share_the_spans_stored_flow_and_get_the_flow_read_for_each(tiny_synthetic):
+    """The samples of a repeated span resample the flow fields decoded once for the span; each
+    sample's flow equals the flow read from the cache for its own crop box, and the first sample
+    is the sample without repeats."""
+    data, cache = tiny_synthetic
+    config = load_config("mme", [f"data.train={data / 'train.csv'}", f"data.cache={cache}", "data.short_side=64",
+                                 "data.size=32", "data.frames=4", "data.stride=3", "data.repeats=3"])
+    target = build_target(config.target.name, **config.target.options)
+    ds = build_dataset(config, target)
+    single = build_dataset(dataclasses.replace(config, data=dataclasses.replace(config.data, repeats=1)), target)
+    item = ds.items[1]
+    span = ds.read(item, sample_rng(config.run.seed, 1, 0))
+    assert span.stored_flow is not None and len(span.stored_flow[0]) == len(ds.flows_read)
+    for r in range(3):
+        shared, box = ds.augment(item, span, repeat_rng(config.run.seed, 1, 0, r))
+        plain_span = dataclasses.replace(span, stored_flow=None)
+        alone, same_box = ds.augment(item, plain_span, repeat_rng(config.run.seed, 1, 0, r))
+        assert box == same_box and torch.equal(shared["flow"], alone["flow"]) and shared["flow"].abs().sum() > 0
+    first, plain = ds[(0, 1)][0], single[(0, 1)]
+    assert all(torch.equal(first[k], plain[k]) for k in ("frames", "flow", "mask"))

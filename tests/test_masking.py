@@ -267,6 +267,7 @@ class _MaskedSamples(torch.utils.data.Dataset):
         return {"mask": torch.from_numpy(self.generator(rng, magnitude)), "mask_source": "mv"}
 
 
+@pytest.mark.slow  # spawned loader workers
 def test_masks_are_made_in_workers_and_travel_with_the_batch():
     generator = pickle.loads(pickle.dumps(MaskGenerator("mgm", grid=GRID)))
     assert generator == MaskGenerator("mgm", 0.75, GRID)

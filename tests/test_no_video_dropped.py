@@ -123,6 +123,7 @@ def test_prepare_caches_every_readable_video_with_what_decodes(videos, prepared)
     assert note["video"] == "dead_last.mp4" and note["note"].startswith("the container says 36 frames, 35 decode")
 
 
+@pytest.mark.slow  # prepare, a fine-tuning run and evaluate on an AVI
 def test_prepare_and_evaluate_read_an_avi_with_b_frames(videos, prepared, tmp_path):
     code, _, cache = prepared
     assert main(["prepare", str(videos / "avi.csv"), "--cache", str(videos / "cache"), "--short-side", str(SIDE),

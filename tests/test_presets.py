@@ -8,6 +8,7 @@ frames at stride 2-4, raw spans of up to 66 frames).
 """
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -82,22 +83,25 @@ def settings(config: dict, section: str) -> dict:
     return {k: v for k, v in config[section].items() if k not in CHANGED}
 
 
-def run_cli(capsys, *argv) -> str:
-    """`motionmae ARGV` in this process; its stderr, after checking it succeeded and read every video."""
+def run_cli(capsys, caplog, *argv) -> str:
+    """`motionmae ARGV` in this process; its stderr, after checking it succeeded, read every video and warned
+    of nothing (on stderr or through `logging`)."""
     code = main([str(a) for a in argv])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "cv2" not in err and "warning" not in err.lower() and "skip" not in err.lower(), err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     return err
 
 
+@pytest.mark.slow  # a training step per preset
 @pytest.mark.parametrize("preset", PRETRAIN)
-def test_every_pretraining_preset_steps_on_real_video(preset, real_videos, tmp_path, capsys):
+def test_every_pretraining_preset_steps_on_real_video(preset, real_videos, tmp_path, capsys, caplog):
     listing, cache = real_videos
     out = tmp_path / preset
-    run_cli(capsys, "pretrain", "--config", preset, "--set", f"data.train={listing}", "--set", f"data.cache={cache}",
-            "--set", "data.workers=0", "--set", "model.size=tiny", "--set", "optim.batch_size=2",
-            "--set", "run.max_steps=1", "--set", f"run.out={out}")
+    run_cli(capsys, caplog, "pretrain", "--config", preset, "--set", f"data.train={listing}",
+            "--set", f"data.cache={cache}", "--set", "data.workers=0", "--set", "model.size=tiny",
+            "--set", "optim.batch_size=2", "--set", "run.max_steps=1", "--set", f"run.out={out}")
     ran, own = yaml.safe_load((out / "config.yaml").read_text()), load_config(preset).to_dict()
     for section in ("data", "target", "mask"):
         assert settings(ran, section) == settings(own, section)
@@ -114,19 +118,21 @@ def test_a_video_missing_from_the_motion_cache_is_a_one_line_error(real_videos, 
     assert code == 1 and err.count("\n") == 1 and "motionmae prepare" in err and "bikes.mp4" in err, err
 
 
+@pytest.mark.slow  # a training step and an evaluation per preset
 @pytest.mark.parametrize("preset", FINETUNE)
-def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_videos, tmp_path, capsys):
+def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_videos, tmp_path, capsys, caplog):
     listing, _ = real_videos
     out = tmp_path / preset
-    run_cli(capsys, "finetune", "none", "--config", preset, "--train", listing, "--val", listing, "--out", out,
-            "--set", "data.workers=0", "--set", "model.size=tiny", "--set", "optim.batch_size=2",
+    run_cli(capsys, caplog, "finetune", "none", "--config", preset, "--train", listing, "--val", listing,
+            "--out", out, "--set", "data.workers=0", "--set", "model.size=tiny", "--set", "optim.batch_size=2",
             "--set", "run.max_steps=1")
     ran, own = yaml.safe_load((out / "config.yaml").read_text()), load_config(preset).to_dict()
     assert settings(ran, "data") == settings(own, "data") and ran["aug"] == own["aug"]
     val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "val_top1" in line]
     assert len(val) == 1 and val[0]["val_videos"]["read"] == 2 and val[0]["val_videos"]["skipped"] == 0
 
-    run_cli(capsys, "evaluate", out / "checkpoint.pt", "--val", listing, "--clips", 2, "--crops", 3, "--set", "data.workers=0")
+    run_cli(capsys, caplog, "evaluate", out / "checkpoint.pt", "--val", listing, "--clips", 2, "--crops", 3,
+            "--set", "data.workers=0")
     result = json.loads((out / "evaluate" / "evaluate.json").read_text())
     assert result["videos"]["videos"] == result["videos"]["read"] == 2 and result["videos"]["skipped"] == 0
     assert (result["clips"], result["crops"], result["views"]) == (2, 3, 6)
@@ -136,6 +142,7 @@ def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_
 # ---------------------------------------------------------------- presets in an installed wheel
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
     """Build a wheel from the repo's sources, install it into a fresh venv, run it from another folder.
 

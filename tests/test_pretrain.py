@@ -67,6 +67,7 @@ def test_repeated_sampling_trains_on_clips_of_half_the_videos_and_the_log_times_
         pretrain(load_config("demo", overrides(tiny_synthetic, tmp_path / "bad", "data.repeats=3")))
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_model_trains_like_the_eager_one(tiny_synthetic, tmp_path):
     torch.set_num_threads(1)
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
@@ -76,6 +77,7 @@ def test_compiled_model_trains_like_the_eager_one(tiny_synthetic, tmp_path):
     assert not any(key.startswith("_orig_mod") for key in checkpoints.load(result.checkpoint)["model"])
 
 
+@pytest.mark.slow  # spawned loader workers
 def test_resume_across_an_epoch_boundary_with_workers(tiny_synthetic, tmp_path):
     torch.set_num_threads(1)
     # 36 training videos / batch 4 = 9 steps per epoch; stop inside epoch 1
@@ -110,6 +112,7 @@ def test_no_weight_decay_on_norms_biases_and_tokens():
     assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.05
 
 
+@pytest.mark.slow  # DDP
 def test_ddp_two_processes_match_one_process(tiny_synthetic, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     two.mkdir()

@@ -203,7 +203,7 @@ def test_damaged_samples_are_skipped_reported_and_replaced(tiny_synthetic, packe
     reasons = {entry["path"].split(":")[-1]: entry["reason"] for entry in counts["skipped_videos"]}
     assert "do not match the checksum" in reasons[corrupt] and "could not be read" in reasons[lost.pop()]
     spec = ClipSpec(frames=8, stride=2, size=32, short_side=32)  # testing: counted as not read, never replaced
-    tests = [b for b in single_pass_loader(clip_dataset(index, spec), 8)]
+    tests = list(single_pass_loader(clip_dataset(index, spec), 8))
     ok = torch.cat([b["ok"] for b in tests])
     assert len(ok) == 24 and (~ok).nonzero().flatten().tolist() == [13, 17, 18, 19]
 
@@ -259,6 +259,7 @@ def test_every_sample_once_per_epoch_over_ranks_and_workers(packed, world, worke
     assert len(seen) == len(set(seen)) == 24 // (batch * world) * batch * world
 
 
+@pytest.mark.slow  # spawned loader workers
 def test_sample_log_and_exact_resume_with_loader_workers(tiny_synthetic, packed, tmp_path):
     """Stopped after 3 steps (odd: the other worker's turn next) and resumed, the run reads what an
     uninterrupted one reads, batch by batch."""
@@ -284,6 +285,7 @@ def test_sample_log_and_exact_resume_with_loader_workers(tiny_synthetic, packed,
     assert len(losses[0]) == 6 and losses[0] == losses[1]
 
 
+@pytest.mark.slow  # DDP
 def test_ddp_two_processes_read_every_sample_once_per_epoch(tiny_synthetic, packed, tmp_path):
     data, cache = tiny_synthetic
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -185,7 +185,7 @@ def test_every_object_performs_the_class_motion():
 
 def test_written_dataset_layout_and_videos(reference):
     meta = json.loads((reference / "meta.json").read_text())
-    assert meta["arguments"] == {k: v for k, v in SMALL.items()} and meta["version"] == synthetic.GENERATOR_VERSION
+    assert meta["arguments"] == SMALL and meta["version"] == synthetic.GENERATOR_VERSION
     assert (reference / "classes.txt").read_text().split() == CLASSES
     train = (reference / "train.csv").read_text().splitlines()
     val = (reference / "val.csv").read_text().splitlines()
@@ -255,6 +255,7 @@ def test_resume_after_damage_restores_the_same_data(reference, tmp_path):
         np.testing.assert_array_equal(decoded(out, line), decoded(reference, line))
 
 
+@pytest.mark.slow  # a subprocess killed mid-run
 def test_killed_run_lists_nothing_half_written_and_resumes(tmp_path):
     out = tmp_path / "killed"
     script = ("from motionmae.data.synthetic import make_dataset; "

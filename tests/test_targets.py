@@ -455,7 +455,8 @@ def test_cpu_and_cuda_agree(name):
 
 
 def reference_shape_part(frames, flow, num_frames, stride, steps=6):
-    """The shape part (B, N, K, L, 9) the direct way: per step, HOG maps of the whole batch of frames, read at the points."""
+    """The shape part (B, N, K, L, 9) the direct way: per step, HOG maps of the whole batch of frames, read at the
+    points."""
     b, _, h, w, _ = frames.shape
     starts = torch.arange(num_frames // 2) * 2 * stride
     points = TR.start_points(h, w).expand(b, len(starts), -1, -1)

@@ -100,7 +100,8 @@ def dis_flow(video: np.ndarray) -> np.ndarray:
 
 
 def moving_square(frames, velocity, origin=(40.0, 20.0), height=64, width=96, side=32, seed=0) -> np.ndarray:
-    """RGB uint8 (T, H, W, 3): a textured square moving `velocity` px/frame (sub-pixel, resampled) over a static background."""
+    """RGB uint8 (T, H, W, 3): a textured square moving `velocity` px/frame (sub-pixel, resampled) over a static
+    background."""
     rng = np.random.default_rng(seed)
     background = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3)).astype(np.float32), (0, 0), 1.0) * 0.5
     texture = cv2.GaussianBlur(rng.integers(0, 256, (side, side, 3)).astype(np.float32), (0, 0), 1.0)

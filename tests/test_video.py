@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import translating_square
@@ -77,7 +78,8 @@ MATRIX = [*SAMPLES, "bikes", "bigbuckbunny"]
 @pytest.mark.parametrize("name", MATRIX)
 def test_every_index_reads_the_frame_of_a_sequential_decode(name, motion, request):
     """read([i]) is frame i of a sequential decode, for every i below the count (a dense sample on
-    the long shipped files), and so is every frame of a read of many indices in any order."""
+    the long shipped files), and so is every frame of a read of many indices in any order (by a reader
+    with one decoder thread, as in a data-loader worker)."""
     path = video_path(name, request)
     frames, fields, flags = reference(path, motion)
     n = len(frames)
@@ -89,6 +91,7 @@ def test_every_index_reads_the_frame_of_a_sequential_decode(name, motion, reques
             assert np.array_equal(clip.frames[0], frames[i]), f"frame {i}"
             if motion:
                 assert clip.has_motion[0] == flags[i] and np.array_equal(clip.motion[0], fields[i]), f"vectors {i}"
+    with VideoReader(path, threads=1) as reader:
         rng = np.random.default_rng(0)
         indices = np.r_[rng.permutation(n)[:24], rng.integers(0, n, 4), n - 1, 0]  # any order, repeats
         clip = reader.read(indices, motion=motion)
@@ -197,6 +200,36 @@ def test_resize_scales_frames_and_vectors(square_h264):
 
     assert moving_dx(full) == pytest.approx(2.0, abs=0.25)
     assert moving_dx(small) == pytest.approx(1.0, abs=0.25)
+
+
+def exact_rgb(frame, width: int, height: int) -> np.ndarray:
+    """float64 (H, W, 3): a yuv420p frame converted exactly (bilinear chroma, BT.601 limited range) and
+    area-averaged to width x height."""
+    h, w = frame.height, frame.width
+    planes = frame.to_ndarray(format="yuv420p")
+    y = planes[:h].astype(np.float64) - 16
+    u, v = (cv2.resize(p.reshape(h // 2, w // 2).astype(np.float64), (w, h)) - 128
+            for p in np.split(planes[h:].ravel(), 2))
+    rgb = np.stack([1.164383 * y + 1.596027 * v, 1.164383 * y - 0.391762 * u - 0.812968 * v,
+                    1.164383 * y + 2.017232 * u], axis=-1)
+    return cv2.resize(np.clip(rgb, 0, 255), (width, height), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("name", ["bikes", "bigbuckbunny"])
+def test_resized_frames_are_as_close_to_exact_as_pyavs_rgb(name, request):
+    """Resized RGB frames (swscale's BGR output, channels swapped) stay within 5 levels of PyAV's own
+    resized RGB conversion and are no farther than it from an exact conversion."""
+    path = request.getfixturevalue(name)
+    with av.open(str(path)) as container:
+        frames = [f for _, f in zip(range(20), container.decode(video=0))][::9]
+    with VideoReader(path, short_side=128) as reader:
+        ours = reader.read([0, 9, 18]).frames
+    for frame, mine in zip(frames, ours):
+        height, width = mine.shape[:2]
+        pyav = frame.to_ndarray(format="rgb24", width=width, height=height).astype(np.float64)
+        exact = exact_rgb(frame, width, height)
+        assert np.abs(mine - pyav).max() <= 5
+        assert np.abs(mine - exact).mean() <= np.abs(pyav - exact).mean() + 0.05
 
 
 def test_mjpeg_has_no_vectors(square_mjpeg):

@@ -46,7 +46,7 @@ def add_commands(sub) -> None:
         `make bench` installs the peers (transformers, an OpenCV-contrib venv for TV-L1) and runs both.
         The benchmarks live in the source tree (bench/, also `python -m bench.KIND`): run them from a clone.
         """)
-    p.description += "\n\nKIND:\n" + "\n".join(f"  {kind:8s} {text}" for kind, text in KINDS.items())
+    p.description = (p.description or "") + "\n\nKIND:\n" + "\n".join(f"  {kind:8s} {text}" for kind, text in KINDS.items())
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=" | ".join(KINDS))
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="...", help="the benchmark's options (KIND --help)")
     p.set_defaults(func=cmd_bench)

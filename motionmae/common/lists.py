@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from motionmae.errors import MotionMAEError
 
@@ -26,7 +27,7 @@ class ListError(MotionMAEError, ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    path: Path
+    path: Any  # a Path; in a shard stream a "URL:key" str, or the io.video.NamedBytes of the sample being read
     label: int  # -1: unlabelled
     key: str  # the video's name in the motion cache: its path relative to the list's folder
 

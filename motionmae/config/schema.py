@@ -14,9 +14,11 @@ default; a key the kind does not have is an error when the config loads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -477,19 +479,20 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    value: Any = yaml.safe_load(raw) if raw else None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
 
 
-def load_config(name_or_path: str | None = None, overrides: list[str] = (), task: str | None = None):
+def load_config(name_or_path: str | None = None, overrides: Sequence[str] = (), task: str | None = None):
     """Defaults <- YAML file (with optional `base: other-preset`) <- overrides.
 
     The file's `task:` key (`pretrain` when absent, `finetune`, `linear-probe` or
     `evaluate`) picks the schema (`TASKS`). `task` given here must agree with it.
     """
-    values, path = {}, None
+    values: dict = {}
+    path: Path | None = None
     if name_or_path:
         path = preset_path(name_or_path)
         try:

@@ -48,8 +48,8 @@ worker process would keep a copy of its own).
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +68,7 @@ from motionmae.motion.cuts import shot_ids
 from motionmae.motion.flow import video_flow
 from motionmae.motion.masking import MaskGenerator
 
+logger = logging.getLogger(__name__)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -122,7 +123,7 @@ def collate(samples: list) -> dict:
 
 def skip_entry(position: int, item: Item, err: Exception) -> dict:
     """Warn about a video that failed to read and describe it for the batch's "skipped" list."""
-    print(f"warning: skipping {item.path}: {err}", file=sys.stderr)
+    logger.warning("skipping %s: %s", item.path, err)
     return {"position": position, "path": str(item.path), "kind": skip_kind(err),
             "reason": getattr(err, "problem", str(err))}
 
@@ -138,7 +139,7 @@ def make_loader(dataset, workers: int, pin_memory: bool = False, persistent: boo
     (streamed data sets, whose workers must learn the epoch, pass `persistent=False`).
     `batching`: `batch_sampler=...` or `batch_size=...`.
     """
-    extra = {"multiprocessing_context": "spawn", "persistent_workers": persistent, "worker_init_fn": _init_worker}
+    extra: dict = {"multiprocessing_context": "spawn", "persistent_workers": persistent, "worker_init_fn": _init_worker}
     return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
                                        **(extra if workers > 0 else {}), **batching)
 
@@ -276,9 +277,24 @@ class SpanFlow:
         except CacheError:
             return None
 
+    def stored(self, item: Item, start: int, stop: int, places=None) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the samples of one decoded span share: the places (sorted offsets from `start`; default
+        all) of the fields `start..stop` that the entry holds, and those fields as stored (grid
+        resolution, `MotionCache.stored`); None when the video has no entry or flow is kept in memory."""
+        if self.kept is not None:
+            return None
+        try:
+            info = self.cache.info(item.key)
+        except CacheError:
+            return None
+        places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
+        inside = places[start + places < info.num_flows]
+        return inside, self.cache.stored(item.key, start + inside)
+
     def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox,
-                 places=None) -> np.ndarray:
-        """`places`: the fields to read, sorted offsets from `start` (default all); the others are zeros."""
+                 places=None, stored=None) -> np.ndarray:
+        """`places`: the fields to read, sorted offsets from `start` (default all); the others are zeros.
+        `stored`: `self.stored(item, start, stop, places)`, when the caller has it already."""
         try:
             info = self.cache.info(item.key)
         except CacheError as err:
@@ -286,32 +302,26 @@ class SpanFlow:
                 raise FlowUnavailable(f"{err}; run `motionmae prepare` on its list first, "
                                       f"or set data.flow_on_the_fly=true") from None
             return self.compute(frames, box)[: stop - start]
-        places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
         flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
-        inside = places[start + places < info.num_flows]
         if self.kept is not None:
+            places = np.arange(stop - start) if places is None else np.asarray(places, np.int64)
+            inside = places[start + places < info.num_flows]
             if item.key not in self.kept:
                 self.kept[item.key] = self.cache.read(item.key, 0, info.num_flows).astype(np.float16)
             if len(inside):
                 flow[inside] = augment_flow(self.kept[item.key][start + inside].astype(np.float32), box)
             return flow
-        for a, b in _runs(inside):
-            self.cache.read(item.key, start + a, start + b, size=(box.size, box.size),
-                            crop=(box.x, box.y, box.w, box.h), flip=box.flip, out=flow[a:b])
+        stored = stored or self.stored(item, start, stop, places)
+        assert stored is not None, "the video has an entry (info above) and its flow is not kept in memory"
+        inside, fields = stored
+        self.cache.resample(item.key, fields, (box.size, box.size), (box.x, box.y, box.w, box.h), box.flip,
+                            out=[flow[p] for p in inside])
         return flow
 
     def compute(self, frames: np.ndarray, box: CropBox) -> np.ndarray:
         """Flow between consecutive decoded frames uint8 `(T, H, W, 3)` with the cache's flow
         parameters, under the box: `(T - 1, S, S, 2)` output px."""
         return augment_flow(video_flow(frames, self.cache.params.flow), box)
-
-
-def _runs(places: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted distinct ints as runs of consecutive values `[(first, last + 1), ...]`."""
-    if not len(places):
-        return []
-    breaks = np.flatnonzero(np.diff(places) != 1) + 1
-    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(places, breaks)]
 
 
 def _cut_cache(data) -> MotionCache | None:
@@ -396,18 +406,19 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.flows_read = np.asarray(reads[1], np.int64)
         self.input_places = np.searchsorted(self.frames_read, inputs)  # of the input frames in frames_read
         self.listed = len(items)  # videos in the list given; `positions[i]`: items[i]'s place in it
-        self.positions, self.left_out = list(range(len(items))), []
+        self.positions = list(range(len(items)))
+        self.left_out: list[dict] = []
         self.videos: dict[str, MemoryVideo] | None = {} if data.in_memory else None
-        if needs_flow and not (data.flow_on_the_fly or data.shuffle_frames):
-            self._leave_out_uncached(items)
+        if self.span_flow is not None and not (data.flow_on_the_fly or data.shuffle_frames):
+            self._leave_out_uncached(items, self.span_flow.cache)
         self.items = [items[p] for p in self.positions]
-        if needs_flow:
+        self.cut_cache: MotionCache | None
+        if self.span_flow is not None:
             self.cut_cache = self.span_flow.cache
         else:  # MGM on a pixel target reads no flow, but the cuts still guide it
             self.cut_cache = (cache or _cut_cache(data)) if masks.needs_motion else None
 
-    def _leave_out_uncached(self, items: list[Item]) -> None:
-        cache = self.span_flow.cache
+    def _leave_out_uncached(self, items: list[Item], cache: MotionCache) -> None:
         missing = [p for p, item in enumerate(items) if not cache.entry_path(item.key).is_file()]
         if not missing:
             return
@@ -416,8 +427,8 @@ class PretrainDataset(torch.utils.data.Dataset):
             raise FlowUnavailable(f"none of the {len(items)} videos is in the motion cache {cache.dir} "
                                   f"(first: {items[0].path}); {hint}")
         names = ", ".join(str(items[p].path) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
-        print(f"warning: {len(missing)} of {len(items)} videos are not in the motion cache {cache.dir} "
-              f"and are left out: {names}", file=sys.stderr)
+        logger.warning("%d of %d videos are not in the motion cache %s and are left out: %s", len(missing),
+                       len(items), cache.dir, names)
         self.left_out = [{"position": p, "path": str(items[p].path), "kind": "not_in_cache",
                           "reason": f"not in the motion cache {cache.dir}"} for p in missing]
         self.positions = sorted(set(self.positions) - set(missing))
@@ -462,7 +473,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def open(self, item: Item):
         """A reader of the item's video; with `data.in_memory`, the video decoded once and kept."""
         if self.videos is None:
-            return VideoReader(item.path, self.data.short_side)
+            return VideoReader(item.path, self.data.short_side, torch.get_num_threads())
         if item.key not in self.videos:
             motion = self.masks.needs_motion and not self.data.shuffle_frames
             self.videos[item.key] = MemoryVideo(item.path, self.data.short_side, motion)
@@ -478,7 +489,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def read(self, item: Item, rng: np.random.Generator, start: int | None = None) -> Span:
         """Decode the span of a sample (`start` as in `sample`)."""
         d = self.data
-        cached = self.span_flow.frames(item) if self.needs_flow and not d.shuffle_frames else None
+        cached = self.span_flow.frames(item) if self.span_flow is not None and not d.shuffle_frames else None
         with self.open(item) as reader:
             count = min(len(reader), cached or len(reader))  # a frame both have
             last_start = max(0, count - self.raw_span)
@@ -487,7 +498,10 @@ class PretrainDataset(torch.utils.data.Dataset):
             indices = np.minimum(start + np.arange(self.raw_span), count - 1)  # short videos repeat their last frame
             clip = reader.read(indices[self.frames_read], motion=self.masks.needs_motion and not d.shuffle_frames)
             frames, vectors, has_vectors = clip.frames, clip.motion, clip.has_motion
-        return Span(start, indices, frames, vectors, has_vectors, shot_ids(self.span_cuts(item, start)))
+        stored = None
+        if self.span_flow is not None and not d.shuffle_frames:
+            stored = self.span_flow.stored(item, start, start + self.raw_span - 1, self.flows_read)
+        return Span(start, indices, frames, vectors, has_vectors, shot_ids(self.span_cuts(item, start)), stored)
 
     def augment(self, item: Item, span: Span, rng: np.random.Generator) -> tuple[dict, CropBox]:
         """A sample of a decoded span: its own crop, flip, frame order (`shuffle_frames`) and mask."""
@@ -499,13 +513,14 @@ class PretrainDataset(torch.utils.data.Dataset):
             indices, decoded, shot = indices[order], decoded[order], shot[order]
         frames = self.span_frames(decoded, box)
         flow = None
-        if self.needs_flow and d.shuffle_frames:
+        if self.span_flow is not None and d.shuffle_frames:
             flow = self.span_flow.compute(decoded, box)
-        elif self.needs_flow:
-            flow = self.span_flow(item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read)
+        elif self.span_flow is not None:
+            flow = self.span_flow(item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read,
+                                  span.stored_flow)
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
-        if span.motion is not None:
+        if span.motion is not None and span.has_motion is not None:
             places = self.input_places
             motion, has_motion = augment_vectors(span.motion[places], box), span.has_motion[places]
         cuts = np.diff(shot) != 0  # (T_raw - 1,) pairs of the (shuffled) span across a shot cut
@@ -539,6 +554,7 @@ class Span:
     motion: np.ndarray | None  # codec vectors (F, h8, w8, 2) at the places of `frames`, for MGM; else None
     has_motion: np.ndarray | None  # bool (F,)
     shot: np.ndarray  # int (T_raw,) shot of each place (`cuts.shot_ids`)
+    stored_flow: tuple | None = None  # `SpanFlow.stored` of the span's flow fields, shared by its samples
 
 
 # ---------------------------------------------------------------- classification clips
@@ -637,7 +653,7 @@ def _warp(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def _auto_contrast(frames, level, rng):
     lo, hi = frames.reshape(-1, 3).min(0).astype(np.float32), frames.reshape(-1, 3).max(0).astype(np.float32)
     values = np.arange(256, dtype=np.float32)
-    tables = [np.clip((values - l) * 255 / (h - l), 0, 255) if h > l else values for l, h in zip(lo, hi)]
+    tables = [np.clip((values - a) * 255 / (b - a), 0, 255) if b > a else values for a, b in zip(lo, hi)]
     return _per_channel(frames, np.stack(tables).astype(np.uint8))
 
 
@@ -794,7 +810,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def train_clip(self, item: Item, rng: np.random.Generator) -> np.ndarray:
         """uint8 (T, S, S, 3)."""
         s, a = self.spec, self.augment
-        with VideoReader(item.path, s.short_side) as reader:
+        assert a is not None, "training clips need a TrainAugment"
+        with VideoReader(item.path, s.short_side, torch.get_num_threads()) as reader:
             frames = reader.read(clip_indices(len(reader), s, rng)).frames
         box = random_resized_crop(frames.shape[1], frames.shape[2], s.size, a.area, a.aspect, a.flip, rng)
         frames = augment_frames(frames, box)
@@ -803,7 +820,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def views(self, item: Item) -> np.ndarray:
         """uint8 (clips * crops, T, S, S, 3): every temporal clip at every spatial crop."""
         s = self.spec
-        with VideoReader(item.path, s.short_side) as reader:
+        with VideoReader(item.path, s.short_side, torch.get_num_threads()) as reader:
             indices = [clip_indices(len(reader), s, clip=c, clips=self.clips) for c in range(self.clips)]
             frames = reader.read(np.concatenate(indices)).frames
         frames = frames.reshape(self.clips, s.frames, *frames.shape[1:])

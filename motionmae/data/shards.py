@@ -48,9 +48,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import re
-import socket
 import sys
 import tarfile
 import time
@@ -62,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motionmae.common.files import write_atomic
+from motionmae.common.files import atomic_open, write_atomic
 from motionmae.common.lists import Item, ListError, read_list
 from motionmae.common.rng import sample_rng
 from motionmae.common.tally import VideoTally
@@ -226,7 +224,7 @@ def unpack(sample: dict, item: Item, position: int, url: str) -> Packed:
 class ShardEntries(MotionCache):
     """The motion-cache entry of the sample being decoded, held in memory: `hold(...)`, then read it as a cache."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("shards", CacheParams())
         self.entries: dict[str, bytes] = {}
 
@@ -278,8 +276,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.train = isinstance(pipeline, PretrainDataset) or pipeline.augment is not None
         self.repeats = pipeline.repeats if isinstance(pipeline, ClipDataset) and self.train else 1
         self.seed = pipeline.seed
-        self.listed, self.left_out = len(index), []
-        self.masks, self.clips, self.crops = (getattr(pipeline, name, None) for name in ("masks", "clips", "crops"))
+        self.listed = len(index)
+        self.left_out: list[dict] = []
+        self.masks = pipeline.masks if isinstance(pipeline, PretrainDataset) else None
+        self.clips, self.crops = getattr(pipeline, "clips", 1), getattr(pipeline, "crops", 1)  # views per video
         self.rank, self.world, self.batch_size = 0, 1, 1
         self.epoch, self.skip = 0, 0
 
@@ -468,10 +468,9 @@ def pretrain_dataset(items: list[Item], data, raw_span: int, masks, seed: int = 
 def clip_dataset(items: list[Item], spec, augment=None, seed: int = 0, repeats: int = 1, clips: int = 1,
                  crops: int = 1) -> ClipDataset | ShardStream:
     """A `ClipDataset` of a list's videos, or a `ShardStream` of a `ShardIndex`'s samples (same arguments)."""
-    shards = isinstance(items, ShardIndex)
-    dataset = ClipDataset([] if shards else items, spec, augment, seed=seed, repeats=repeats, clips=clips,
-                          crops=crops)
-    return ShardStream(items, dataset) if shards else dataset
+    dataset = ClipDataset([] if isinstance(items, ShardIndex) else items, spec, augment, seed=seed, repeats=repeats,
+                          clips=clips, crops=crops)
+    return ShardStream(items, dataset) if isinstance(items, ShardIndex) else dataset
 
 
 class StreamEpochs:
@@ -590,29 +589,20 @@ def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> d
     `advance(bytes)` is called once per video of the plan."""
     from webdataset.writer import TarWriter
 
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed run
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    samples, skipped = [], []
-    try:
-        with open(tmp, "wb") as f:
-            with TarWriter(f, user="", group="", mtime=0, encoder=False) as tar:  # mtime 0: the same bytes every time
-                for item in plan:
-                    try:
-                        members = _members(item, cache)
-                    except Unpackable as err:
-                        skipped.append({"key": item.key, "path": str(item.path), "kind": err.kind, "reason": str(err)})
-                        advance(0)
-                        continue
-                    tar.write({"__key__": f"{len(samples):06d}", **members})
-                    samples.append({"key": item.key, "label": item.label})
-                    advance(len(members["video"]) + len(members["flow"]))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    samples: list[dict] = []
+    skipped: list[dict] = []
+    # TarWriter with mtime 0: the same bytes every time
+    with atomic_open(path, clear_stale=True) as f, TarWriter(f, user="", group="", mtime=0, encoder=False) as tar:
+        for item in plan:
+            try:
+                members = _members(item, cache)
+            except Unpackable as err:
+                skipped.append({"key": item.key, "path": str(item.path), "kind": err.kind, "reason": str(err)})
+                advance(0)
+                continue
+            tar.write({"__key__": f"{len(samples):06d}", **members})
+            samples.append({"key": item.key, "label": item.label})
+            advance(len(members["video"]) + len(members["flow"]))
     side = {"format": SHARD_FORMAT, "shard": path.name, "samples": samples, "skipped": skipped,
             "plan": _plan(plan), "cache": _cache_info(cache), "bytes": path.stat().st_size}
     write_atomic(Path(sidecar_url(str(path))), (json.dumps(side) + "\n").encode())

@@ -301,7 +301,8 @@ def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np
             image = image * (1 - alpha) + layer[..., :3]
             mask[i][alpha[..., 0] > 0.5] = k + 1
         if noise:
-            image += np.random.default_rng([scene.noise_seed, t]).standard_normal(image.shape, np.float32) * scene.noise
+            grain = np.random.default_rng([scene.noise_seed, t]).standard_normal(image.shape, np.float32)
+            image = image + grain * scene.noise
         video[i] = image
     return np.clip(np.rint(video), 0, 255).astype(np.uint8), mask
 
@@ -532,6 +533,6 @@ def make_dataset(out, videos_per_class: int = 100, size: int = 32, frames: int =
     first_val = videos_per_class - val_count(videos_per_class)
     for split, keep in [("train", lambda i: i < first_val), ("val", lambda i: i >= first_val)]:
         lines = "".join(f"{video_name(label, i)} {label}\n" for label, i in everything if keep(i))
-        _write_atomic(out / f"{split}.csv", lambda p: p.write_text(lines))
+        _write_atomic(out / f"{split}.csv", lambda p: p.write_text(lines))  # noqa: B023 (called right here)
     _write_atomic(out / "classes.txt", lambda p: p.write_text("".join(c + "\n" for c in CLASSES)))
     return out

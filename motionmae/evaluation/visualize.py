@@ -165,9 +165,9 @@ def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, 
     predicted displacements are drawn times `traj_scale` px. Standardized ones are drawn
     in pixels with the true displacements' mean and std per token (as VideoMAE's
     visualization de-normalizes pixels): the offset and scale of the drawn prediction
-    come from the truth, its direction and shape from the model. With `traj_norm: token` the mean is one number for x and y, so a model that predicts
-    the token mean (all zeros, e.g. untrained) draws 45-degree diagonals of the mean step;
-    with `traj_norm: across_k` the token's mean motion itself comes from the truth.
+    come from the truth, its direction and shape from the model. With `traj_norm: token` the mean is one number
+    for x and y, so a model that predicts the token mean (all zeros, e.g. untrained) draws 45-degree diagonals
+    of the mean step; with `traj_norm: across_k` the token's mean motion itself comes from the truth.
     Pixel targets give `reconstruction_figure`. Each row shows the slice's (position or pixel) loss.
     """
     config, target, model, step = _load(checkpoint)

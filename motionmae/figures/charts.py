@@ -88,7 +88,7 @@ def bar_chart(groups: dict[str, dict[str, tuple[float, float | None]]], title: s
         ax.bar(x, values, width, label=name)
         shown = [i for i, error in enumerate(errors) if error]
         if shown:
-            ax.errorbar([x[i] for i in shown], [values[i] for i in shown], [errors[i] for i in shown],
+            ax.errorbar([x[i] for i in shown], [values[i] for i in shown], [float(errors[i] or 0) for i in shown],
                         fmt="none", ecolor="0.15", elinewidth=1, capsize=3)
     if line:
         ax.axhline(line[1], color="0.4", linestyle="--", linewidth=1)

@@ -75,7 +75,7 @@ def panel_scale(side: int) -> int:
 def time_colors(steps: int) -> list[tuple[int, int, int]]:
     """`steps` RGB colours from dark to light (plasma colormap), one per trajectory step in time order."""
     ramp = np.linspace(40, 255, steps).astype(np.uint8)[:, None]
-    return [tuple(int(c) for c in rgb) for rgb in cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1]]
+    return [(int(r), int(g), int(b)) for r, g, b in cv2.applyColorMap(ramp, cv2.COLORMAP_PLASMA)[:, 0, ::-1]]
 
 
 def draw_trajectories(image: np.ndarray, positions: np.ndarray, scale: int) -> np.ndarray:
@@ -88,8 +88,8 @@ def draw_trajectories(image: np.ndarray, positions: np.ndarray, scale: int) -> n
     points = np.round(((positions + 0.5) * scale - 0.5) * 16).astype(np.int64)  # enlarged px, 4 fractional bits
     thickness = 2 if scale >= 3 else 1
     for trajectory in points:
-        for l, color in enumerate(colors):
-            cv2.line(out, tuple(map(int, trajectory[l])), tuple(map(int, trajectory[l + 1])), color, thickness,
+        for step, color in enumerate(colors):
+            cv2.line(out, tuple(map(int, trajectory[step])), tuple(map(int, trajectory[step + 1])), color, thickness,
                      cv2.LINE_AA, shift=4)
     return out
 

@@ -42,7 +42,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,15 +49,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from motionmae.common.files import write_atomic
+from motionmae.common.files import atomic_open, write_atomic
 from motionmae.errors import MotionMAEError
 from motionmae.io.video import VideoError, VideoReader
 from motionmae.motion.cuts import CutParams, find_cuts, warp_residual
 from motionmae.motion.flow import FlowEstimator, FlowParams, compensate
 
 # Part of the folder key: bump when a video's entry changes (2: camera fit, 3: shot cuts,
-# 4: the faster DIS "balanced" preset and USAC camera fit).
-FORMAT_VERSION = 4
+# 4: the faster DIS "balanced" preset and USAC camera fit, 5: 2 DIS refinement iterations).
+FORMAT_VERSION = 5
 MAGIC = b"MMEFLOW1"
 TRAILER = struct.Struct("<QI8s")  # header offset, header length, MAGIC
 CODECS = {"jpeg": ".jpg", "png": ".png"}
@@ -133,6 +132,8 @@ def decode_field(data: bytes, grid_size: tuple[int, int], step: float) -> np.nda
     """Inverse of `encode_field`: float32 `(h, w, 2)` in px."""
     height, width = grid_size
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise CacheError("a flow field does not decode")
     rows = image.shape[0] // 2
     codes = np.stack([image[:height], image[rows:rows + height]], axis=-1)
     return (codes.astype(np.float32) - 128) * step
@@ -231,15 +232,57 @@ class MotionCache:
         info = self.info(video)
         if not 0 <= start < stop <= info.num_flows:
             raise CacheError(f"{video}: flow window [{start}, {stop}) outside [0, {info.num_flows})")
+        return self.resample(video, self.stored(video, np.arange(start, stop)), size, crop, flip, out)
+
+    def stored(self, video: str, flows) -> np.ndarray:
+        """Fields `flows` (sorted distinct indices) as stored: float32 `(len(flows), h, w, 2)` on the
+        grid `info(video).grid_size`, px of the decoded frames. Reads one byte range."""
+        info = self.info(video)
+        flows = np.asarray(flows, np.int64)
+        if len(flows) and not 0 <= flows[0] <= flows[-1] < info.num_flows:
+            raise CacheError(f"{video}: flow fields {flows[0]}..{flows[-1]} outside [0, {info.num_flows})")
+        fields = np.empty((len(flows), *info.grid_size, 2), np.float32)
+        if not len(flows):
+            return fields
+        base = int(info.offsets[flows[0]])
         with self._open_entry(video) as f:
-            f.seek(int(info.offsets[start]))
-            data = f.read(int(info.offsets[stop] - info.offsets[start]))
-        bounds = info.offsets[start:stop + 1] - info.offsets[start]
-        fields = [decode_field(data[a:b], info.grid_size, self.params.step) for a, b in zip(bounds[:-1], bounds[1:])]
+            f.seek(base)
+            data = f.read(int(info.offsets[flows[-1] + 1]) - base)
+        for t, field_ in zip(flows, fields):
+            field_[...] = decode_field(data[info.offsets[t] - base:info.offsets[t + 1] - base], info.grid_size,
+                                       self.params.step)
+        return fields
+
+    def resample(self, video: str, fields: np.ndarray, size: tuple[int, int] | None = None,
+                 crop: tuple[int, int, int, int] | None = None, flip: bool = False, out=None):
+        """Stored fields `(n, h, w, 2)` (`stored`) bilinearly resampled onto the output pixels of `crop`
+        resized to `size`, mirrored when `flip` (arguments as in `read`): float32 `(n, H, W, 2)`, vectors
+        in output px. `out`: an array of that shape, or a list of n `(H, W, 2)` arrays, to write into.
+
+        Two fields at a time, as one 4-channel image: OpenCV 5 warps 1 or 4 channels on a fast
+        path with exact coordinates, 2 channels on a slower one that rounds them to 1/32 px (up to
+        0.9 px off on a noisy field); about 3x faster per field than one 2-channel warp each.
+        """
+        frame_h, frame_w = self.info(video).frame_size
+        grid_h, grid_w = fields.shape[1:3]
+        x0, y0, crop_w, crop_h = crop if crop is not None else (0, 0, frame_w, frame_h)
+        out_h, out_w = size if size is not None else (crop_h, crop_w)
         if out is None:
-            return np.stack([self._resample(flow, info, size, crop, flip) for flow in fields])
-        for flow, target in zip(fields, out):
-            self._resample(flow, info, size, crop, flip, target)
+            out = np.empty((len(fields), out_h, out_w, 2), np.float32)
+        sx, sy = crop_w / out_w, crop_h / out_h  # frame px per output px
+        gx, gy = grid_w / frame_w, grid_h / frame_h  # grid cells per frame px
+        # output pixel centre u -> frame x = x0 + (u + 0.5) * sx - 0.5 -> grid (x + 0.5) * gx - 0.5;
+        # mirrored: u -> out_w - 1 - u
+        row = [-sx * gx, 0, (x0 + (out_w - 0.5) * sx) * gx - 0.5] if flip else [sx * gx, 0, (x0 + 0.5 * sx) * gx - 0.5]
+        matrix = np.array([row, [0, sy * gy, (y0 + 0.5 * sy) * gy - 0.5]])
+        scale = (-1 / sx if flip else 1 / sx, 1 / sy) * 2  # vectors in output px, per channel
+        for i in range(0, len(fields), 2):
+            pair = fields[i:i + 2]
+            four = cv2.multiply(cv2.merge([pair[0], pair[-1]]), scale)  # type: ignore[call-overload]  # a per-channel scalar
+            warped = cv2.warpAffine(four, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                    borderMode=cv2.BORDER_REPLICATE)
+            targets = [out[i + k] for k in range(len(pair))]
+            cv2.mixChannels([warped], targets, [0, 0, 1, 1, 2, 2, 3, 3][:4 * len(pair)])
         return out
 
     def _open_entry(self, video: str):
@@ -250,25 +293,6 @@ class MotionCache:
         """Bool `(stop - start,)`: pair t (frames t, t+1) lies across a shot cut; False past the last pair."""
         cuts = self.info(video).cuts
         return np.concatenate([cuts[start:stop], np.zeros(max(0, stop - max(start, len(cuts))), bool)])
-
-    @staticmethod
-    def _resample(flow: np.ndarray, info: EntryInfo, size, crop, flip: bool = False,
-                  out: np.ndarray | None = None) -> np.ndarray:
-        """Bilinear resample of a stored field onto the output pixels of `crop` resized to `size`
-        (mirrored when `flip`), written to `out` when given."""
-        frame_h, frame_w = info.frame_size
-        grid_h, grid_w = info.grid_size
-        x0, y0, crop_w, crop_h = crop if crop is not None else (0, 0, frame_w, frame_h)
-        out_h, out_w = size if size is not None else (crop_h, crop_w)
-        sx, sy = crop_w / out_w, crop_h / out_h  # frame px per output px
-        gx, gy = grid_w / frame_w, grid_h / frame_h  # grid cells per frame px
-        # output pixel centre u -> frame x = x0 + (u + 0.5) * sx - 0.5 -> grid (x + 0.5) * gx - 0.5;
-        # mirrored: u -> out_w - 1 - u
-        row = [-sx * gx, 0, (x0 + (out_w - 0.5) * sx) * gx - 0.5] if flip else [sx * gx, 0, (x0 + 0.5 * sx) * gx - 0.5]
-        matrix = np.array([row, [0, sy * gy, (y0 + 0.5 * sy) * gy - 0.5]])
-        flow = flow * np.array([-1 / sx if flip else 1 / sx, 1 / sy], np.float32)  # vectors in output pixels
-        return cv2.warpAffine(flow, matrix, (out_w, out_h), dst=out, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
 
     # ------------------------------------------------------------ writing
 
@@ -287,7 +311,7 @@ class MotionCache:
 
         Raises `VideoError` for files with no decodable frame.
         """
-        with VideoReader(path, self.params.short_side) as reader:
+        with VideoReader(path, self.params.short_side, cv2.getNumThreads()) as reader:
             frames = self._write_entry(video, reader)
             declared, truncated = reader.info.container_frames, reader.info.truncated
         self._infos.pop(video, None)
@@ -299,20 +323,10 @@ class MotionCache:
         """Write the entry file of one video: temp file, fsync, rename; returns its frame count."""
         entry = self.entry_path(video)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        for stale in entry.parent.glob(f".{entry.name}.*.tmp"):  # left by a killed run
-            stale.unlink(missing_ok=True)
-        tmp = entry.with_name(f".{entry.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                header = self._write_fields(f, reader)
-                body = json.dumps({"video": video, "params": dataclasses.asdict(self.params), **header}).encode()
-                f.write(body + TRAILER.pack(header["offsets"][-1], len(body), MAGIC))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, entry)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_open(entry, clear_stale=True) as f:
+            header = self._write_fields(f, reader)
+            body = json.dumps({"video": video, "params": dataclasses.asdict(self.params), **header}).encode()
+            f.write(body + TRAILER.pack(header["offsets"][-1], len(body), MAGIC))
         return header["num_frames"]
 
     def _write_fields(self, f, reader: VideoReader) -> dict:

@@ -66,7 +66,7 @@ class PrepareReport:
         return {**self.videos.to_dict(), **fields}
 
 
-_worker_cache: MotionCache | None = None
+_worker_cache: MotionCache  # set by _init_worker in each worker process
 
 
 def _init_worker(root, params) -> None:
@@ -116,14 +116,14 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
     try:
         results = pool.imap_unordered(_extract_job, todo) if pool else map(_extract_job, todo)
         for position, frames, note, failure in results:
-            video, path = videos[position][0], str(videos[position][1])
+            video, path = videos[position]
             if failure is None:
                 report.done += 1
                 report.frames += frames
                 report.videos.mark_read(position)
                 cache._infos.pop(video, None)  # written by a worker: re-read the new header when asked
                 if note:
-                    report.notes.append({"video": video, "path": path, "note": note})
+                    report.notes.append({"video": video, "path": str(path), "note": note})
             else:
                 report.videos.skip(position, path, *failure, video=video)
                 bar.write(f"skipped {path}: {failure[1]}", file=sys.stderr)

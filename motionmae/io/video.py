@@ -43,9 +43,11 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
 from av.video.reformatter import VideoReformatter
+from av.video.stream import VideoStream
 import cv2
 import numpy as np
 
@@ -144,7 +146,7 @@ def _open(path) -> av.container.InputContainer:
     _check_file(path)
     source = io.BytesIO(path.getvalue()) if isinstance(path, NamedBytes) else str(path)
     try:
-        container = av.open(source)
+        container = av.open(source, "r")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise NotAVideoError(path, f"not a readable video ({err.__class__.__name__}: {err})") from None
     if not container.streams.video:
@@ -594,10 +596,12 @@ class VideoReader:
 
     Opens the file once and keeps its timeline, so reading many clips of the
     same video does not re-scan it. Use as a context manager or call close().
-    `path`: a file name, or a `NamedBytes` (a video in memory).
+    `path`: a file name, or a `NamedBytes` (a video in memory). `threads`: decoder
+    threads (None: FFmpeg's default, a few slice threads; 1 in a data-loader or
+    `prepare` worker, which has one core: threads there only add CPU time).
     """
 
-    def __init__(self, path, short_side: int | None = None):
+    def __init__(self, path, short_side: int | None = None, threads: int | None = None):
         self.path, self.source = str(path), path  # name in messages; what reopening opens
         self.container = _open(path)
         try:
@@ -605,10 +609,10 @@ class VideoReader:
         except BaseException:
             self.container.close()
             raise
-        self.short_side = short_side
+        self.short_side, self.threads = short_side, threads
         self.width, self.height = output_size(self.info.width, self.info.height, short_side)
         self.tally = _Tally()  # frames the decoder produced so far (seeking keeps this small)
-        self._motion = None  # whether the open decoder exports vectors; None before its first frame
+        self._motion: bool | None = None  # whether the open decoder exports vectors; None before its first frame
         self.scaler = VideoReformatter()  # one swscale context for every frame this reader converts
 
     @property
@@ -698,7 +702,10 @@ class VideoReader:
             self.container = _open(self.source)
             self._motion = None
         if self._motion is None:
-            self.container.streams.video[0].codec_context.options = {"flags2": "+export_mvs"} if motion else {}
+            context = self.container.streams.video[0].codec_context
+            context.options = {"flags2": "+export_mvs"} if motion else {}
+            if self.threads:
+                context.thread_count = self.threads
             self._motion = motion
         if point is None:
             yield from enumerate(_decode(self.container, self.tally))
@@ -738,10 +745,18 @@ class VideoReader:
 
     def _pixels(self, frame, gray: bool) -> np.ndarray:
         """uint8 (H, W, 3) RGB or (H, W) luma at the output size, through the reader's one swscale context
-        (`frame.to_ndarray` sets up a new one per frame, which costs about as much as the conversion)."""
-        fmt = "gray" if gray else "rgb24"
-        width, height = (self.width, self.height) if self.short_side else (frame.width, frame.height)
-        return self.scaler.reformat(frame, width=width, height=height, format=fmt).to_ndarray()
+        (`frame.to_ndarray` sets up a new one per frame, which costs about as much as the conversion).
+
+        A resized RGB frame is asked of swscale as BGR and its channels swapped: this FFmpeg's resizing
+        BGR output takes 0.4-0.6x the time of its RGB output at short side 256, within 5 levels of it
+        and closer to an exact float conversion (docs/benchmarks.md, "Pretraining loader").
+        """
+        if not self.short_side or (self.width, self.height) == (frame.width, frame.height):
+            return self.scaler.reformat(frame, format="gray" if gray else "rgb24").to_ndarray()
+        if gray:
+            return self.scaler.reformat(frame, width=self.width, height=self.height, format="gray").to_ndarray()
+        bgr = self.scaler.reformat(frame, width=self.width, height=self.height, format="bgr24").to_ndarray()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
 
     def _field(self, frame, index, previous_anchor, next_anchor):
         """Vectors of one decoded frame on the output grid, and whether it had any."""
@@ -835,7 +850,7 @@ def write_video(path, frames: np.ndarray, fps: int = 25, codec: str = "libx264",
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     container = av.open(str(tmp), "w")
     try:
-        stream = container.add_stream(codec, rate=fps)
+        stream = cast(VideoStream, container.add_stream(codec, rate=fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         stream.options = dict(options or {})

@@ -109,7 +109,7 @@ def write_sample(path: Path, name: str, video: np.ndarray, gop: int) -> None:
             packets += stream.encode(frame)
         packets += stream.encode()
         if sample.rewrite:
-            packets = [_packet(*p, time_base) for p in _REWRITES[sample.rewrite]([
+            packets = [_packet(data, pts, dts, key, time_base) for data, pts, dts, key in _REWRITES[sample.rewrite]([
                 (bytes(p), p.pts, p.dts, p.is_keyframe) for p in packets], stream)]
         for packet in packets:
             packet.stream = stream
@@ -148,7 +148,10 @@ def _hidden(packets, stream, every: int = 7):
 
 def _time_bits(packets, stream) -> int:
     """Bits of the MPEG-4 VOP time increment, from the VOL header in the extradata or the first packet."""
-    return mpeg4_time_bits(stream.codec_context.extradata or b"") or mpeg4_time_bits(packets[0][0])
+    bits = mpeg4_time_bits(stream.codec_context.extradata or b"") or mpeg4_time_bits(packets[0][0])
+    if bits is None:
+        raise ValueError("no MPEG-4 VOL header in the extradata or the first packet")
+    return bits
 
 
 def _n_vop(vop: bytes, time_bits: int) -> bytes:

@@ -78,7 +78,7 @@ def save_safetensors(checkpoint: dict, path) -> Path:
 
 def _load_safetensors(path: Path) -> dict:
     with safe_open(path, "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         ours = (f.metadata() or {}).get("motionmae")
     return {"model": tensors, **json.loads(ours)} if ours else tensors
 
@@ -155,7 +155,7 @@ def upgrade(path, out=None) -> Path:
     return _atomic(out or path, lambda tmp: torch.save(state, tmp), check)
 
 
-def _plain_numpy_state(state: tuple) -> dict:
+def _plain_numpy_state(state) -> dict:
     """np.random.get_state()'s ("MT19937", key uint32 (624,), pos, has_gauss, gauss) as plain values."""
     _, key, pos, has_gauss, gauss = state
     return {"key": np.asarray(key).tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}

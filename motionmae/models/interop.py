@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -32,7 +33,7 @@ from safetensors.torch import save_file
 
 from motionmae.config import Config, FinetuneConfig
 from motionmae.models.checkpoints import CheckpointError, atomic_save, load, load_state_dict_strict, save_safetensors
-from motionmae.models.vit import SIZES, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
+from motionmae.models.vit import SIZES, Block, PretrainModel, VideoClassifier, VisionTransformer, sincos_table
 
 # (ours, Hugging Face) name prefixes of modules, and names inside a transformer block. The qkv
 # weight is one tensor here and three (query, key, value) there: see _split_qkv / _merge_qkv.
@@ -248,6 +249,19 @@ def read_checkpoint(source) -> Checkpoint:
 # ---------------------------------------------------------------- loading into our models
 
 
+def _encoder(model: nn.Module) -> VisionTransformer:
+    """`model` itself when it is a `VisionTransformer`, else its `encoder`."""
+    encoder = model if isinstance(model, VisionTransformer) else model.encoder
+    if not isinstance(encoder, VisionTransformer):
+        raise TypeError(f"{type(model).__name__} has no VisionTransformer encoder")
+    return encoder
+
+
+def _pixels(encoder: VisionTransformer) -> int:
+    """Pixel values in one token's tubelet: channels x t x p x p (a pixel target's outputs per token)."""
+    return encoder.patch_embed.proj.in_channels * encoder.tubelet * encoder.patch ** 2
+
+
 def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loaded:
     """Load a checkpoint of any supported layout into a `VisionTransformer`, `PretrainModel` or `VideoClassifier`.
 
@@ -260,7 +274,7 @@ def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loa
     the tensors that do not fit. `source`: anything `read_checkpoint` takes, or its result.
     """
     ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
-    encoder = model if isinstance(model, VisionTransformer) else model.encoder
+    encoder = _encoder(model)
     backbone = {k[len("encoder."):]: v for k, v in ckpt.state.items() if k.startswith("encoder.")}
     rest = {k: v for k, v in ckpt.state.items() if not k.startswith("encoder.")}
     ignored = []
@@ -342,6 +356,7 @@ def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tupl
         frames, img_size = config["num_frames"], config["image_size"]
 
     part_heads = "decoder.blocks.0.norm1.weight" in s and "decoder.head.weight" not in s  # ours, `model.head: mlp`
+    model: nn.Module
     if ckpt.layout.startswith("MME") or part_heads or not any(k.startswith(("decoder.", "head.")) for k in s):
         model = VisionTransformer(size, frames, img_size, tubelet, patch, final_norm="encoder.norm.weight" in s)
     elif "head.weight" in s:
@@ -365,8 +380,8 @@ def to_hf(model: nn.Module) -> tuple[dict, dict]:
     (3·t·p·p outputs) -> VideoMAEForPreTraining; any other `PretrainModel` -> VideoMAEModel of its
     encoder (Hugging Face has no class for other targets); `VisionTransformer` -> VideoMAEModel.
     """
-    encoder = model if isinstance(model, VisionTransformer) else model.encoder
-    block = encoder.blocks[0]
+    encoder = _encoder(model)
+    block = cast(Block, encoder.blocks[0])
     frames, rows, _ = encoder.grid
     config = {
         "model_type": "videomae", "image_size": rows * encoder.patch, "patch_size": encoder.patch,
@@ -377,7 +392,7 @@ def to_hf(model: nn.Module) -> tuple[dict, dict]:
         "layer_norm_eps": block.norm1.eps, "qkv_bias": True, "norm_pix_loss": True,
         "use_mean_pooling": isinstance(encoder.norm, nn.Identity),
     }
-    pixels = config["num_channels"] * encoder.tubelet * encoder.patch ** 2
+    pixels = _pixels(encoder)
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     if isinstance(model, VideoClassifier):
         classes = model.head.out_features
@@ -386,7 +401,7 @@ def to_hf(model: nn.Module) -> tuple[dict, dict]:
                       label2id={f"LABEL_{i}": i for i in range(classes)})
         state = model.state_dict()
     elif isinstance(model, PretrainModel) and model.decoder.head.out_features == pixels:
-        decoder_block = model.decoder.blocks[0]
+        decoder_block = cast(Block, model.decoder.blocks[0])
         config.update(architectures=["VideoMAEForPreTraining"], decoder_hidden_size=model.mask_token.shape[-1],
                       decoder_num_hidden_layers=len(model.decoder.blocks),
                       decoder_num_attention_heads=decoder_block.attn.heads,
@@ -421,21 +436,23 @@ def save_motionmae(model: nn.Module, path, source: str, recorded: Checkpoint | N
     whose model and data sections describe the network, so `model_from_checkpoint` rebuilds it as it was.
     """
     save = save_safetensors if safetensors else atomic_save
-    encoder = model if isinstance(model, VisionTransformer) else model.encoder
+    encoder = _encoder(model)
     state = {f"encoder.{k}": v for k, v in model.state_dict().items()} if encoder is model else model.state_dict()
     if recorded is not None and recorded.layout == "motionmae checkpoint":
         return save({"model": state, "config": recorded.config, "source": source, **recorded.extra}, path)
-    config = FinetuneConfig() if isinstance(model, VideoClassifier) else Config()
+    extra: dict = {}
+    config: Config | FinetuneConfig
+    if isinstance(model, VideoClassifier):
+        config = FinetuneConfig()
+        config.data.num_classes = extra["num_classes"] = model.head.out_features
+    else:
+        config = Config()
+        if isinstance(model, PretrainModel):
+            config.model.decoder_depth = len(model.decoder.blocks)
+            config.model.decoder_dim = model.mask_token.shape[-1]
+            config.model.decoder_heads = cast(Block, model.decoder.blocks[0]).attn.heads
+            dim = model.decoder.head.out_features
+            extra["target"] = {"name": "pixel" if dim == _pixels(encoder) else "unknown", "dim": dim}
     config.model.size, config.model.tubelet, config.model.patch = encoder.size, encoder.tubelet, encoder.patch
     config.data.frames, config.data.size = encoder.grid[0] * encoder.tubelet, encoder.grid[1] * encoder.patch
-    extra = {}
-    if isinstance(model, VideoClassifier):
-        config.data.num_classes = extra["num_classes"] = model.head.out_features
-    elif isinstance(model, PretrainModel):
-        config.model.decoder_depth = len(model.decoder.blocks)
-        config.model.decoder_dim = model.mask_token.shape[-1]
-        config.model.decoder_heads = model.decoder.blocks[0].attn.heads
-        pixels = encoder.patch_embed.proj.in_channels * encoder.tubelet * encoder.patch ** 2
-        dim = model.decoder.head.out_features
-        extra["target"] = {"name": "pixel" if dim == pixels else "unknown", "dim": dim}
     return save({"model": state, "config": config.to_dict(), "source": source, **extra}, path)

@@ -137,7 +137,8 @@ class PatchEmbed(nn.Module):
         grid = (T // t, H // p, W // p)
         tubelets = x.reshape(B, C, grid[0], t, grid[1], p, grid[2], p).permute(0, 2, 4, 6, 1, 3, 5, 7)  # a view
         batch, token = (~mask).nonzero(as_tuple=True)  # row-major: each sample's visible tokens in order
-        pixels = tubelets[(batch, *torch.unravel_index(token, grid))]  # (B * N_visible, C, t, p, p)
+        index = (batch, *torch.unravel_index(token, grid))
+        pixels = tubelets[index]  # (B * N_visible, C, t, p, p)
         return F.linear(pixels.reshape(B, -1, C * t * p * p), self.proj.weight.flatten(1), self.proj.bias)
 
 

@@ -26,16 +26,16 @@ import numpy as np
 CLAMP = 20.0  # px, the paper's upper bound on flow values
 METHODS = ("dis", "farneback")
 # DIS presets: OpenCV's three, plus "balanced" (the default): OpenCV's "fast" with a
-# variational refinement that smooths half as much (alpha 10 instead of 20) in 3 iterations
+# variational refinement that smooths half as much (alpha 10 instead of 20) in 2 iterations
 # instead of 5. On the rendered objects of tests/test_flow.py it is about twice as accurate as
 # "fast" and "ultrafast", and its field stays smooth enough to be stored at 1/4 resolution.
-# The 3 iterations take 0.85x the time of 5 at errors within 3 % on real frames moved by known
-# motion; patches every 5 px instead of 4 would save as much again but let the flow fail on
-# more frame pairs (`bench/flow_bench.py --levers`, docs/benchmarks.md).
+# The 2 iterations take 0.75x the time of 5 (3: 0.85x) at errors within 6 % (3: 3 %) on real
+# frames moved by known motion; patches every 5 px instead of 4 would save as much but let the
+# flow fail on more frame pairs (`bench/flow_bench.py --levers`, docs/benchmarks.md).
 DIS_PRESETS = {
     "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
     "balanced": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {"VariationalRefinementAlpha": 10.0,
-                                                   "VariationalRefinementIterations": 3}),
+                                                   "VariationalRefinementIterations": 2}),
     "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {}),
     "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),
 }
@@ -63,19 +63,20 @@ class FlowEstimator:
         if method == "dis" and preset not in DIS_PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; choose from {tuple(DIS_PRESETS)}")
         self.method = method
-        self.dis = None
+        self.dis: cv2.DISOpticalFlow | None = None
         if method == "dis":
             base, settings = DIS_PRESETS[preset]
-            self.dis = cv2.DISOpticalFlow_create(base)
+            self.dis = cv2.DISOpticalFlow.create(base)
             for name, value in settings.items():
                 getattr(self.dis, "set" + name)(value)
 
     def __call__(self, frame0: np.ndarray, frame1: np.ndarray) -> np.ndarray:
         frame0, frame1 = np.ascontiguousarray(frame0), np.ascontiguousarray(frame1)
+        # flow=None (a new array) is what OpenCV's stubs refuse and its functions take
         if self.dis is not None:
-            return self.dis.calc(frame0, frame1, None)
-        return cv2.calcOpticalFlowFarneback(frame0, frame1, None, pyr_scale=0.5, levels=4, winsize=15,
-                                            iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+            return self.dis.calc(frame0, frame1, None)  # type: ignore[call-overload]
+        return cv2.calcOpticalFlowFarneback(  # type: ignore[call-overload]
+            frame0, frame1, None, pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
 
 # ---------------------------------------------------------------- camera motion
@@ -107,7 +108,9 @@ def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: i
     corners = cv2.goodFeaturesToTrack(frame0, maxCorners=features, qualityLevel=0.01, minDistance=7)
     if corners is None:
         return np.eye(3)
-    tracked, found, _ = cv2.calcOpticalFlowPyrLK(frame0, frame1, corners, None, winSize=(21, 21), maxLevel=3)
+    # nextPts=None (a new array): OpenCV's stubs refuse it, the function takes it
+    tracked, found, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
+        frame0, frame1, corners, None, winSize=(21, 21), maxLevel=3)
     found = found.ravel() == 1
     return _ransac_homography(corners.reshape(-1, 2)[found], tracked.reshape(-1, 2)[found], threshold,
                               frame0.shape[:2])

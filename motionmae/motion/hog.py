@@ -82,7 +82,8 @@ def pixel_hog(images: torch.Tensor, bins: int = 9, channels: str = "max") -> tor
 
 def _strongest_channel(dx: torch.Tensor, dy: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, ...]:
     """Per pixel, the `(dx, dy)` of the channel along `dim` with the largest magnitude (first on ties), and its squared
-    magnitude; each of size 1 on `dim`. The pick is a lerp with weight 0 or 1: exact, and faster than `torch.where` on CPU.
+    magnitude; each of size 1 on `dim`. The pick is a lerp with weight 0 or 1: exact, and faster than `torch.where`
+    on CPU.
     """
     energy = torch.addcmul(dx * dx, dy, dy)
     best_x, best_y, best = (t.narrow(dim, 0, 1).clone() for t in (dx, dy, energy))
@@ -124,6 +125,7 @@ def _window_sums(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
             total = piece.clone() if total is None else total.add_(piece)
             offset += width
         if 2 * width > size:
+            assert total is not None  # size >= 1 has a set bit at or below width
             return total
         shorter = part.shape[dim] - width
         part = part.narrow(dim, 0, shorter) + part.narrow(dim, width, shorter)
@@ -174,7 +176,8 @@ def cell_histogram_chunks(frames: torch.Tensor, cell: int = 8, bins: int = 9, ch
 
 
 def _slot_index(images, colours, height, width, stride, slots, device):
-    """`(C, n, H, W)` long: where a pixel's vote for slot 0 goes in the flat `(n, H/stride, W/stride, C, slots)` votes."""
+    """`(C, n, H, W)` long: where a pixel's vote for slot 0 goes in the flat `(n, H/stride, W/stride, C, slots)`
+    votes."""
     n, rows, columns, c = (torch.arange(k, device=device) for k in (images, height, width, colours))
     block = (n[:, None, None] * (height // stride) + rows[:, None] // stride) * (width // stride) + columns // stride
     return (block * colours + c[:, None, None, None]) * slots

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -68,7 +69,8 @@ def _check(grid, ratio) -> tuple[int, int, int]:
         raise ValueError(f"token grid must be three positive sizes (T', Hp, Wp), got {grid}")
     if not 0.0 <= ratio <= 1.0:
         raise UsageError(f"mask ratio must be in [0, 1], got {ratio}")
-    return tuple(int(g) for g in grid)
+    t, h, w = (int(g) for g in grid)
+    return t, h, w
 
 
 def _slice_counts(total: int, slices: int, rng: np.random.Generator) -> np.ndarray:
@@ -269,7 +271,8 @@ def mgm_mask(grid, ratio, rng: np.random.Generator, magnitude: np.ndarray, spars
     return rectangle_mask(_boxes(centres, sizes, grid), grid, counts, rng, priority=magnitude)
 
 
-MASKS = {"tube": tube_mask, "random": random_mask, "cube": cube_mask, "smm": smm_mask, "mgm": mgm_mask}
+MASKS: dict[str, Callable[..., np.ndarray]] = {
+    "tube": tube_mask, "random": random_mask, "cube": cube_mask, "smm": smm_mask, "mgm": mgm_mask}
 
 
 def make_mask(kind: str, grid, ratio: float, rng: np.random.Generator, magnitude=None, **options) -> np.ndarray:
@@ -415,7 +418,7 @@ class MaskGenerator:
 
     @property
     def num_masked(self) -> int:
-        return num_masked(self.kind, self.grid, self.ratio)
+        return num_masked(self.kind, self.grid, self.ratio)  # type: ignore[arg-type]  # set by __post_init__
 
     @property
     def needs_motion(self) -> bool:
@@ -427,7 +430,7 @@ class MaskGenerator:
         return self.kind == "mgm" and self.prefer == "flow"
 
     def __call__(self, rng: np.random.Generator, magnitude: np.ndarray | None = None) -> np.ndarray:
-        return make_mask(self.kind, self.grid, self.ratio, rng, magnitude, **self.options)
+        return make_mask(self.kind, self.grid, self.ratio, rng, magnitude, **self.options)  # type: ignore[arg-type]
 
     def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None, stride: int = 1,
                  cuts: np.ndarray | None = None) -> tuple[np.ndarray, str]:

@@ -96,7 +96,8 @@ def _is_all_valid(valid: torch.Tensor) -> bool:
 
 
 def _normalize(x: torch.Tensor, norm: str) -> torch.Tensor:
-    """Baseline norms of `(B, N, ..., F)` token features: "token" (standardize per token), "l2" (per last axis), "none"."""
+    """Baseline norms of `(B, N, ..., F)` token features: "token" (standardize per token), "l2" (per last axis),
+    "none"."""
     if norm == "token":
         return standardize(x, tuple(range(2, x.dim())))
     if norm == "l2":
@@ -116,7 +117,8 @@ def _check_span(builder, frames, flow, num_frames, stride, cuts=None):
     b, t_raw, h, w, _ = frames.shape
     need = builder.raw_span(num_frames, stride)
     if num_frames % builder.tubelet or h % builder.patch or w % builder.patch:
-        raise ValueError(f"{num_frames} frames of {h}x{w} do not split into {builder.tubelet}x{builder.patch}x{builder.patch} tubelets")
+        raise ValueError(f"{num_frames} frames of {h}x{w} do not split into "
+                         f"{builder.tubelet}x{builder.patch}x{builder.patch} tubelets")
     if t_raw < need:
         raise ValueError(f"{builder.name} target needs {need} raw frames for T={num_frames}, s={stride}; got {t_raw}")
     if builder.needs_flow and (flow is None or flow.shape[1] < need - 1 or tuple(flow.shape[2:4]) != (h, w)):
@@ -249,7 +251,7 @@ class TrajectoryTarget(Target):
         fields = self.traj_len if self.tracker == "release" else self.traj_len * step
         starts = [j * self.tubelet * stride for j in range(num_frames // self.tubelet)]  # r_j
         flows = {r + f for r in starts for f in range(fields)}
-        frames = {r + step * l for r in starts for l in range(self.traj_len)} if self.shape else set()
+        frames = {r + step * k for r in starts for k in range(self.traj_len)} if self.shape else set()
         return sorted(frames), sorted(flows)
 
     def _tracks(self, flow, starts, points, step):

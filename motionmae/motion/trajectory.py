@@ -72,7 +72,8 @@ def sample(field: torch.Tensor, points: torch.Tensor, mode: str = "bilinear", of
 
 def sample_maps(maps: torch.Tensor, which: torch.Tensor, points: torch.Tensor, mode: str = "bilinear",
                 offset: float = 0.0, spacing: float = 1.0) -> torch.Tensor:
-    """Read channels-last maps `(M, H, W, C)` at `(x, y)` px positions `(Q, P, 2)`, group q on map `which[q]` -> `(Q, P, C)`.
+    """Read channels-last maps `(M, H, W, C)` at `(x, y)` px positions `(Q, P, 2)`, group q on map `which[q]`
+    -> `(Q, P, C)`.
 
     Map entry `[i, j]` sits at position `(spacing*j + offset, spacing*i + offset)`. Same reads as
     `sample` (border clamp, bilinear or nearest), but many groups share a map without copying it.

@@ -52,6 +52,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class Engine:
                 self.scaler.load_state_dict(state["scaler"])
             checkpoints.set_rng_state(state["rng"][env.rank] if env.rank < len(state["rng"]) else state["rng"][0])
             step, val = state["step"], state.get("val")
-        ddp = DistributedDataParallel(model) if env.world > 1 else model
+        ddp: Any = DistributedDataParallel(model) if env.world > 1 else model  # or either of them compiled
         if run.compile:
             ddp = torch.compile(ddp)  # the same parameters; `model` is still what is saved
         videos = RunVideos(listed, env, state, left_out)
@@ -291,6 +292,7 @@ class MetricsLog:
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
+        self.board: Any  # a SummaryWriter, or None without tensorboard
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.board = SummaryWriter(str(out / "tensorboard"))
@@ -340,7 +342,8 @@ class RunVideos:
     epoch's end when the counts changed, and at the last step."""
 
     def __init__(self, listed: int, env: Distributed, state: dict | None = None, left_out: Sequence[dict] = ()):
-        self.env, self.logged = env, None
+        self.env = env
+        self.logged: dict | None = None
         self.tally = VideoTally.from_state(state["videos"]) if state and "videos" in state else VideoTally(listed)
         for entry in left_out:  # left out by the data set before training
             self.tally.skip(**entry)
@@ -350,7 +353,7 @@ class RunVideos:
 
     def gathered(self) -> VideoTally:
         """The union of every process's tally (a collective call in DDP)."""
-        parts = [self.tally]
+        parts: list = [self.tally]
         if self.env.world > 1:
             parts = [None] * self.env.world
             dist.all_gather_object(parts, self.tally)

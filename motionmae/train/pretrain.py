@@ -48,7 +48,8 @@ class MaskSources:
 
     def __init__(self, prefer: str, env: Distributed):
         self.prefer, self.env = prefer, env
-        self.counts, self.warned = Counter(), False
+        self.counts: Counter[str] = Counter()
+        self.warned = False
 
     def add(self, batch: dict) -> None:
         self.counts.update(batch["mask_source"])
@@ -136,7 +137,8 @@ def pretrain(config: Config, resume: str | None = None) -> TrainResult:
     model = build_model(config, target.dim, target.parts).to(env.device)
     o = config.optim
     optimizer = adamw(param_groups(model, o.weight_decay), engine.lr, o.betas)
-    sources = MaskSources(config.mask.guidance, env) if dataset.masks.needs_motion else None
+    needs_motion = dataset.masks is not None and dataset.masks.needs_motion
+    sources = MaskSources(config.mask.guidance, env) if needs_motion else None
     return engine.fit(model, optimizer, loader, sampler,
                       lambda model, batch: batch_loss(model, target, batch, config.data, env.device, engine.amp),
                       listed=dataset.listed, left_out=dataset.left_out, mask_sources=sources,

@@ -103,8 +103,7 @@ def train_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int
     """Linear classifier on features x (N, D): BatchNorm without affine (the data's statistics) + linear,
     SGD with momentum 0.9 and a cosine schedule; lr is for a batch of 256 (scaled linearly)."""
     norm = nn.BatchNorm1d(x.shape[1], affine=False, eps=1e-6)
-    norm.running_mean.copy_(x.mean(0))
-    norm.running_var.copy_(x.var(0))
+    norm.running_mean, norm.running_var = x.mean(0), x.var(0)
     generator = torch.Generator().manual_seed(seed)
     head = nn.Linear(x.shape[1], num_classes)
     nn.init.normal_(head.weight, std=0.01, generator=generator)

@@ -71,7 +71,7 @@ def _gather(parts: list, env: Distributed) -> list:
     """Concatenate every rank's list (rank 0's first)."""
     if env.world == 1:
         return parts
-    everything = [None] * env.world
+    everything: list = [None] * env.world
     dist.all_gather_object(everything, parts)
     return [x for rank_parts in everything for x in rank_parts]
 
@@ -82,7 +82,7 @@ def predict(model: nn.Module, dataset: ClipDataset | ShardStream, env: Distribut
     """Softmax of `model` (video (B, 3, T, H, W) -> logits) averaged over the views of every video."""
     model.eval()
     use_amp = env.device.type == "cuda"
-    results = []  # (position, probs (C,), label) per video read
+    results: list[tuple] = []  # (position, probs (C,), label) per video read
     videos = VideoTally(len(dataset))
     loader = _loader(dataset, batch_size, workers, env)
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not (progress and env.main), dynamic_ncols=True):
