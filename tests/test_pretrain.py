@@ -12,8 +12,9 @@ import torch
 from motionmae.config import ConfigError, load_config
 from motionmae.models import checkpoints
 from motionmae.models.interop import model_from_checkpoint
+from motionmae.train.engine import TrainingDiverged
 from motionmae.train.optim import param_groups
-from motionmae.train.pretrain import TrainingDiverged, pretrain
+from motionmae.train.pretrain import pretrain
 
 
 def overrides(tiny_synthetic, out, *extra):

@@ -243,7 +243,8 @@ class RunConfig:
     out: str = "runs/pretrain"  # checkpoints, metrics.jsonl, config.yaml
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # autocast the forward pass: in bf16 on CUDA (ignored on CPU); see amp_dtype
+    amp_dtype: str = "bfloat16"  # or float16: loss-scaled (GradScaler), for GPUs without bf16 (V100); CPU too
     compile: bool = False  # torch.compile the model: faster steps after a one-time compile (~1 min)
     threads: int | None = None  # torch threads of each training process (None: torch's default, one per core)
     checkpoint_every: int = 500  # steps
@@ -521,6 +522,8 @@ def _settle(config):
     """Check what the dataclasses' types do not say (method options, views, choices); give a null mask
     ratio its kind's default."""
     _choice("run.device", config.run.device, ("auto", "cpu", "cuda"))
+    if isinstance(config, (Config, FinetuneConfig)):
+        _choice("run.amp_dtype", config.run.amp_dtype, ("bfloat16", "float16"))
     if isinstance(config, (ProbeConfig, FinetuneConfig)):
         _choice("data.sampling", config.data.sampling, ("dense", "segment"))
     if isinstance(config, ProbeConfig):

@@ -43,9 +43,9 @@ class CheckpointMismatch(CheckpointError, UsageError):
     """A checkpoint whose weights do not fit the model the config or flags ask for (exit code 2)."""
 
 
-def _atomic(path, write, check=None) -> Path:
+def _atomic(path, write, check=None, previous=None) -> Path:
     """Call write(temp file beside `path`) and check(temp file), then rename: a crash (or a failed
-    check) never leaves half a file."""
+    check) never leaves half a file. `previous`: where the file at `path`, if any, moves first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -56,13 +56,16 @@ def _atomic(path, write, check=None) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if previous is not None and path.exists():
+        os.replace(path, previous)
     os.replace(tmp, path)
     return path
 
 
-def atomic_save(obj, path) -> Path:
-    """torch.save, atomically. Keep `obj` to tensors and plain values so that `load` reads it back."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+def atomic_save(obj, path, previous=None) -> Path:
+    """torch.save, atomically. Keep `obj` to tensors and plain values so that `load` reads it back.
+    `previous`: a path to keep the file it replaces at (so the last two versions stay on disk)."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp), previous=previous)
 
 
 def save_safetensors(checkpoint: dict, path) -> Path:

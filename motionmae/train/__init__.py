@@ -1,1 +1,2 @@
-"""Layer 5: training: pretraining, fine-tuning and the linear probe, with their distributed and optimizer parts."""
+"""Layer 5: training: one engine (distributed setup, resume, checkpoints, logging) that pretraining and
+fine-tuning use, the linear probe, and their optimizer parts."""

@@ -4,39 +4,30 @@
 
 AdamW with layer-wise lr decay, warm-up then cosine, drop path, mixup / cutmix with
 label smoothing (soft-target cross entropy), RandAugment the same on every
-frame, repeated augmentation; resumable and DDP like pretraining. The
-randomness of every micro-batch (drop path, dropout, mixup) is seeded from
-(seed, micro-batch, rank), and clip augmentation from (seed, epoch, sample),
-so a resumed run repeats an uninterrupted one exactly.
+frame, repeated augmentation; trained by the shared `engine` (DDP, resume,
+checkpoints, logging), with a validation every `run.eval_every` epochs. Clip
+augmentation is seeded from (seed, epoch, sample); drop path and mixup draw from
+the generators the engine seeds and restores.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
+from torch import nn
 from tqdm import tqdm
 
-from motionmae.common.tally import VideoTally
 from motionmae.config import AugmentConfig, FinetuneConfig, config_from_dict
 from motionmae.data.datasets import ClipSpec, RandAugment, TrainAugment
 from motionmae.data.shards import clip_dataset, epoch_loader, read_items
 from motionmae.models import checkpoints
 from motionmae.models.checkpoints import CheckpointError
 from motionmae.models.vit import VideoClassifier, normalize_video
-from motionmae.train.distributed import mean_over_ranks, setup_distributed
-from motionmae.train.optim import adamw, apply_gradients, cosine_schedule, param_groups
-from motionmae.train.pretrain import RunVideos, SampleLog, check_finite, open_run_folder
+from motionmae.train.engine import Engine, TrainResult
+from motionmae.train.optim import adamw, param_groups
 from motionmae.train.scores import accuracy, check_labels, labelled, predict
 
 
@@ -110,30 +101,18 @@ def load_pretrained(model: VideoClassifier, path) -> None:
         raise type(err)(f"{err}{hint}") from None
 
 
-@dataclass
-class FinetuneResult:
-    checkpoint: Path  # the final checkpoint (written by rank 0)
-    model: VideoClassifier  # this process's trained model
-    steps: int
-    val: dict | None  # the last validation: val_top1, val_top5, val_videos, step
-    videos: VideoTally  # the training list's videos read and skipped over the run
-
-
 def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
-             progress: bool = True) -> FinetuneResult:
+             progress: bool = True) -> TrainResult:
     """Fine-tune the encoder of `pretrained` (a checkpoint path; None: random initialization) per `config`.
 
-    `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint path; resuming
-    ignores `pretrained`. Writes OUT/checkpoint.pt, OUT/metrics.jsonl (training loss per
-    `log_every` steps, validation every `eval_every` epochs with its videos read and skipped
-    ("val_videos"), the training videos read and skipped ("videos", see `pretrain.RunVideos`)) and
-    OUT/config.yaml.
+    `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint path (see `engine`);
+    resuming ignores `pretrained`. Writes OUT/checkpoint.pt (with "num_classes" and "pretrained"),
+    OUT/metrics.jsonl (as `engine` describes, plus a validation record every `eval_every` epochs and
+    at the end: val_top1, val_top5 and the videos read and skipped, "val_videos") and OUT/config.yaml.
     """
-    env = setup_distributed(config.run.device)
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
+    engine = Engine(config, "finetune", resume)
+    env = engine.env
     d, a, o = config.data, config.aug, config.optim
-    out = Path(config.run.out)
     train_items = labelled(read_items(d.train), d.train)
     val_items = labelled(read_items(d.val), d.val)
     num_classes = d.num_classes or 1 + max(i.label for i in train_items + val_items)
@@ -148,111 +127,32 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     loader, sampler = epoch_loader(dataset, o.batch_size, config.run.seed, env.rank, env.world, d.workers,
                                    env.device.type == "cuda")
 
-    torch.manual_seed(config.run.seed)  # the head's initialization
     model = build_classifier(config, num_classes)
-    checkpoint_path = out / "checkpoint.pt"
-    resume_from = checkpoint_path if resume == "auto" else resume
-    resuming = resume_from is not None and (resume != "auto" or checkpoint_path.exists())
-    if pretrained is not None and not resuming:
+    if pretrained is not None and engine.state is None:
         load_pretrained(model, pretrained)
     model.to(env.device)
-    lr = o.base_lr * o.batch_size * o.accum_steps * env.world / 256
-    optimizer = build_optimizer(model, config, lr)
-    steps_per_epoch = max(1, len(sampler) // o.accum_steps)
-    total_steps = o.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_schedule(o.warmup_epochs * steps_per_epoch, total_steps, o.min_lr / lr))
-    step, val, state = 0, None, None
-    if resuming:
-        state = checkpoints.load_training_state(resume_from, ("model", "optimizer", "scheduler", "step"))
-        checkpoints.load_state_dict_strict(model, state["model"], str(resume_from))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, val = state["step"], state.get("val")
-    ddp: Any = DistributedDataParallel(model) if env.world > 1 else model  # no_sync() in DDP
-    use_amp = config.run.amp and env.device.type == "cuda"
-    videos = RunVideos(len(train_items), env, state)
 
-    def save():
-        read = videos.gathered()
-        if env.main:
-            checkpoints.atomic_save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "epoch": step / steps_per_epoch,
-                "config": config.to_dict(), "num_classes": num_classes, "val": val, "videos": read.state(),
-                "pretrained": None if pretrained is None else str(pretrained),
-            }, checkpoint_path)
-        if env.world > 1:
-            dist.barrier()
+    def loss_of_batch(model, batch: dict) -> tuple[torch.Tensor, dict]:
+        video = normalize_video(batch["frames"].to(env.device, non_blocking=True))
+        labels = batch["label"].to(env.device, non_blocking=True)
+        mix_rng = np.random.default_rng(int(torch.randint(2**62, ())))
+        video, targets = mix_batch(video, labels, num_classes, a, mix_rng)
+        with engine.autocast():
+            logits = model(video)
+        return soft_cross_entropy(logits.float(), targets), {}
 
-    def validate() -> dict:
+    def validate(step: int) -> dict:
         scores = predict(model, val_set, env, o.batch_size, d.workers, progress=False)
-        result = accuracy(scores.probs, scores.labels, num_classes)
-        model.train()
-        return {"step": step, "epoch": step / steps_per_epoch, "val_top1": result["top1"],
-                "val_top5": result["top5"], "val_videos": scores.videos.to_dict()}
+        result, videos = accuracy(scores.probs, scores.labels, num_classes), scores.videos.to_dict()
+        if env.main:
+            tqdm.write(f"step {step}: val top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%}"
+                       + (f" ({videos['skipped']} videos skipped)" if videos["skipped"] else ""))
+        return {"val_top1": result["top1"], "val_top5": result["top5"], "val_videos": videos}
 
-    log = open_run_folder(out, config, step, env)
-    samples = SampleLog(out, env.rank, step) if config.run.log_samples else None
-    last_step = min(total_steps, config.run.max_steps or total_steps)
-    bar = tqdm(total=last_step, initial=step, desc="finetune", unit="step", disable=not (progress and env.main),
-               dynamic_ncols=True)
-    model.train()
-    while step < last_step:
-        epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch, skip_batches=(step % steps_per_epoch) * o.accum_steps)
-        started, clips, micro = time.perf_counter(), 0, 0
-        for batch in loader:
-            seed = (config.run.seed, step * o.accum_steps + micro, env.rank)
-            torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))  # drop path, dropout
-            videos.update(batch)
-            if samples is not None:
-                samples.write(step + 1, epoch, batch)
-            video = normalize_video(batch["frames"].to(env.device, non_blocking=True))
-            labels = batch["label"].to(env.device, non_blocking=True)
-            video, targets = mix_batch(video, labels, num_classes, a, np.random.default_rng(seed))
-            micro += 1
-            sync = micro % o.accum_steps == 0
-            with ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext():
-                with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = ddp(video)
-                loss = soft_cross_entropy(logits.float(), targets)
-                check_finite(loss, step, epoch, checkpoint_path)
-                (loss / o.accum_steps).backward()
-            clips += len(labels) * env.world
-            if not sync:
-                continue
-            apply_gradients(model, optimizer, scheduler, o.clip_grad)
-            step += 1
-            bar.update(1)
-            if step % config.run.log_every == 0 or step == last_step:
-                value = mean_over_ranks(loss, env)
-                rate = clips / (time.perf_counter() - started)
-                record = {"step": step, "epoch": epoch, "loss": value.item(),
-                          "lr": max(g["lr"] for g in optimizer.param_groups), "clips_per_s": rate}
-                if log is not None:
-                    log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}")
-            epoch_end = step % steps_per_epoch == 0
-            if epoch_end or step == last_step:
-                videos.log(log, step, epoch, last=step == last_step)
-            due = config.run.eval_every and epoch_end and (step // steps_per_epoch) % config.run.eval_every == 0
-            if due or step == last_step:
-                val = validate()
-                if log is not None:
-                    log.write(val)
-                skipped = val["val_videos"]["skipped"]
-                bar.write(f"step {step}: val top-1 {val['val_top1']:.1%}, top-5 {val['val_top5']:.1%}"
-                          + (f" ({skipped} videos skipped)" if skipped else ""))
-            if step % config.run.checkpoint_every == 0 or epoch_end or step == last_step:
-                save()
-            if step >= last_step or epoch_end:
-                break
-    bar.close()
-    read = videos.gathered()
-    if env.world > 1:
-        dist.destroy_process_group()
-    return FinetuneResult(checkpoint_path, model, step, val, read)
+    return engine.fit(model, build_optimizer(model, config, engine.lr), loader, sampler, loss_of_batch,
+                      listed=len(train_items), validate=validate, eval_every=config.run.eval_every,
+                      progress=progress, extras={"num_classes": num_classes,
+                                                 "pretrained": None if pretrained is None else str(pretrained)})
 
 
 def load_classifier(path) -> tuple[VideoClassifier, FinetuneConfig]:

@@ -38,10 +38,15 @@ def cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float):
     return factor
 
 
-def apply_gradients(model: torch.nn.Module, optimizer, scheduler, clip_grad: float | None) -> None:
-    """Clip (optionally), step the optimizer and the lr schedule, clear the gradients."""
+def apply_gradients(model: torch.nn.Module, optimizer, scheduler, clip_grad: float | None,
+                    scaler: torch.amp.GradScaler | None = None) -> None:
+    """Clip (optionally), step the optimizer and the lr schedule, clear the gradients. An enabled loss
+    `scaler` (fp16) unscales the gradients before clipping, and skips a step whose gradients overflowed."""
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)  # a disabled one passes the calls through
+    scaler.unscale_(optimizer)
     if clip_grad:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
