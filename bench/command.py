@@ -27,6 +27,7 @@ def parser(kind: str, help: str, examples: str) -> argparse.ArgumentParser:
 def command(main):
     """Wrap a benchmark's `main(argv) -> int` so that a `MotionMAEError` prints one line and exits
     with 2 (a usage error, e.g. a `BenchError`) or 1 (a failure), as `motionmae` commands do."""
+
     @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
         try:
@@ -34,4 +35,5 @@ def command(main):
         except MotionMAEError as err:
             print(f"motionmae bench: error: {err}", file=sys.stderr)
             return 2 if isinstance(err, UsageError) else 1
+
     return run

@@ -40,7 +40,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 from bench.timing import machine_line
 from motionmae.data import synthetic as S
 from motionmae.io.cache import CacheParams, MotionCache
@@ -101,8 +100,13 @@ def example(group: str, variant: str, index: int, seed: int, rng: np.random.Gene
         return np.concatenate([shot(variant, int(n), 3 * index + i, seed, rng) for i, n in enumerate(lengths)]), cuts
     if group == "jump cuts":  # one scene, JUMP frames left out twice
         video = shot(variant, int(lengths.sum()) + 2 * JUMP, 3 * index, seed, rng)
-        keep = np.concatenate([np.arange(lengths[0]), lengths[0] + JUMP + np.arange(lengths[1]),
-                               lengths[:2].sum() + 2 * JUMP + np.arange(lengths[2])])
+        keep = np.concatenate(
+            [
+                np.arange(lengths[0]),
+                lengths[0] + JUMP + np.arange(lengths[1]),
+                lengths[:2].sum() + 2 * JUMP + np.arange(lengths[2]),
+            ]
+        )
         return video[keep], cuts
     video = shot(variant if variant in VARIANTS else "fast-pan-2", 60, 3 * index, seed, rng)
     if variant == "flash":  # one frame 40 % brighter
@@ -135,8 +139,11 @@ def real_videos() -> list[tuple[str, Path, str, list[int]]]:
     if not shipped:
         return []
     folder = shipped[0].parent
-    return [(f"real/{name}", folder / name, f"real: {name}", cuts) for name, cuts in REAL_CUTS.items()
-            if (folder / name).is_file()]
+    return [
+        (f"real/{name}", folder / name, f"real: {name}", cuts)
+        for name, cuts in REAL_CUTS.items()
+        if (folder / name).is_file()
+    ]
 
 
 def tally(rows: list[dict], params: CutParams | None = None) -> dict[str, dict]:
@@ -157,19 +164,28 @@ def tally(rows: list[dict], params: CutParams | None = None) -> dict[str, dict]:
 
 def print_table(groups: dict[str, dict]) -> None:
     """One line per group, then totals: every group but the jump cuts, and the jump cuts."""
+
     def line(name, g):
         rate = f"{g['hits'] / g['cuts']:.1%}" if g["cuts"] else "-"
-        print(f"{name:38s} {g['videos']:6d} {g['pairs']:6d} {g['cuts']:5d} {g['hits']:5d} {rate:>6s} "
-              f"{g['false']:5d} {1000 * g['false'] / g['pairs']:7.2f}")
+        print(
+            f"{name:38s} {g['videos']:6d} {g['pairs']:6d} {g['cuts']:5d} {g['hits']:5d} {rate:>6s} "
+            f"{g['false']:5d} {1000 * g['false'] / g['pairs']:7.2f}"
+        )
 
-    print(f"{'group':38s} {'videos':>6s} {'pairs':>6s} {'cuts':>5s} {'hits':>5s} {'rate':>6s} "
-          f"{'false':>5s} {'per 1k':>7s}")
+    print(
+        f"{'group':38s} {'videos':>6s} {'pairs':>6s} {'cuts':>5s} {'hits':>5s} {'rate':>6s} "
+        f"{'false':>5s} {'per 1k':>7s}"
+    )
     for name, g in groups.items():
         line(name, g)
-    for title, pick in (("all but jump cuts", lambda name: "jump" not in name),
-                        ("jump cuts", lambda name: "jump" in name)):
-        total = {key: sum(g[key] for name, g in groups.items() if pick(name))
-                 for key in ("videos", "pairs", "cuts", "hits", "false")}
+    for title, pick in (
+        ("all but jump cuts", lambda name: "jump" not in name),
+        ("jump cuts", lambda name: "jump" in name),
+    ):
+        total = {
+            key: sum(g[key] for name, g in groups.items() if pick(name))
+            for key in ("videos", "pairs", "cuts", "hits", "false")
+        }
         line(title, total)
 
 
@@ -185,8 +201,10 @@ def main() -> int:
     out = args.out / f"seed{args.seed}"
     params = CacheParams(short_side=args.short_side)
     print(machine_line())
-    print(f"detector {params.cuts}, short side {args.short_side}, synthetic seed {args.seed}, "
-          f"{args.videos} videos per variant and group")
+    print(
+        f"detector {params.cuts}, short side {args.short_side}, synthetic seed {args.seed}, "
+        f"{args.videos} videos per variant and group"
+    )
     start = time.perf_counter()
     videos = synthetic_videos(out / "videos", args.videos, args.seed) + real_videos()
     made = time.perf_counter() - start
@@ -195,10 +213,14 @@ def main() -> int:
     if report.failed:
         print(f"prepare failed on {report.failed}", file=sys.stderr)
         return 1
-    print(f"{len(videos)} videos made in {made:.0f} s; prepare: {report.done} extracted "
-          f"({report.frames} frames, {report.seconds:.0f} s), {report.cached} already cached")
-    rows = [{"key": key, "group": group, "truth": truth, "scores": cache.info(key).cut_scores,
-             "cuts": cache.info(key).cuts} for key, _, group, truth in videos]
+    print(
+        f"{len(videos)} videos made in {made:.0f} s; prepare: {report.done} extracted "
+        f"({report.frames} frames, {report.seconds:.0f} s), {report.cached} already cached"
+    )
+    rows = [
+        {"key": key, "group": group, "truth": truth, "scores": cache.info(key).cut_scores, "cuts": cache.info(key).cuts}
+        for key, _, group, truth in videos
+    ]
     stored = tally(rows)
     print()
     print_table(stored)
@@ -207,8 +229,10 @@ def main() -> int:
         print("missed:", ", ".join(f"{key} pair {t} (score {cache.info(key).cut_scores[t]:.1f})" for key, t in missed))
     false = [(r["key"], t) for r in rows for t in np.flatnonzero(r["cuts"]) if t not in r["truth"]]
     if false:
-        print("false alarms:", ", ".join(f"{key} pair {t} (score {cache.info(key).cut_scores[t]:.1f})"
-                                         for key, t in false))
+        print(
+            "false alarms:",
+            ", ".join(f"{key} pair {t} (score {cache.info(key).cut_scores[t]:.1f})" for key, t in false),
+        )
     if args.sweep:
         for ratio in (2.5, 3.0, 5.0, 6.0):
             print(f"\nratio {ratio}:")

@@ -105,8 +105,10 @@ def cmd_targets(args):
     x_val, y_val = pooled_target_features(config, target, config.data.val)
     classes = int(max(y_train.max(), y_val.max())) + 1
     train, val = linear_accuracy(x_train, y_train, x_val, y_val, classes)
-    print(f"target {config.target.name} {config.target.options}: linear classifier on pooled targets, "
-          f"train {train:.1%}, val {val:.1%} (chance {1 / classes:.1%})")
+    print(
+        f"target {config.target.name} {config.target.options}: linear classifier on pooled targets, "
+        f"train {train:.1%}, val {val:.1%} (chance {1 / classes:.1%})"
+    )
 
 
 def cmd_truth(args):
@@ -138,14 +140,16 @@ def cmd_truth(args):
                     traj = position[j, row // k, col // k, row % k, col % k]
                     yc, xc = row * cell + cell // 2, col * cell + cell // 2
                     if labels[yc, xc] == 1:
-                        on_object.append(np.abs(velocity[first:first + steps]).mean())
-                        error.append(np.abs(traj - velocity[first:first + steps]).mean())
-                    elif labels[yc - 3:yc + 4, xc - 3:xc + 4].max() == 0:
+                        on_object.append(np.abs(velocity[first : first + steps]).mean())
+                        error.append(np.abs(traj - velocity[first : first + steps]).mean())
+                    elif labels[yc - 3 : yc + 4, xc - 3 : xc + 4].max() == 0:
                         background.append(np.abs(traj).mean())
     total = len(on_object) + len(background)
-    print(f"{args.data}: {len(on_object)} object points ({len(on_object) / total:.1%}): |true step| "
-          f"{np.mean(on_object):.3f} px, |target - truth| {np.mean(error):.3f} px; {len(background)} background "
-          f"points: |target| {np.mean(background):.3f} px (mean |dx|, |dy| per step)")
+    print(
+        f"{args.data}: {len(on_object)} object points ({len(on_object) / total:.1%}): |true step| "
+        f"{np.mean(on_object):.3f} px, |target - truth| {np.mean(error):.3f} px; {len(background)} background "
+        f"points: |target| {np.mean(background):.3f} px (mean |dx|, |dy| per step)"
+    )
 
 
 def copy_nearest_visible(y, mask, slices: int) -> torch.Tensor:
@@ -171,13 +175,26 @@ def zero_losses(checkpoint, split: str = "val", clips: int = 0, cache: str | Non
     config = config_from_dict(state["config"])
     if cache:
         config.data.cache = cache
-    target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
-                          **config.target.options)
+    target = build_target(
+        config.target.name, tubelet=config.model.tubelet, patch=config.model.patch, **config.target.options
+    )
     d, m = config.data, config.model
-    masks = MaskGenerator(config.mask.kind, config.mask.ratio, token_grid(d.frames, d.size, m.tubelet, m.patch),
-                          prefer=config.mask.guidance, options=dict(config.mask.options))
-    dataset = PretrainDataset(read_list(d.val if split == "val" else d.train), d, target.raw_span(d.frames, d.stride),
-                              masks, seed=config.run.seed, needs_flow=target.needs_flow, train=False)
+    masks = MaskGenerator(
+        config.mask.kind,
+        config.mask.ratio,
+        token_grid(d.frames, d.size, m.tubelet, m.patch),
+        prefer=config.mask.guidance,
+        options=dict(config.mask.options),
+    )
+    dataset = PretrainDataset(
+        read_list(d.val if split == "val" else d.train),
+        d,
+        target.raw_span(d.frames, d.stride),
+        masks,
+        seed=config.run.seed,
+        needs_flow=target.needs_flow,
+        train=False,
+    )
     model = build_model(config, target.dim)
     model.load_state_dict(state["model"])
     model.eval()
@@ -193,14 +210,22 @@ def zero_losses(checkpoint, split: str = "val", clips: int = 0, cache: str | Non
             copy, _ = target.loss(copied, y, valid, batch["mask"])
         totals += len(chunk) * np.array([trained.item(), zero.item(), copy.item()])
     trained, zero, copy = totals / len(picks)
-    return {"step": state["step"], "target": config.target.name, "clips": len(picks), "trained": trained,
-            "zero": zero, "copy": copy}
+    return {
+        "step": state["step"],
+        "target": config.target.name,
+        "clips": len(picks),
+        "trained": trained,
+        "zero": zero,
+        "copy": copy,
+    }
 
 
 def print_zero(checkpoint, split: str, r: dict) -> None:
-    print(f"{checkpoint} (step {r['step']}, target {r['target']}): loss on {r['clips']} {split} clips (middle "
-          f"span, seeded masks) {r['trained']:.4f}; predicting zero {r['zero']:.4f} (trained / zero = "
-          f"{r['trained'] / r['zero']:.3f}); copying the nearest visible time {r['copy']:.4f}")
+    print(
+        f"{checkpoint} (step {r['step']}, target {r['target']}): loss on {r['clips']} {split} clips (middle "
+        f"span, seeded masks) {r['trained']:.4f}; predicting zero {r['zero']:.4f} (trained / zero = "
+        f"{r['trained'] / r['zero']:.3f}); copying the nearest visible time {r['copy']:.4f}"
+    )
 
 
 def cmd_zero(args):
@@ -218,12 +243,17 @@ def cmd_baseline(args):
         config.mask, config.model.decoder_depth = preset.mask, preset.model.decoder_depth
     cache = MotionCache(config.data.cache, demo_cache_params(config.data.short_side))
     config.data.cache = str(cache.dir)
-    print(f"{args.method}: target {config.target.name} {config.target.options}, {config.mask.kind} "
-          f"{config.mask.ratio}, decoder depth {config.model.decoder_depth} -> {config.run.out}")
+    print(
+        f"{args.method}: target {config.target.name} {config.target.options}, {config.mask.kind} "
+        f"{config.mask.ratio}, decoder depth {config.model.decoder_depth} -> {config.run.out}"
+    )
     result = pretrain(config, resume="auto")
     print_zero(result.checkpoint, "val", zero_losses(result.checkpoint))
-    probe = linear_probe(result.checkpoint, load_config(PROBE, [f"data.train={config.data.train}",
-                                                                f"data.val={config.data.val}"]), progress=False)
+    probe = linear_probe(
+        result.checkpoint,
+        load_config(PROBE, [f"data.train={config.data.train}", f"data.val={config.data.val}"]),
+        progress=False,
+    )
     print(f"linear probe: val top-1 {probe['top1']:.1%} (train {probe['train_top1']:.1%})")
 
 
@@ -231,8 +261,12 @@ def small_cnn(classes: int) -> torch.nn.Module:
     """uint8-derived float (B, 3, T, S, S) -> logits (B, classes)."""
     layers, width = [], 3
     for out, pool in ((16, (1, 2, 2)), (32, (2, 2, 2)), (64, (2, 2, 2)), (128, (2, 2, 2))):
-        layers += [torch.nn.Conv3d(width, out, 3, padding=1, bias=False), torch.nn.BatchNorm3d(out),
-                   torch.nn.ReLU(inplace=True), torch.nn.MaxPool3d(pool)]
+        layers += [
+            torch.nn.Conv3d(width, out, 3, padding=1, bias=False),
+            torch.nn.BatchNorm3d(out),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.MaxPool3d(pool),
+        ]
         width = out
     head = [torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(width, classes)]
     return torch.nn.Sequential(*layers, *head)
@@ -252,8 +286,15 @@ class MemoryClips:
         room = max(0, len(video) - (d.frames - 1) * d.stride - 1)
         start = int(rng.integers(room + 1)) if rng is not None else room // 2
         frames = video.read(np.minimum(start + d.stride * np.arange(d.frames), len(video) - 1)).frames
-        box = multiscale_crop(frames.shape[1], frames.shape[2], d.size, d.scales, d.flip,
-                              rng or np.random.default_rng(0), train=rng is not None)
+        box = multiscale_crop(
+            frames.shape[1],
+            frames.shape[2],
+            d.size,
+            d.scales,
+            d.flip,
+            rng or np.random.default_rng(0),
+            train=rng is not None,
+        )
         return augment_frames(frames, box)
 
     def batch(self, indices, rng=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,9 +317,11 @@ def cmd_supervised(args):
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps)
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
     arch = f"ViT-{m.size} (patch {m.patch}, tubelet {m.tubelet})" if args.model == "vit" else "small 3D CNN"
-    print(f"{arch}, {parameters:.2f} M parameters, peak lr {args.lr}, {args.steps} steps of {args.batch} clips "
-          f"({d.frames} frames at stride {d.stride}, {d.size} px); {len(train.items)} train / {len(val.items)} "
-          f"val videos, chance {1 / classes:.1%}")
+    print(
+        f"{arch}, {parameters:.2f} M parameters, peak lr {args.lr}, {args.steps} steps of {args.batch} clips "
+        f"({d.frames} frames at stride {d.stride}, {d.size} px); {len(train.items)} train / {len(val.items)} "
+        f"val videos, chance {1 / classes:.1%}"
+    )
     start, cpu, losses = time.time(), time.process_time(), []
     for step in range(1, args.steps + 1):
         model.train()
@@ -293,11 +336,16 @@ def cmd_supervised(args):
             continue
         model.eval()
         with torch.no_grad():
-            right = sum((model(v).argmax(1) == y).sum().item()
-                        for v, y in (val.batch(chunk) for chunk in np.array_split(np.arange(len(val.items)), 8)))
-        print(f"step {step} ({step * args.batch} clips): train loss {np.mean(losses[-args.eval_every:]):.3f}, "
-              f"val top-1 {right / len(val.items):.1%}, {time.time() - start:.0f} s "
-              f"({time.process_time() - cpu:.0f} s CPU)", flush=True)
+            right = sum(
+                (model(v).argmax(1) == y).sum().item()
+                for v, y in (val.batch(chunk) for chunk in np.array_split(np.arange(len(val.items)), 8))
+            )
+        print(
+            f"step {step} ({step * args.batch} clips): train loss {np.mean(losses[-args.eval_every :]):.3f}, "
+            f"val top-1 {right / len(val.items):.1%}, {time.time() - start:.0f} s "
+            f"({time.process_time() - cpu:.0f} s CPU)",
+            flush=True,
+        )
 
 
 def main():
@@ -310,8 +358,11 @@ def main():
         p.add_argument("--set", action="append", default=[], help="config override of the demo preset")
     baseline = sub.add_parser("baseline")
     baseline.add_argument("method", choices=sorted(METHODS), help="a variant of `bench quality` (videomae: pixels)")
-    baseline.add_argument("--target-only", action="store_true",
-                          help="take only the method's target; keep the demo's mask and decoder (runs/demo-METHOD-target)")
+    baseline.add_argument(
+        "--target-only",
+        action="store_true",
+        help="take only the method's target; keep the demo's mask and decoder (runs/demo-METHOD-target)",
+    )
     baseline.add_argument("--set", action="append", default=[], help="config override of the demo preset")
     zero = sub.add_parser("zero")
     zero.add_argument("checkpoint")
@@ -322,8 +373,12 @@ def main():
     supervised.add_argument("--data", default="data/synthetic")
     supervised.add_argument("--cache", default="cache/demo", help="unused (the clips need no flow)")
     supervised.add_argument("--set", action="append", default=[], help="config override of the demo preset")
-    supervised.add_argument("--model", choices=["cnn", "vit"], default="cnn",
-                            help="small 3D CNN, or the demo preset's ViT with a classification head")
+    supervised.add_argument(
+        "--model",
+        choices=["cnn", "vit"],
+        default="cnn",
+        help="small 3D CNN, or the demo preset's ViT with a classification head",
+    )
     supervised.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     supervised.add_argument("--steps", type=int, default=1500)
     supervised.add_argument("--batch", type=int, default=64)
@@ -333,7 +388,13 @@ def main():
     print(f"machine: {machine_line()}", file=sys.stderr)
     if "OMP_NUM_THREADS" not in os.environ:  # under load, one thread per process may run faster
         torch.set_num_threads(2)
-    {"targets": cmd_targets, "truth": cmd_truth, "zero": cmd_zero, "baseline": cmd_baseline, "supervised": cmd_supervised}[args.command](args)
+    {
+        "targets": cmd_targets,
+        "truth": cmd_truth,
+        "zero": cmd_zero,
+        "baseline": cmd_baseline,
+        "supervised": cmd_supervised,
+    }[args.command](args)
 
 
 if __name__ == "__main__":

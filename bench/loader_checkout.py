@@ -39,8 +39,9 @@ def main() -> None:
     torch.set_num_threads(1)
     config = load_config(args.config, [f"data.train={args.list}", f"data.cache={args.cache}", *args.set])
     t = config.target
-    dataset = build_dataset(config, build_target(t.name, tubelet=config.model.tubelet, patch=config.model.patch,
-                                                 **t.options))
+    dataset = build_dataset(
+        config, build_target(t.name, tubelet=config.model.tubelet, patch=config.model.patch, **t.options)
+    )
     dataset[(0, 0)]
     start = time.process_time()
     for i in range(args.clips):

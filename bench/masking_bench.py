@@ -29,8 +29,13 @@ from motionmae.motion.masking import MaskGenerator, guidance
 
 GRID = (8, 14, 14)
 STRATEGIES = [
-    ("tube", {}), ("random", {}), ("cube", {}),
-    ("smm", {}), ("smm", {"sparse": True}), ("mgm", {}), ("mgm", {"sparse": True}),
+    ("tube", {}),
+    ("random", {}),
+    ("cube", {}),
+    ("smm", {}),
+    ("smm", {"sparse": True}),
+    ("mgm", {}),
+    ("mgm", {"sparse": True}),
 ]
 
 
@@ -61,8 +66,8 @@ def moving_square(seed: int, frames: int = 16, size: int = 224):
     video = np.repeat(background[None], frames, axis=0)
     covered = np.zeros((frames, size, size), bool)
     for t, (x, y) in enumerate(path):
-        video[t, y:y + side, x:x + side] = texture
-        covered[t, y:y + side, x:x + side] = True
+        video[t, y : y + side, x : x + side] = texture
+        covered[t, y : y + side, x : x + side] = True
     tokens = covered.reshape(frames // 2, 2, 14, 16, 14, 16).mean(axis=(1, 3, 5)) > 0.25
     return video, tokens
 
@@ -106,8 +111,10 @@ def coverage(videos: int, ratio: float, folder: Path):
                     results[name(kind, options)][key].append(mask.reshape(GRID)[tokens].mean())
                     if kind == "mgm":
                         sources[key].add(source)
-    print(f"  {'':12s} {'H.264 (' + '/'.join(sorted(sources['mv'])) + ')':>16s}"
-          f" {'MJPEG (' + '/'.join(sorted(sources['diff'])) + ')':>16s}")
+    print(
+        f"  {'':12s} {'H.264 (' + '/'.join(sorted(sources['mv'])) + ')':>16s}"
+        f" {'MJPEG (' + '/'.join(sorted(sources['diff'])) + ')':>16s}"
+    )
     for label, by_codec in results.items():
         h264, mjpeg = (np.array(by_codec[k]) for k in ("mv", "diff"))
         print(f"  {label:12s} {h264.mean():9.3f} (min {h264.min():.2f}) {mjpeg.mean():6.3f} (min {mjpeg.min():.2f})")

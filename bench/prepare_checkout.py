@@ -33,6 +33,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     path = args.video or bikes()
     with tempfile.TemporaryDirectory() as tmp:
+
         def extract(i: int) -> float:
             cache = MotionCache(Path(tmp) / str(i), CacheParams(short_side=args.short_side))
             start = time.process_time()
@@ -43,8 +44,10 @@ def main() -> None:
         times = [extract(1 + i) for i in range(args.repeats)]
     print(f"checkout: {Path(motionmae.__file__).parent}")
     print(f"machine: {machine_line()}")
-    print(f"prepare {path.name} at short side {args.short_side}: CPU ms/frame "
-          f"{', '.join(f'{t:.2f}' for t in times)} -> best {1e3 / min(times):.0f} frames/s per core")
+    print(
+        f"prepare {path.name} at short side {args.short_side}: CPU ms/frame "
+        f"{', '.join(f'{t:.2f}' for t in times)} -> best {1e3 / min(times):.0f} frames/s per core"
+    )
 
 
 if __name__ == "__main__":

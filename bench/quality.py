@@ -113,10 +113,24 @@ class Budget:
 
 SMALL_DATA = {**DEMO_DATA, "videos_per_class": 60}  # 576 train / 144 val videos: 24 runs fit in an hour
 BUDGETS = {
-    "small": Budget(SMALL_DATA, pretrain_epochs=2, pretrain_warmup=1, batch=16, probe_epochs=20,
-                    finetune_epochs=1, finetune_warmup=0),
-    "full": Budget(DEMO_DATA, pretrain_epochs=20, pretrain_warmup=2, batch=16, probe_epochs=20,
-                   finetune_epochs=10, finetune_warmup=1),
+    "small": Budget(
+        SMALL_DATA,
+        pretrain_epochs=2,
+        pretrain_warmup=1,
+        batch=16,
+        probe_epochs=20,
+        finetune_epochs=1,
+        finetune_warmup=0,
+    ),
+    "full": Budget(
+        DEMO_DATA,
+        pretrain_epochs=20,
+        pretrain_warmup=2,
+        batch=16,
+        probe_epochs=20,
+        finetune_epochs=10,
+        finetune_warmup=1,
+    ),
 }
 
 
@@ -126,9 +140,16 @@ BUDGETS = {
 def pretrain_config(name: str, seed: int, budget: Budget, data: Path, cache: Path, out: Path) -> Config:
     """The base config with the method's target, mask and decoder depth, on `data` (list folder) and `cache`."""
     method = METHODS[name]
-    settings = [f"data.train={data / 'train.csv'}", f"data.val={data / 'val.csv'}", f"data.cache={cache}",
-                f"optim.epochs={budget.pretrain_epochs}", f"optim.warmup_epochs={budget.pretrain_warmup}",
-                f"optim.batch_size={budget.batch}", f"run.seed={seed}", f"run.out={out}"]
+    settings = [
+        f"data.train={data / 'train.csv'}",
+        f"data.val={data / 'val.csv'}",
+        f"data.cache={cache}",
+        f"optim.epochs={budget.pretrain_epochs}",
+        f"optim.warmup_epochs={budget.pretrain_warmup}",
+        f"optim.batch_size={budget.batch}",
+        f"run.seed={seed}",
+        f"run.out={out}",
+    ]
     # The method's overrides go to both: those of target and mask act through the preset,
     # the others (data.shuffle_frames) on the base config.
     preset = load_config(method.preset, method.overrides)
@@ -141,13 +162,27 @@ def pretrain_config(name: str, seed: int, budget: Budget, data: Path, cache: Pat
 def finetune_config(config: Config, budget: Budget, out: Path) -> FinetuneConfig:
     """`finetune-demo` on the pretraining run's data, clips and model, for the budget's epochs."""
     d, m = config.data, config.model
-    return load_config("finetune-demo", [
-        f"data.train={d.train}", f"data.val={d.val}", f"data.frames={d.frames}", f"data.stride={d.stride}",
-        f"data.size={d.size}", f"data.short_side={d.short_side}", f"data.workers={d.workers}",
-        f"model.size={m.size}", f"model.tubelet={m.tubelet}", f"model.patch={m.patch}",
-        f"optim.epochs={budget.finetune_epochs}", f"optim.warmup_epochs={budget.finetune_warmup}",
-        f"optim.batch_size={budget.batch}", f"run.seed={config.run.seed}", f"run.out={out}",
-    ], task="finetune")
+    return load_config(
+        "finetune-demo",
+        [
+            f"data.train={d.train}",
+            f"data.val={d.val}",
+            f"data.frames={d.frames}",
+            f"data.stride={d.stride}",
+            f"data.size={d.size}",
+            f"data.short_side={d.short_side}",
+            f"data.workers={d.workers}",
+            f"model.size={m.size}",
+            f"model.tubelet={m.tubelet}",
+            f"model.patch={m.patch}",
+            f"optim.epochs={budget.finetune_epochs}",
+            f"optim.warmup_epochs={budget.finetune_warmup}",
+            f"optim.batch_size={budget.batch}",
+            f"run.seed={config.run.seed}",
+            f"run.out={out}",
+        ],
+        task="finetune",
+    )
 
 
 def describe(name: str) -> str:
@@ -174,17 +209,23 @@ def prepare_data(budget: Budget, methods: list[str], out: Path, short_side: int,
         started = time.perf_counter()
         camera = budget.camera_motion if data == "camera" else "none"
         try:
-            folder = make_dataset(out / "data" / data, **budget.dataset, camera_motion=camera, workers=workers,
-                                  progress=False)
+            folder = make_dataset(
+                out / "data" / data, **budget.dataset, camera_motion=camera, workers=workers, progress=False
+            )
         except SyntheticError as err:  # e.g. made by another generator version: OUT cannot be resumed
             raise QualityError(str(err)) from None
-        cache = MotionCache(out / "cache" / f"{data}-{compensation}",
-                            CacheParams(short_side=short_side, flow=FlowParams(compensation=compensation)))
-        report = prepare(list_videos(folder / "train.csv") + list_videos(folder / "val.csv"), cache,
-                         workers=workers, progress=False)
+        cache = MotionCache(
+            out / "cache" / f"{data}-{compensation}",
+            CacheParams(short_side=short_side, flow=FlowParams(compensation=compensation)),
+        )
+        report = prepare(
+            list_videos(folder / "train.csv") + list_videos(folder / "val.csv"), cache, workers=workers, progress=False
+        )
         failed = f", {len(report.failed)} failed (see {cache.dir / 'report.json'})" if report.failed else ""
-        print(f"data {data}, flow compensation {compensation}: {folder}, cache {cache.dir} "
-              f"({time.perf_counter() - started:.0f} s{failed})")
+        print(
+            f"data {data}, flow compensation {compensation}: {folder}, cache {cache.dir} "
+            f"({time.perf_counter() - started:.0f} s{failed})"
+        )
         paths[data, compensation] = (folder, cache.root)
     return paths
 
@@ -195,18 +236,41 @@ def run_one(name: str, seed: int, budget: Budget, data: Path, cache: Path, folde
     config = pretrain_config(name, seed, budget, data, cache, folder / "pretrain")
     result = pretrain(config, resume="auto")
     times.append(time.perf_counter())
-    probe = linear_probe(result.checkpoint, load_config(None, [
-        f"data.train={config.data.train}", f"data.val={config.data.val}", f"run.out={folder / 'linear-probe'}",
-        f"optim.epochs={budget.probe_epochs}", f"data.workers={config.data.workers}", f"run.seed={seed}"],
-        task="linear-probe"), progress=False)
+    probe = linear_probe(
+        result.checkpoint,
+        load_config(
+            None,
+            [
+                f"data.train={config.data.train}",
+                f"data.val={config.data.val}",
+                f"run.out={folder / 'linear-probe'}",
+                f"optim.epochs={budget.probe_epochs}",
+                f"data.workers={config.data.workers}",
+                f"run.seed={seed}",
+            ],
+            task="linear-probe",
+        ),
+        progress=False,
+    )
     times.append(time.perf_counter())
-    tuned = finetune(finetune_config(config, budget, folder / "finetune"), pretrained=result.checkpoint,
-                     resume="auto", progress=False)
+    tuned = finetune(
+        finetune_config(config, budget, folder / "finetune"),
+        pretrained=result.checkpoint,
+        resume="auto",
+        progress=False,
+    )
     times.append(time.perf_counter())
     seconds = dict(zip(("pretrain", "probe", "finetune"), np.diff(times).round(1).tolist()))
-    return {"method": name, "seed": seed, "probe_top1": probe["top1"], "probe_top5": probe["top5"],
-            "finetune_top1": tuned.val["val_top1"], "finetune_top5": tuned.val["val_top5"],
-            "pretrain_steps": result.steps, "seconds": seconds}
+    return {
+        "method": name,
+        "seed": seed,
+        "probe_top1": probe["top1"],
+        "probe_top5": probe["top5"],
+        "finetune_top1": tuned.val["val_top1"],
+        "finetune_top5": tuned.val["val_top5"],
+        "pretrain_steps": result.steps,
+        "seconds": seconds,
+    }
 
 
 def read_results(path: Path) -> list[dict]:
@@ -281,40 +345,77 @@ def check_claims(summary: dict) -> list[dict]:
         return mean[a] - mean[b]
 
     runner_up = max((m for m in mean if m != "mme-mgm"), key=mean.get, default="any other method")
-    cost = {m: gain(m, shuffled) for m, shuffled in (("mme", "mme-shuffled"), ("videomae", "pixel-shuffled"))
-            if m in mean and shuffled in mean}
+    cost = {
+        m: gain(m, shuffled)
+        for m, shuffled in (("mme", "mme-shuffled"), ("videomae", "pixel-shuffled"))
+        if m in mean and shuffled in mean
+    }
     return [
-        claim("MME beats pixel (VideoMAE) by at least 10 points", ("mme", "videomae"), lambda: (
-            f"MME {percent(probe['mme'])} vs VideoMAE {percent(probe['videomae'])}: "
-            f"{100 * gain('mme', 'videomae'):+.1f} points", gain("mme", "videomae") >= 0.10)),
-        claim("MGM beats random tube at the same ratio (0.75)", ("mgm", "pixel-tube-0.75"), lambda: (
-            f"MGM {percent(probe['mgm'])} vs tube {percent(probe['pixel-tube-0.75'])}: "
-            f"{100 * gain('mgm', 'pixel-tube-0.75'):+.1f} points", gain("mgm", "pixel-tube-0.75") > 0)),
-        claim("MME+MGM is best", ("mme-mgm", runner_up), lambda: (
-            f"MME+MGM {percent(probe['mme-mgm'])} vs the best other, {runner_up} {percent(probe[runner_up])}",
-            gain("mme-mgm", runner_up) >= 0)),
-        claim("shuffling costs MME more than pixel", ("mme", "mme-shuffled", "videomae", "pixel-shuffled"), lambda: (
-            f"MME loses {100 * cost['mme']:+.1f} points, pixel (VideoMAE) {100 * cost['videomae']:+.1f}",
-            cost["mme"] > cost["videomae"])),
+        claim(
+            "MME beats pixel (VideoMAE) by at least 10 points",
+            ("mme", "videomae"),
+            lambda: (
+                f"MME {percent(probe['mme'])} vs VideoMAE {percent(probe['videomae'])}: "
+                f"{100 * gain('mme', 'videomae'):+.1f} points",
+                gain("mme", "videomae") >= 0.10,
+            ),
+        ),
+        claim(
+            "MGM beats random tube at the same ratio (0.75)",
+            ("mgm", "pixel-tube-0.75"),
+            lambda: (
+                f"MGM {percent(probe['mgm'])} vs tube {percent(probe['pixel-tube-0.75'])}: "
+                f"{100 * gain('mgm', 'pixel-tube-0.75'):+.1f} points",
+                gain("mgm", "pixel-tube-0.75") > 0,
+            ),
+        ),
+        claim(
+            "MME+MGM is best",
+            ("mme-mgm", runner_up),
+            lambda: (
+                f"MME+MGM {percent(probe['mme-mgm'])} vs the best other, {runner_up} {percent(probe[runner_up])}",
+                gain("mme-mgm", runner_up) >= 0,
+            ),
+        ),
+        claim(
+            "shuffling costs MME more than pixel",
+            ("mme", "mme-shuffled", "videomae", "pixel-shuffled"),
+            lambda: (
+                f"MME loses {100 * cost['mme']:+.1f} points, pixel (VideoMAE) {100 * cost['videomae']:+.1f}",
+                cost["mme"] > cost["videomae"],
+            ),
+        ),
     ]
 
 
-def report_markdown(budget_name: str, budget: Budget, seeds: int, summary: dict, claims: list[dict],
-                    failed: list[dict], machine: str) -> str:
+def report_markdown(
+    budget_name: str, budget: Budget, seeds: int, summary: dict, claims: list[dict], failed: list[dict], machine: str
+) -> str:
     """OUT/quality.md: the results table, then the claims."""
-    lines = [f"# Quality benchmark, budget {budget_name}", "",
-             f"Pretraining {budget.pretrain_epochs} epochs at batch {budget.batch} from the `{budget.base}` preset "
-             f"(overrides: {', '.join(budget.overrides) or 'none'}); linear probe {budget.probe_epochs} epochs; "
-             f"fine-tuning {budget.finetune_epochs} epochs; data {budget.dataset}; up to {seeds} seeds. "
-             f"Validation top-1 in %, mean ± std over seeds; chance {100 / len(CLASSES):.1f} %.", "",
-             f"Machine: {machine}", "",
-             "| method | target, mask | linear probe top-1 | fine-tune top-1 | seeds |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# Quality benchmark, budget {budget_name}",
+        "",
+        f"Pretraining {budget.pretrain_epochs} epochs at batch {budget.batch} from the `{budget.base}` preset "
+        f"(overrides: {', '.join(budget.overrides) or 'none'}); linear probe {budget.probe_epochs} epochs; "
+        f"fine-tuning {budget.finetune_epochs} epochs; data {budget.dataset}; up to {seeds} seeds. "
+        f"Validation top-1 in %, mean ± std over seeds; chance {100 / len(CLASSES):.1f} %.",
+        "",
+        f"Machine: {machine}",
+        "",
+        "| method | target, mask | linear probe top-1 | fine-tune top-1 | seeds |",
+        "|---|---|---|---|---|",
+    ]
     for name, s in summary.items():
-        lines.append(f"| {name} | {describe(name)} | {percent(s['probe_top1'])} | {percent(s['finetune_top1'])} "
-                     f"| {s['seeds']} |")
-    lines += ["", "The papers' claims as goals at our scale (on linear-probe top-1 means):", "",
-              "| claim | measured | result |", "|---|---|---|"]
+        lines.append(
+            f"| {name} | {describe(name)} | {percent(s['probe_top1'])} | {percent(s['finetune_top1'])} | {s['seeds']} |"
+        )
+    lines += [
+        "",
+        "The papers' claims as goals at our scale (on linear-probe top-1 means):",
+        "",
+        "| claim | measured | result |",
+        "|---|---|---|",
+    ]
     verdict = {True: "met", False: "not met", None: "not evaluated"}
     lines += [f"| {c['claim']} | {c['measured']} | {verdict[c['met']]} |" for c in claims]
     if failed:
@@ -325,19 +426,29 @@ def report_markdown(budget_name: str, budget: Budget, seeds: int, summary: dict,
 
 def quality_figure(summary: dict, budget_name: str) -> Figure:
     """Bars of probe and fine-tune top-1 (%) per method with std whiskers and the chance line."""
-    groups = {name: {label: (100 * s[key]["mean"], s[key]["std"] and 100 * s[key]["std"])
-                     for label, key in (("linear probe", "probe_top1"), ("fine-tune", "finetune_top1"))}
-              for name, s in summary.items()}
+    groups = {
+        name: {
+            label: (100 * s[key]["mean"], s[key]["std"] and 100 * s[key]["std"])
+            for label, key in (("linear probe", "probe_top1"), ("fine-tune", "finetune_top1"))
+        }
+        for name, s in summary.items()
+    }
     chance = 100 / len(CLASSES)
-    return bar_chart(groups, f"validation top-1, budget {budget_name}", line=(f"chance {chance:.1f} %", chance),
-                     ylabel="top-1 (%)")
+    return bar_chart(
+        groups, f"validation top-1, budget {budget_name}", line=(f"chance {chance:.1f} %", chance), ylabel="top-1 (%)"
+    )
 
 
 # ---------------------------------------------------------------- the benchmark
 
 
-def run_quality(budget: str | Budget = "small", seeds: int = 2, out="runs/bench-quality",
-                methods: list[str] | None = None, workers: int | None = None) -> dict:
+def run_quality(
+    budget: str | Budget = "small",
+    seeds: int = 2,
+    out="runs/bench-quality",
+    methods: list[str] | None = None,
+    workers: int | None = None,
+) -> dict:
     """Run every (method, seed) not yet in OUT/results.jsonl, then write and print the report.
 
     `budget`: a name of BUDGETS or a Budget; `methods`: names of METHODS (default: all);
@@ -357,8 +468,10 @@ def run_quality(budget: str | Budget = "small", seeds: int = 2, out="runs/bench-
     done = {(r["method"], r["seed"]) for r in read_results(results_path)}
     runs = [(name, seed) for seed in range(seeds) for name in methods]
     todo = [run for run in runs if run not in done]
-    print(f"bench quality, budget {budget_name}: {len(methods)} methods x {seeds} seeds = {len(runs)} runs, "
-          f"{len(runs) - len(todo)} already done; results in {out}")
+    print(
+        f"bench quality, budget {budget_name}: {len(methods)} methods x {seeds} seeds = {len(runs)} runs, "
+        f"{len(runs) - len(todo)} already done; results in {out}"
+    )
     short_side = load_config(budget.base, list(budget.overrides)).data.short_side
     paths = prepare_data(budget, methods, out, short_side, workers or os.cpu_count() or 1)
 
@@ -381,16 +494,26 @@ def run_quality(budget: str | Budget = "small", seeds: int = 2, out="runs/bench-
         elapsed = time.perf_counter() - started
         left = len(todo) - finished - len(failed)
         s = record["seconds"]
-        print(f"{number}: probe {100 * record['probe_top1']:.1f} %, fine-tune {100 * record['finetune_top1']:.1f} % "
-              f"(pretrain {s['pretrain']:.0f} s, probe {s['probe']:.0f} s, fine-tune {s['finetune']:.0f} s); "
-              f"elapsed {clock(elapsed)}, ETA {clock(elapsed / (finished + len(failed)) * left)}", flush=True)
+        print(
+            f"{number}: probe {100 * record['probe_top1']:.1f} %, fine-tune {100 * record['finetune_top1']:.1f} % "
+            f"(pretrain {s['pretrain']:.0f} s, probe {s['probe']:.0f} s, fine-tune {s['finetune']:.0f} s); "
+            f"elapsed {clock(elapsed)}, ETA {clock(elapsed / (finished + len(failed)) * left)}",
+            flush=True,
+        )
 
     records = [r for r in read_results(results_path) if r["seed"] < seeds]
     summary = summarize(records, methods)
     claims = check_claims(summary)
     machine = machine_line()
-    report = {"budget": budget_record(budget_name, budget), "seeds": seeds, "chance": 1 / len(CLASSES),
-              "methods": summary, "claims": claims, "failed": failed, "machine": machine}
+    report = {
+        "budget": budget_record(budget_name, budget),
+        "seeds": seeds,
+        "chance": 1 / len(CLASSES),
+        "methods": summary,
+        "claims": claims,
+        "failed": failed,
+        "machine": machine,
+    }
     table = report_markdown(budget_name, budget, seeds, summary, claims, failed, machine)
     (out / "quality.md").write_text(table)
     save_figure(out / "quality.png", quality_figure(summary, budget_name))
@@ -401,27 +524,40 @@ def run_quality(budget: str | Budget = "small", seeds: int = 2, out="runs/bench-
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    p = parser("quality", "Pretrain-and-probe ablations of targets and masks on the embedded data set.", """
+    p = parser(
+        "quality",
+        "Pretrain-and-probe ablations of targets and masks on the embedded data set.",
+        """
         motionmae bench quality --budget small
         motionmae bench quality --budget full --seeds 3 --out runs/bench-quality-full
         motionmae bench quality --methods mme,videomae --seeds 1 --out runs/bench-mme-vs-videomae
         Every variant pretrains, is linear-probed and fine-tuned under the same budget, once per seed.
         A rerun skips the finished runs (OUT/results.jsonl) and resumes an interrupted one. Writes
         OUT/quality.md (table, the papers' claims met or not), OUT/quality.png and OUT/quality.json.
-        """)
-    p.add_argument("--budget", choices=["small", "full"], default="small",
-                   help="training budget per variant (default: small)")
+        """,
+    )
+    p.add_argument(
+        "--budget", choices=["small", "full"], default="small", help="training budget per variant (default: small)"
+    )
     p.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per variant (default: 2)")
-    p.add_argument("--methods", metavar="A,B",
-                   help="comma-separated subset of the variants (default: all; an unknown name lists them)")
-    p.add_argument("--out", default="runs/bench-quality", metavar="DIR",
-                   help="results folder (default: runs/bench-quality)")
+    p.add_argument(
+        "--methods",
+        metavar="A,B",
+        help="comma-separated subset of the variants (default: all; an unknown name lists them)",
+    )
+    p.add_argument(
+        "--out", default="runs/bench-quality", metavar="DIR", help="results folder (default: runs/bench-quality)"
+    )
     args = p.parse_args(argv)
     if args.seeds < 1:
         raise BenchError(f"--seeds {args.seeds}: need at least 1")
     try:
-        run_quality(budget=args.budget, seeds=args.seeds, out=args.out,
-                    methods=[m.strip() for m in args.methods.split(",")] if args.methods else None)
+        run_quality(
+            budget=args.budget,
+            seeds=args.seeds,
+            out=args.out,
+            methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
+        )
     except QualityError as err:
         raise BenchError(str(err)) from None
     return 0

@@ -55,7 +55,6 @@ from motionmae.motion.targets import build_target, input_frames
 from motionmae.train.optim import cosine_schedule, param_groups
 from motionmae.train.probe import train_linear
 
-
 VAL_OFFSET = 100_000  # val videos are indices VAL_OFFSET.. of each class: never a train video
 GENERATORS = {"": synthetic}  # --generator COMMIT: the synthetic module as it was at that commit
 
@@ -64,8 +63,9 @@ def generator(commit: str):
     """The synthetic module of the working tree (""), or of a git commit (e.g. 8b9d52c: version 1)."""
     if commit not in GENERATORS:
         for path in ("motionmae/data/synthetic.py", "motionmae/synthetic.py"):  # where it was before the layout
-            shown = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True,
-                                   cwd=Path(__file__).parent)
+            shown = subprocess.run(
+                ["git", "show", f"{commit}:{path}"], capture_output=True, text=True, cwd=Path(__file__).parent
+            )
             if shown.returncode == 0:
                 break
         shown.check_returncode()
@@ -97,18 +97,34 @@ def render(job) -> tuple[int, np.ndarray, np.ndarray]:
 def rendered(args, per_class: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Frames (N, T, S, S, 3) uint8, flow (N, T-1, S, S, 2) float16, labels (N,); cached in bench/out."""
     texture = tuple(args.texture) if args.texture else None
-    key = json.dumps([per_class, offset, args.size, args.frames, args.data_seed, args.flow, args.flow_scale, texture,
-                      args.generator or Path(synthetic.__file__).read_text()])
+    key = json.dumps(
+        [
+            per_class,
+            offset,
+            args.size,
+            args.frames,
+            args.data_seed,
+            args.flow,
+            args.flow_scale,
+            texture,
+            args.generator or Path(synthetic.__file__).read_text(),
+        ]
+    )
     path = Path("bench/out") / f"regime-data-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
     if path.is_file():
         return torch.load(path)
-    jobs = [(label, offset + i, args.size, args.frames, args.data_seed, args.flow, args.flow_scale, texture,
-             args.generator)
-            for label in range(len(synthetic.CLASSES)) for i in range(per_class)]
+    jobs = [
+        (label, offset + i, args.size, args.frames, args.data_seed, args.flow, args.flow_scale, texture, args.generator)
+        for label in range(len(synthetic.CLASSES))
+        for i in range(per_class)
+    ]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         out = pool.map(render, jobs, chunksize=16)
-    data = (torch.from_numpy(np.stack([o[1] for o in out])), torch.from_numpy(np.stack([o[2] for o in out])),
-            torch.tensor([o[0] for o in out]))
+    data = (
+        torch.from_numpy(np.stack([o[1] for o in out])),
+        torch.from_numpy(np.stack([o[2] for o in out])),
+        torch.tensor([o[0] for o in out]),
+    )
     path.parent.mkdir(exist_ok=True)
     torch.save(data, path)
     return data
@@ -118,14 +134,25 @@ def cmd_train(args):
     started = time.time()
     train = rendered(args, args.videos_per_class, 0)
     val = rendered(args, max(1, args.videos_per_class // 5), VAL_OFFSET)
-    print(f"data: {len(train[2])} train / {len(val[2])} val videos, {args.size} px x {args.frames} frames, "
-          f"flow {args.flow} (x{args.flow_scale}), {time.time() - started:.0f} s", flush=True)
+    print(
+        f"data: {len(train[2])} train / {len(val[2])} val videos, {args.size} px x {args.frames} frames, "
+        f"flow {args.flow} (x{args.flow_scale}), {time.time() - started:.0f} s",
+        flush=True,
+    )
     pretraining = args.mode in ("mme", "pixel")
     if args.mode == "pixel":
         target = build_target("pixel", tubelet=args.tubelet, patch=args.patch)
     else:
-        target = build_target("traj", tubelet=args.tubelet, patch=args.patch, cell=args.cell, traj_len=args.traj_len,
-                              traj_norm="none", shape=args.shape, position_weight=args.position_weight)
+        target = build_target(
+            "traj",
+            tubelet=args.tubelet,
+            patch=args.patch,
+            cell=args.cell,
+            traj_len=args.traj_len,
+            traj_norm="none",
+            shape=args.shape,
+            position_weight=args.position_weight,
+        )
     span = target.raw_span(args.clip_frames, args.stride) if pretraining else (args.clip_frames - 1) * args.stride + 1
     room = args.frames - span
     if room < 0:
@@ -138,16 +165,17 @@ def cmd_train(args):
     if pretraining:
         model = models.PretrainModel(target.dim, "search", args.clip_frames, args.size, args.tubelet, args.patch, 1)
     elif args.mode == "vit":
-        model = models.VideoClassifier(len(synthetic.CLASSES), "search", args.clip_frames, args.size, args.tubelet,
-                                       args.patch)
+        model = models.VideoClassifier(
+            len(synthetic.CLASSES), "search", args.clip_frames, args.size, args.tubelet, args.patch
+        )
     else:
         model = small_cnn(len(synthetic.CLASSES))
     optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=args.lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.warmup, args.steps, 0.01))
 
     def batch(data, indices, starts):
-        frames = torch.stack([data[0][i, s:s + span] for i, s in zip(indices, starts)])
-        flow = torch.stack([data[1][i, s:s + span - 1] for i, s in zip(indices, starts)]).float()
+        frames = torch.stack([data[0][i, s : s + span] for i, s in zip(indices, starts)])
+        flow = torch.stack([data[1][i, s : s + span - 1] for i, s in zip(indices, starts)]).float()
         return frames, flow, data[2][indices]
 
     def loss_of(frames, flow, labels, mask):
@@ -174,8 +202,10 @@ def cmd_train(args):
         model.train()
         if not pretraining:
             return f"val top-1 {totals[1] / len(val[2]):.1%}"
-        return (f"val loss {totals[0] / len(val[2]):.4f}, zero predictor {totals[1] / len(val[2]):.4f} "
-                f"(ratio {totals[0] / totals[1]:.3f})")
+        return (
+            f"val loss {totals[0] / len(val[2]):.4f}, zero predictor {totals[1] / len(val[2]):.4f} "
+            f"(ratio {totals[0] / totals[1]:.3f})"
+        )
 
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"{args.mode}: {parameters:.2f} M parameters, {math.prod(grid)} tokens, span {span} frames", flush=True)
@@ -191,22 +221,38 @@ def cmd_train(args):
         losses.append(loss.item())
         if step % args.eval_every == 0 or step == args.steps:
             seconds = time.process_time() - cpu
-            print(f"step {step}: train loss {np.mean(losses[-args.eval_every:]):.4f}, {evaluate()}; "
-                  f"{time.time() - started:.0f} s, {seconds:.0f} s CPU ({step * args.batch / seconds:.0f} clips "
-                  f"per CPU-second)", flush=True)
+            print(
+                f"step {step}: train loss {np.mean(losses[-args.eval_every :]):.4f}, {evaluate()}; "
+                f"{time.time() - started:.0f} s, {seconds:.0f} s CPU ({step * args.batch / seconds:.0f} clips "
+                f"per CPU-second)",
+                flush=True,
+            )
     if pretraining:
         probe(args, model.encoder.eval(), train, val, batch, room)
 
 
 def probe(args, encoder, train, val, batch, room: int) -> None:
     """Linear probe on mean-pooled tokens: 3 clips (start, middle, end) of every train video, the middle of val."""
+
     def features(data, starts):
         out = []
         with torch.no_grad():
             for start in starts:
                 chunks = np.array_split(np.arange(len(data[2])), max(1, len(data[2]) // 128))
-                out.append(torch.cat([encoder(normalize_video(input_frames(
-                    batch(data, c, np.full(len(c), start))[0], args.clip_frames, args.stride))).mean(1) for c in chunks]))
+                out.append(
+                    torch.cat(
+                        [
+                            encoder(
+                                normalize_video(
+                                    input_frames(
+                                        batch(data, c, np.full(len(c), start))[0], args.clip_frames, args.stride
+                                    )
+                                )
+                            ).mean(1)
+                            for c in chunks
+                        ]
+                    )
+                )
         return torch.stack(out, 1)  # (N, views, D)
 
     x_train, x_val = features(train, [0, round(room / 2), room]), features(val, [room // 2])
@@ -242,15 +288,21 @@ def cmd_flow(args):
             error.append(np.linalg.norm(flow - true, axis=-1)[inside].mean())
             background.append(np.linalg.norm(flow, axis=-1)[away].mean())
             start = (args.frames - span) // 2
-            frames = torch.from_numpy(video[start:start + span])[None]
-            on = torch.from_numpy(ids[start:start + span - 1:4][:4, 3::8, 3::8] > 0).flatten()  # token centres, slice starts
+            frames = torch.from_numpy(video[start : start + span])[None]
+            on = torch.from_numpy(
+                ids[start : start + span - 1 : 4][:4, 3::8, 3::8] > 0
+            ).flatten()  # token centres, slice starts
             for row, field in enumerate((true, flow)):
-                y, _ = target(frames, torch.from_numpy(np.ascontiguousarray(field[start:start + span - 1]))[None], 8, 2)
+                y, _ = target(
+                    frames, torch.from_numpy(np.ascontiguousarray(field[start : start + span - 1]))[None], 8, 2
+                )
                 energy[row] += [y[0][on].square().sum().item(), y[0][~on].square().sum().item()]
         share = energy[:, 0] / energy.sum(1)
-        print(f"{kind} x{scale}: object speed {np.mean(speed):.2f} px/frame, end-point error on objects "
-              f"{np.mean(error):.2f}, background |flow| {np.mean(background):.3f} px, {1000 * np.mean(seconds):.0f} ms "
-              f"CPU per video; target energy on objects: true flow {share[0]:.0%}, this flow {share[1]:.0%}")
+        print(
+            f"{kind} x{scale}: object speed {np.mean(speed):.2f} px/frame, end-point error on objects "
+            f"{np.mean(error):.2f}, background |flow| {np.mean(background):.3f} px, {1000 * np.mean(seconds):.0f} ms "
+            f"CPU per video; target energy on objects: true flow {share[0]:.0%}, this flow {share[1]:.0%}"
+        )
 
 
 def main():
@@ -260,16 +312,25 @@ def main():
         p = sub.add_parser(name)
         p.add_argument("--size", type=int, default=32)
         p.add_argument("--frames", type=int, default=24)
-        p.add_argument("--texture", type=float, nargs=2, default=None,
-                       help="background texture contrast range (of 255; default: the generator's)")
+        p.add_argument(
+            "--texture",
+            type=float,
+            nargs=2,
+            default=None,
+            help="background texture contrast range (of 255; default: the generator's)",
+        )
     p = sub.choices["train"]
     p.add_argument("--mode", choices=["mme", "pixel", "vit", "cnn"], default="mme")
     p.add_argument("--flow", choices=["true", "dis", "dis-none"], default="dis-none")
     p.add_argument("--flow-scale", type=int, default=1)
     p.add_argument("--videos-per-class", type=int, default=100)
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--generator", default="", metavar="COMMIT",
-                   help="the synthetic module of this git commit (8b9d52c: version 1) instead of the working tree's")
+    p.add_argument(
+        "--generator",
+        default="",
+        metavar="COMMIT",
+        help="the synthetic module of this git commit (8b9d52c: version 1) instead of the working tree's",
+    )
     p.add_argument("--clip-frames", type=int, default=8)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--patch", type=int, default=8)

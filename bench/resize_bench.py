@@ -34,11 +34,13 @@ def channel_limit() -> int:
 
 def folded(stack: np.ndarray, box: CropBox, limit: int) -> np.ndarray:
     """The pre-issue-15 way: time folded into channels, resized `limit` channels at a time."""
-    crops = stack[:, box.y:box.y + box.h, box.x:box.x + box.w]
+    crops = stack[:, box.y : box.y + box.h, box.x : box.x + box.w]
     t, h, w, c = crops.shape
     flat = np.ascontiguousarray(crops.transpose(1, 2, 0, 3).reshape(h, w, t * c))
-    pieces = [cv2.resize(flat[..., i:i + limit], (box.size, box.size), interpolation=cv2.INTER_LINEAR)
-              for i in range(0, t * c, limit)]
+    pieces = [
+        cv2.resize(flat[..., i : i + limit], (box.size, box.size), interpolation=cv2.INTER_LINEAR)
+        for i in range(0, t * c, limit)
+    ]
     out = np.concatenate([p.reshape(box.size, box.size, -1) for p in pieces], axis=-1)
     return out.reshape(box.size, box.size, t, c).transpose(2, 0, 1, 3)
 
@@ -51,19 +53,28 @@ def main() -> None:
     limit = channel_limit()
     rng = np.random.default_rng(0)
     box = CropBox(100, 0, 256, 256, 224, flip=False)
-    stacks = {"frames uint8": rng.integers(0, 256, (63, 256, 455, 3), dtype=np.uint8),
-              "flow float32": rng.normal(0, 3, (62, 256, 455, 2)).astype(np.float32)}
+    stacks = {
+        "frames uint8": rng.integers(0, 256, (63, 256, 455, 3), dtype=np.uint8),
+        "flow float32": rng.normal(0, 3, (62, 256, 455, 2)).astype(np.float32),
+    }
     print(f"machine: {machine_line()}")
-    print(f"config: 63-frame span 256 x 455 -> crop 256 -> 224, 1 OpenCV thread, best of {args.repeats}; "
-          f"folded in chunks of {limit} channels (this OpenCV's limit)")
+    print(
+        f"config: 63-frame span 256 x 455 -> crop 256 -> 224, 1 OpenCV thread, best of {args.repeats}; "
+        f"folded in chunks of {limit} channels (this OpenCV's limit)"
+    )
     for name, stack in stacks.items():
         old = best_seconds(lambda: folded(stack, box, limit), args.repeats)
-        new = best_seconds(lambda: _resize_stack(stack, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR),
-                   args.repeats)
-        diff = np.abs(folded(stack, box, limit).astype(np.float64)
-                      - _resize_stack(stack, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR)).max()
-        print(f"  {name}: folded {old * 1e3:6.1f} ms | per frame {new * 1e3:6.1f} ms | "
-              f"time ratio per frame / folded {new / old:.2f} | max abs difference {diff:.3g}")
+        new = best_seconds(
+            lambda: _resize_stack(stack, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR), args.repeats
+        )
+        diff = np.abs(
+            folded(stack, box, limit).astype(np.float64)
+            - _resize_stack(stack, box, box.x, box.y, box.w, box.h, box.size, cv2.INTER_LINEAR)
+        ).max()
+        print(
+            f"  {name}: folded {old * 1e3:6.1f} ms | per frame {new * 1e3:6.1f} ms | "
+            f"time ratio per frame / folded {new / old:.2f} | max abs difference {diff:.3g}"
+        )
 
 
 if __name__ == "__main__":

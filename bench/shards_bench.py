@@ -72,12 +72,18 @@ def measure(name: str, config, root: Path, clips: int, repeats: int) -> dict:
     report = pack(items, cache, root / "shards", 64, "train", progress=False)
     seconds = time.perf_counter() - start
     shards = root / "shards" / f"train-{{000000..{report.shards - 1:06d}}}.tar"
-    packed = {"videos": len(items), "shards": report.shards, "MB": report.bytes / 1e6,
-              "videos_per_s": len(items) / seconds, "MB_per_s": report.bytes / 1e6 / seconds}
+    packed = {
+        "videos": len(items),
+        "shards": report.shards,
+        "MB": report.bytes / 1e6,
+        "videos_per_s": len(items) / seconds,
+        "MB_per_s": report.bytes / 1e6 / seconds,
+    }
     index = ShardIndex.open(shards)
     samples_s, mb_s = raw_read(index)
-    target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
-                          **config.target.options)
+    target = build_target(
+        config.target.name, tubelet=config.model.tubelet, patch=config.model.patch, **config.target.options
+    )
     sides = {"files": build_dataset(config, target)}
     d.train = str(shards)
     sides["shards"] = build_dataset(config, target)
@@ -86,30 +92,58 @@ def measure(name: str, config, root: Path, clips: int, repeats: int) -> dict:
         for _ in range(repeats):
             for side, dataset in sides.items():
                 times[side].append(loader_seconds(dataset, clips))
-    rates = {side: {"cpu_clips_per_s": clips / statistics.median(t[0] for t in runs),
-                    "wall_clips_per_s": clips / statistics.median(t[1] for t in runs)} for side, runs in times.items()}
+    rates = {
+        side: {
+            "cpu_clips_per_s": clips / statistics.median(t[0] for t in runs),
+            "wall_clips_per_s": clips / statistics.median(t[1] for t in runs),
+        }
+        for side, runs in times.items()
+    }
     ratio = rates["shards"]["cpu_clips_per_s"] / rates["files"]["cpu_clips_per_s"]
-    print(f"\n[{name}] {len(items)} videos, {d.frames} frames at stride {d.stride}, short side {d.short_side}, "
-          f"crop {d.size}, {config.target.name} target, {config.mask.kind} mask; {clips} clips x {repeats} repeats")
-    print(f"  pack          {packed['videos_per_s']:8.1f} videos/s  {packed['MB_per_s']:7.1f} MB/s  "
-          f"({packed['MB']:.1f} MB in {report.shards} shards, one process)")
+    print(
+        f"\n[{name}] {len(items)} videos, {d.frames} frames at stride {d.stride}, short side {d.short_side}, "
+        f"crop {d.size}, {config.target.name} target, {config.mask.kind} mask; {clips} clips x {repeats} repeats"
+    )
+    print(
+        f"  pack          {packed['videos_per_s']:8.1f} videos/s  {packed['MB_per_s']:7.1f} MB/s  "
+        f"({packed['MB']:.1f} MB in {report.shards} shards, one process)"
+    )
     print(f"  raw shard read {samples_s:7.1f} samples/s {mb_s:7.1f} MB/s  (streamed and sha256-checked, not decoded)")
     for side, rate in rates.items():
-        print(f"  loader {side:<7}{rate['cpu_clips_per_s']:8.2f} clips/s per core (CPU time)  "
-              f"{rate['wall_clips_per_s']:7.2f} clips/s wall")
+        print(
+            f"  loader {side:<7}{rate['cpu_clips_per_s']:8.2f} clips/s per core (CPU time)  "
+            f"{rate['wall_clips_per_s']:7.2f} clips/s wall"
+        )
     print(f"  ratio: shards / files = {ratio:.3f} (CPU clips/s)")
-    return {"config": {"preset": name, "videos": len(items), "frames": d.frames, "stride": d.stride,
-                       "short_side": d.short_side, "size": d.size, "target": config.target.name,
-                       "mask": config.mask.kind, "clips": clips, "repeats": repeats},
-            "pack": packed, "raw_read": {"samples_per_s": samples_s, "MB_per_s": mb_s}, "loader": rates,
-            "ratio_shards_vs_files": ratio}
+    return {
+        "config": {
+            "preset": name,
+            "videos": len(items),
+            "frames": d.frames,
+            "stride": d.stride,
+            "short_side": d.short_side,
+            "size": d.size,
+            "target": config.target.name,
+            "mask": config.mask.kind,
+            "clips": clips,
+            "repeats": repeats,
+        },
+        "pack": packed,
+        "raw_read": {"samples_per_s": samples_s, "MB_per_s": mb_s},
+        "loader": rates,
+        "ratio_shards_vs_files": ratio,
+    }
 
 
 def synthetic(root: Path, videos_per_class: int, clips: int, repeats: int) -> dict:
     config = load_config("demo", [f"data.cache={root / 'cache'}"])
     data = make_dataset(root / "data", videos_per_class=videos_per_class, size=64, progress=False)
-    prepare(list_videos(data / "train.csv"), MotionCache(root / "cache", CacheParams(short_side=64)), workers=2,
-            progress=False)
+    prepare(
+        list_videos(data / "train.csv"),
+        MotionCache(root / "cache", CacheParams(short_side=64)),
+        workers=2,
+        progress=False,
+    )
     config.data.train = str(data / "train.csv")
     return measure("demo (synthetic)", config, root, clips, repeats)
 
@@ -121,8 +155,12 @@ def real(root: Path, clips: int, repeats: int) -> dict:
         shutil.copy(path, videos / path.name)
     (root / "list.csv").write_text("".join(f"videos/{p.name} {i}\n" for i, p in enumerate(sorted(videos.iterdir()))))
     config = load_config("mme", [f"data.train={root / 'list.csv'}", f"data.cache={root / 'cache'}"])
-    prepare(list_videos(root / "list.csv"), MotionCache(root / "cache", CacheParams(short_side=256)), workers=2,
-            progress=False)
+    prepare(
+        list_videos(root / "list.csv"),
+        MotionCache(root / "cache", CacheParams(short_side=256)),
+        workers=2,
+        progress=False,
+    )
     return measure("mme (bikes + bigbuckbunny)", config, root, clips, repeats)
 
 
@@ -136,13 +174,16 @@ def main():
     args = parser.parse_args()
     clips, repeats = (6, 1) if args.quick else (args.clips, args.repeats)
     info = machine()
-    print(f"bench/shards_bench.py: pack, and the loader from files vs from shards, side by side\nmachine: "
-          f"{machine_line(info)}")
+    print(
+        f"bench/shards_bench.py: pack, and the loader from files vs from shards, side by side\nmachine: "
+        f"{machine_line(info)}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        results = {"machine": info,
-                   "synthetic": synthetic(Path(tmp) / "synthetic", 1 if args.quick else args.videos_per_class,
-                                          clips, repeats),
-                   "real": real(Path(tmp) / "real", max(2, clips // 4), repeats)}
+        results = {
+            "machine": info,
+            "synthetic": synthetic(Path(tmp) / "synthetic", 1 if args.quick else args.videos_per_class, clips, repeats),
+            "real": real(Path(tmp) / "real", max(2, clips // 4), repeats),
+        }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "shards.json").write_text(json.dumps(results, indent=1))

@@ -49,19 +49,32 @@ def main():
 
     total = args.videos_per_class * len(synthetic.CLASSES)
     print(f"machine: {machine_line()}")
-    print(f"config: {total} videos ({len(synthetic.CLASSES)} classes x {args.videos_per_class}), "
-          f"{args.size} px x {args.frames} frames, --workers {args.workers}, x264 {synthetic.X264_OPTIONS}")
+    print(
+        f"config: {total} videos ({len(synthetic.CLASSES)} classes x {args.videos_per_class}), "
+        f"{args.size} px x {args.frames} frames, --workers {args.workers}, x264 {synthetic.X264_OPTIONS}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        synthetic.make_dataset(Path(folder) / "data", videos_per_class=args.videos_per_class, size=args.size,
-                               frames=args.frames, workers=args.workers, progress=False)
+        synthetic.make_dataset(
+            Path(folder) / "data",
+            videos_per_class=args.videos_per_class,
+            size=args.size,
+            frames=args.frames,
+            workers=args.workers,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
         megabytes = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
-        print(f"make_dataset: {seconds:.1f} s for {total} videos = {total / seconds:.1f} videos/s "
-              f"({megabytes:.0f} MB on disk; goal for 1,200 videos: <= 60 s)")
+        print(
+            f"make_dataset: {seconds:.1f} s for {total} videos = {total / seconds:.1f} videos/s "
+            f"({megabytes:.0f} MB on disk; goal for 1,200 videos: <= 60 s)"
+        )
         per_video = stages(args.size, args.frames, args.samples, Path(folder))
-    print("one process, ms per video: " + ", ".join(f"{k} {v:.1f}" for k, v in per_video.items())
-          + f", sum {sum(per_video.values()):.1f}")
+    print(
+        "one process, ms per video: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in per_video.items())
+        + f", sum {sum(per_video.values()):.1f}"
+    )
 
 
 if __name__ == "__main__":

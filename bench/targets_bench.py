@@ -81,7 +81,7 @@ NORMS = {  # label -> target options
 def point_motion(truth_flow, start, steps, cell):
     """Per 8x8 start cell of a slice starting on raw frame `start`: (max, mean) true motion px/frame over the
     cell and the trajectory's `steps` frames, each `(H/cell, W/cell)`."""
-    speed = np.linalg.norm(truth_flow[start:start + steps], axis=-1)  # (L, H, W)
+    speed = np.linalg.norm(truth_flow[start : start + steps], axis=-1)  # (L, H, W)
     h, w = speed.shape[1:]
     cells = speed.reshape(len(speed), h // cell, cell, w // cell, cell)
     return cells.max(axis=(0, 2, 4)), cells.mean(axis=(0, 2, 4))
@@ -101,8 +101,9 @@ def normalization(args, config):
         raw = build_target("traj", traj_norm="none", shape=False)
         targets = {label: build_target("traj", shape=False, **options) for label, options in NORMS.items()}
         grid = token_grid(d.frames, d.size, config.model.tubelet, config.model.patch)
-        dataset = PretrainDataset(read_list(d.train), d, raw.raw_span(d.frames, d.stride), MaskGenerator("tube", 0.5, grid),
-                                  train=False)
+        dataset = PretrainDataset(
+            read_list(d.train), d, raw.raw_span(d.frames, d.stride), MaskGenerator("tube", 0.5, grid), train=False
+        )
         k, steps, cell = raw.num_points, raw.traj_len, raw.cell
         values = {label: {"still": [], "moving": []} for label in targets}
         net = {"still": [], "moving": []}
@@ -110,7 +111,7 @@ def normalization(args, config):
             sample, _ = dataset.sample(item, np.random.default_rng(0))
             truth = np.load(item.path.with_suffix(".npz"))
             start = max(0, len(truth["pose"]) - dataset.raw_span) // 2
-            motion = true_flow(truth)[start:start + dataset.raw_span - 1]
+            motion = true_flow(truth)[start : start + dataset.raw_span - 1]
             frames, flow = sample["frames"][None], sample["flow"][None]
             moves, valid = raw(frames, flow, d.frames, d.stride)
             tokens = d.size // config.model.patch
@@ -127,18 +128,23 @@ def normalization(args, config):
                     for name, chosen in sets.items():
                         values[label][name].append(y[chosen & ok].ravel())
     count = {name: sum(len(a) for a in arrays) for name, arrays in net.items()}
-    print(f"data: {len(dataset.items)} synthetic training videos ({args.videos_per_class} per class, seed {args.seed}), "
-          f"centre clips of {d.frames} frames at stride {d.stride}, {d.size} px, cached flow; trajectories: "
-          f"{count['still']} still, {count['moving']} moving")
+    print(
+        f"data: {len(dataset.items)} synthetic training videos ({args.videos_per_class} per class, seed {args.seed}), "
+        f"centre clips of {d.frames} frames at stride {d.stride}, {d.size} px, cached flow; trajectories: "
+        f"{count['still']} still, {count['moving']} moving"
+    )
     print(f"  {'traj_norm':22s} {'RMS still':>10s} {'RMS moving':>11s} {'moving/still':>13s} {'energy on moving':>17s}")
     for label, sets in values.items():
         still, moving = (np.concatenate(sets[name]) for name in ("still", "moving"))
-        rms = [float(np.sqrt(np.mean(v ** 2))) for v in (still, moving)]
-        share = (moving ** 2).sum() / max((moving ** 2).sum() + (still ** 2).sum(), 1e-12)
+        rms = [float(np.sqrt(np.mean(v**2))) for v in (still, moving)]
+        share = (moving**2).sum() / max((moving**2).sum() + (still**2).sum(), 1e-12)
         print(f"  {label:22s} {rms[0]:10.3f} {rms[1]:11.3f} {rms[1] / max(rms[0], 1e-12):13.2f} {share:17.1%}")
     for name, arrays in net.items():
         quantiles = np.percentile(np.concatenate(arrays), [10, 50, 90, 99])
-        print(f"  net motion per step, {name:6s} (px): " + ", ".join(f"p{q} {v:.3f}" for q, v in zip((10, 50, 90, 99), quantiles)))
+        print(
+            f"  net motion per step, {name:6s} (px): "
+            + ", ".join(f"p{q} {v:.3f}" for q, v in zip((10, 50, 90, 99), quantiles))
+        )
 
 
 def main():
@@ -148,10 +154,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="cpu: process CPU time (default); wall")
-    parser.add_argument("--videos-per-class", type=int, default=2, help="synthetic videos per class for the dataset timing")
+    parser.add_argument(
+        "--videos-per-class", type=int, default=2, help="synthetic videos per class for the dataset timing"
+    )
     parser.add_argument("--clips", type=int, default=48, help="clips drawn for the dataset timing")
-    parser.add_argument("--normalization", action="store_true",
-                        help="measure the position normalizations on still vs moving points instead of timing")
+    parser.add_argument(
+        "--normalization",
+        action="store_true",
+        help="measure the position normalizations on still vs moving points instead of timing",
+    )
     parser.add_argument("--seed", type=int, default=0, help="synthetic data set seed (--normalization)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,9 +176,11 @@ def main():
     frames_n, stride, size = config.data.frames, config.data.stride, config.data.size
     batch = args.batch or config.optim.batch_size
     print(f"machine: {machine_line()} | {args.threads} threads")
-    print(f"config: {args.config}: {batch} clips x {frames_n} frames at stride {stride}, {size} px, "
-          f"ViT-{config.model.size}, mask {config.mask.kind} {config.mask.ratio}; median of {args.repeats}, "
-          f"{args.clock} clock")
+    print(
+        f"config: {args.config}: {batch} clips x {frames_n} frames at stride {stride}, {size} px, "
+        f"ViT-{config.model.size}, mask {config.mask.kind} {config.mask.ratio}; median of {args.repeats}, "
+        f"{args.clock} clock"
+    )
 
     targets = {name: build_target(name) for name in TARGETS}
     targets["traj exact"] = build_target("traj", hog_stride=1)
@@ -176,11 +189,22 @@ def main():
     spent = {}
     for name, target in targets.items():
         spent[name] = median_ms(lambda: target(frames, flow, frames_n, stride), args.repeats, clock)
-        print(f"  target {name:10s} D={target.dim:5d}  {spent[name]:8.1f} ms/batch  ({spent[name] / batch:6.2f} ms/clip)")
+        print(
+            f"  target {name:10s} D={target.dim:5d}  {spent[name]:8.1f} ms/batch  ({spent[name] / batch:6.2f} ms/clip)"
+        )
 
     target = build_target(config.target.name, **config.target.options)
-    model = PretrainModel(target.dim, config.model.size, frames_n, size, config.model.tubelet, config.model.patch,
-                          config.model.decoder_depth, config.model.decoder_dim, config.model.decoder_heads)
+    model = PretrainModel(
+        target.dim,
+        config.model.size,
+        frames_n,
+        size,
+        config.model.tubelet,
+        config.model.patch,
+        config.model.decoder_depth,
+        config.model.decoder_dim,
+        config.model.decoder_heads,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     grid = token_grid(frames_n, size, config.model.tubelet, config.model.patch)
     rng = np.random.default_rng(0)
@@ -197,8 +221,10 @@ def main():
     step_ms = median_ms(step, args.repeats, clock)
     own = median_ms(lambda: target(frames, flow, frames_n, stride), args.repeats, clock)
     print(f"  step (forward + loss + backward + AdamW) {step_ms:8.1f} ms")
-    print(f"  target {config.target.name} {config.target.options or ''} {own:.1f} ms = "
-          f"{100 * own / (own + step_ms):.1f} % of step + target (goal <= 10 %)")
+    print(
+        f"  target {config.target.name} {config.target.options or ''} {own:.1f} ms = "
+        f"{100 * own / (own + step_ms):.1f} % of step + target (goal <= 10 %)"
+    )
     if config.target.name == "traj":
         exact = spent["traj exact"]
         print(f"  with the exact HOG (hog_stride=1): {exact:.1f} ms = {100 * exact / (exact + step_ms):.1f} %")
@@ -209,8 +235,10 @@ def main():
         synthetic_training_set(config, Path(tmp), args.videos_per_class)
         dataset = build_dataset(config, target)
         rate, videos = dataset_rate(dataset, args.clips, clock), len(dataset)
-    print(f"  dataset: {rate:.1f} clips/s per worker ({args.clips} clips of {target.raw_span(frames_n, stride)} raw "
-          f"frames from {videos} synthetic videos + motion cache; {batch / rate * 1000:.0f} ms per batch of {batch})")
+    print(
+        f"  dataset: {rate:.1f} clips/s per worker ({args.clips} clips of {target.raw_span(frames_n, stride)} raw "
+        f"frames from {videos} synthetic videos + motion cache; {batch / rate * 1000:.0f} ms per batch of {batch})"
+    )
 
 
 if __name__ == "__main__":

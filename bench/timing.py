@@ -27,9 +27,16 @@ from motionmae.common.files import write_atomic
 
 def machine() -> dict:
     """Platform, CPU count, load average and library versions of this process."""
-    info = {"platform": platform.platform(), "arch": platform.machine(), "cpus": os.cpu_count(),
-            "load": round(os.getloadavg()[0], 2), "python": platform.python_version(), "torch": torch.__version__,
-            "cv2": cv2.__version__, "av": av.__version__}
+    info = {
+        "platform": platform.platform(),
+        "arch": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cv2": cv2.__version__,
+        "av": av.__version__,
+    }
     if importlib.util.find_spec("transformers") is not None:
         from importlib.metadata import version
 
@@ -40,9 +47,11 @@ def machine() -> dict:
 def machine_line(info: dict | None = None) -> str:
     """`machine()` as one line."""
     info = info or machine()
-    return (f"{info['platform']} | {info['arch']} | {info['cpus']} CPUs | load {info['load']} | python "
-            f"{info['python']} | " + " | ".join(f"{k} {info[k]}" for k in ("torch", "cv2", "av", "transformers")
-                                                 if k in info))
+    return (
+        f"{info['platform']} | {info['arch']} | {info['cpus']} CPUs | load {info['load']} | python "
+        f"{info['python']} | "
+        + " | ".join(f"{k} {info[k]}" for k in ("torch", "cv2", "av", "transformers") if k in info)
+    )
 
 
 @contextlib.contextmanager

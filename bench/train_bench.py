@@ -62,8 +62,10 @@ def main():
     print(f"config: {TRAIN}, fp32, {args.threads} threads, median of {args.steps} steps after 1 warm-up")
     compare_train(TRAIN, args.steps, args.threads, args.rounds)
     share = in_fresh_process(target_share, args.steps, args.threads)
-    print(f"  MME target build {share['target_s'] * 1e3:.0f} ms of a {share['step_s'] * 1e3:.0f} ms step "
-          f"= {share['target_s'] / share['step_s']:.1%} (goal <= 10%)")
+    print(
+        f"  MME target build {share['target_s'] * 1e3:.0f} ms of a {share['step_s'] * 1e3:.0f} ms step "
+        f"= {share['target_s'] / share['step_s']:.1%} (goal <= 10%)"
+    )
 
 
 if __name__ == "__main__":

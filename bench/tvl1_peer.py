@@ -31,8 +31,16 @@ def main() -> None:
     for frame0, frame1 in zip(gray[:-1], gray[1:]):
         tvl1.calc(frame0, frame1, None)
     seconds = time.perf_counter() - start
-    print(json.dumps({"cv2": cv2.__version__, "threads": cv2.getNumThreads(), "pairs": len(gray) - 1,
-                      "seconds_per_pair": seconds / (len(gray) - 1)}))
+    print(
+        json.dumps(
+            {
+                "cv2": cv2.__version__,
+                "threads": cv2.getNumThreads(),
+                "pairs": len(gray) - 1,
+                "seconds_per_pair": seconds / (len(gray) - 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

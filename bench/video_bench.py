@@ -62,31 +62,45 @@ def clip_reads(path, short_side, count: int):
     starts = np.random.default_rng(0).integers(0, count - SPAN, size=CLIPS)
     clips = [s + STRIDE * np.arange(CLIP) for s in starts]
     reader = VideoReader(path, short_side)
-    return reader, (lambda: [reader.read(c) for c in clips]), (lambda: [read_frames(path, c, short_side) for c in clips])
+    return (
+        reader,
+        (lambda: [reader.read(c) for c in clips]),
+        (lambda: [read_frames(path, c, short_side) for c in clips]),
+    )
 
 
 def run(path, short_side, repeats: int):
     count = probe(path).num_frames
     reader, kept, _ = clip_reads(path, short_side, count)
     with reader:
-        t = rounds(repeats, plain=lambda: decode_all(path, short_side),
-                   vectors=lambda: decode_all(path, short_side, motion=True), clips=kept)
+        t = rounds(
+            repeats,
+            plain=lambda: decode_all(path, short_side),
+            vectors=lambda: decode_all(path, short_side, motion=True),
+            clips=kept,
+        )
     span_time, per_clip = t["plain"] / count * SPAN, t["clips"] / CLIPS  # span at the sequential rate
     size = f"short side {short_side}" if short_side else "native"
-    print(f"  {size:>14}: plain {count / t['plain']:7.1f} fps | with vectors {count / t['vectors']:7.1f} fps "
-          f"(time ratio {t['vectors'] / t['plain']:.2f}, goal <= 1.5) | clip {per_clip * 1e3:6.1f} ms "
-          f"vs span {span_time * 1e3:6.1f} ms (ratio {per_clip / span_time:.2f}, goal <= 2)")
+    print(
+        f"  {size:>14}: plain {count / t['plain']:7.1f} fps | with vectors {count / t['vectors']:7.1f} fps "
+        f"(time ratio {t['vectors'] / t['plain']:.2f}, goal <= 1.5) | clip {per_clip * 1e3:6.1f} ms "
+        f"vs span {span_time * 1e3:6.1f} ms (ratio {per_clip / span_time:.2f}, goal <= 2)"
+    )
 
 
 def run_matrix(folder, args):
     width, height = map(int, args.size.split("x"))
     paths = write_samples(folder, frames=args.frames, width=width, height=height, gop=args.gop)
     missing = [name for name in SAMPLES if name not in paths]
-    print(f"\ncodec matrix: {width}x{height}, {args.frames} frames at 30 fps, keyframe every {args.gop} frames; "
-          f"{CLIPS} clips of {CLIP} frames at stride {STRIDE} (span {SPAN}), median of {args.repeats} rounds"
-          + (f"; no encoder here for {', '.join(missing)}" if missing else ""))
-    print(f"{'sample':<17} {'encoder':<11} {'frames':>6} {'claims':>6} {'probe ms':>8} {'span ms':>8} "
-          f"{'clip ms':>8} {'ratio':>6} {'open+clip ms':>12}")
+    print(
+        f"\ncodec matrix: {width}x{height}, {args.frames} frames at 30 fps, keyframe every {args.gop} frames; "
+        f"{CLIPS} clips of {CLIP} frames at stride {STRIDE} (span {SPAN}), median of {args.repeats} rounds"
+        + (f"; no encoder here for {', '.join(missing)}" if missing else "")
+    )
+    print(
+        f"{'sample':<17} {'encoder':<11} {'frames':>6} {'claims':>6} {'probe ms':>8} {'span ms':>8} "
+        f"{'clip ms':>8} {'ratio':>6} {'open+clip ms':>12}"
+    )
     worst = 0.0
     for name, path in paths.items():
         probe_time = seconds(lambda: (video._PROBED.clear(), probe(path)))  # a first probe, not a kept one
@@ -96,9 +110,11 @@ def run_matrix(folder, args):
             t = rounds(args.repeats, decode=lambda: decode_all(path, None), clips=kept, opened=opened)
         span_time, per_clip = t["decode"] / info.num_frames * SPAN, t["clips"] / CLIPS
         worst = max(worst, per_clip / span_time)
-        print(f"{name:<17} {encoder(name):<11} {info.num_frames:>6} {info.container_frames or '-':>6} "
-              f"{probe_time * 1e3:>8.1f} {span_time * 1e3:>8.1f} {per_clip * 1e3:>8.1f} "
-              f"{per_clip / span_time:>6.2f} {t['opened'] / CLIPS * 1e3:>12.1f}")
+        print(
+            f"{name:<17} {encoder(name):<11} {info.num_frames:>6} {info.container_frames or '-':>6} "
+            f"{probe_time * 1e3:>8.1f} {span_time * 1e3:>8.1f} {per_clip * 1e3:>8.1f} "
+            f"{per_clip / span_time:>6.2f} {t['opened'] / CLIPS * 1e3:>12.1f}"
+        )
     print(f"worst clip / span ratio {worst:.2f} (goal <= 2)")
 
 

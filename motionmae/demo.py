@@ -37,8 +37,9 @@ def demo_cache_params(short_side: int) -> CacheParams:
     return CacheParams(flow=FlowParams(compensation="none"), short_side=short_side, stride=1)
 
 
-def run_demo(config_name: str = "demo", overrides: Sequence[str] = (), workers: int | None = None,
-             seed: int = 0) -> dict:
+def run_demo(
+    config_name: str = "demo", overrides: Sequence[str] = (), workers: int | None = None, seed: int = 0
+) -> dict:
     """Run the demo; returns the linear-probe results, the seconds of each stage and the paths it wrote.
 
     `seed`: the synthetic data set's seed; another seed puts data, cache and run beside the
@@ -76,14 +77,21 @@ def run_demo(config_name: str = "demo", overrides: Sequence[str] = (), workers: 
 
     started = time.perf_counter()
     print("[4/4] linear probe of the frozen encoder")
-    probe = linear_probe(result.checkpoint, load_config(PROBE, [f"data.train={train}", f"data.val={val}",
-                                                                f"data.workers={min(workers, 2)}"]))
+    probe = linear_probe(
+        result.checkpoint,
+        load_config(PROBE, [f"data.train={train}", f"data.val={val}", f"data.workers={min(workers, 2)}"]),
+    )
     seconds["probe"] = time.perf_counter() - started
     run = Path(config.run.out)
     figure = save_figure(run / "training.png", metrics_figure(run / "metrics.jsonl"))
     summary = {
-        "top1": probe["top1"], "top5": probe["top5"], "chance": 1 / len(CLASSES), "seconds": seconds,
-        "checkpoint": str(result.checkpoint), "metrics": str(run / "metrics.jsonl"), "figure": str(figure),
+        "top1": probe["top1"],
+        "top5": probe["top5"],
+        "chance": 1 / len(CLASSES),
+        "seconds": seconds,
+        "checkpoint": str(result.checkpoint),
+        "metrics": str(run / "metrics.jsonl"),
+        "figure": str(figure),
     }
     (run / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

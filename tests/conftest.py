@@ -28,7 +28,7 @@ def translating_square(frames=36, height=64, width=96, step=(2, 0), seed=0) -> n
     video = np.repeat(background[None], frames, axis=0)
     for t in range(frames):
         x, y = 10 + step[0] * t, 20 + step[1] * t
-        video[t, y:y + 16, x:x + 16] = texture
+        video[t, y : y + 16, x : x + 16] = texture
     return video
 
 
@@ -56,8 +56,7 @@ def tiny_synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     data = make_dataset(root / "data", videos_per_class=3, size=64, frames=24, workers=2, progress=False)
     cache = MotionCache(root / "cache", CacheParams(flow=FlowParams(compensation="none"), short_side=64))
-    report = prepare(list_videos(data / "train.csv") + list_videos(data / "val.csv"), cache, workers=2,
-                     progress=False)
+    report = prepare(list_videos(data / "train.csv") + list_videos(data / "val.csv"), cache, workers=2, progress=False)
     assert report.ok, report.failed
     return data, root / "cache"
 

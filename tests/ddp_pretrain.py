@@ -1,6 +1,6 @@
 """Run by tests/test_pretrain.py under torchrun: pretrain, then save this rank's parameters.
 
-    torchrun --standalone --nproc-per-node 2 tests/ddp_pretrain.py OUT KEY=VALUE...
+torchrun --standalone --nproc-per-node 2 tests/ddp_pretrain.py OUT KEY=VALUE...
 """
 
 import os

@@ -9,8 +9,16 @@ import pytest
 from bench.quality import METHODS, Budget, QualityError, check_claims, pretrain_config, run_quality
 from bench.timing import in_fresh_process
 
-TINY = Budget({"videos_per_class": 2, "size": 64, "frames": 24}, pretrain_epochs=1, pretrain_warmup=0, batch=4,
-              probe_epochs=2, finetune_epochs=1, finetune_warmup=0, overrides=("data.frames=8", "data.workers=0"))
+TINY = Budget(
+    {"videos_per_class": 2, "size": 64, "frames": 24},
+    pretrain_epochs=1,
+    pretrain_warmup=0,
+    batch=4,
+    probe_epochs=2,
+    finetune_epochs=1,
+    finetune_warmup=0,
+    overrides=("data.frames=8", "data.workers=0"),
+)
 
 
 def quality(*args) -> dict:
@@ -46,8 +54,11 @@ def test_tiny_budget_runs_reports_and_a_rerun_skips_finished_runs(tmp_path, capf
     assert "2 already done" in printed and "[4/4] pixel-shuffled seed 1: probe" in printed
     assert f"[3/4] mme seed 1 failed: CheckpointError: {damaged}: not a readable checkpoint" in printed
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
-    assert [(r["method"], r["seed"]) for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())] \
-        == [("mme", 0), ("pixel-shuffled", 0), ("pixel-shuffled", 1)]
+    assert [(r["method"], r["seed"]) for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())] == [
+        ("mme", 0),
+        ("pixel-shuffled", 0),
+        ("pixel-shuffled", 1),
+    ]
     assert [(f["method"], f["seed"]) for f in report["failed"]] == [("mme", 1)]
     assert "CheckpointError" in (out / "runs" / "mme-s1" / "error.txt").read_text()
     assert "- mme seed 1: CheckpointError" in (out / "quality.md").read_text()
@@ -66,9 +77,15 @@ def stats(*values):
 
 
 def test_claims_are_judged_from_the_probe_means():
-    summary = {"videomae": stats(0.20, 0.22), "mme": stats(0.35, 0.33), "mgm": stats(0.25),
-               "pixel-tube-0.75": stats(0.26), "mme-mgm": stats(0.30), "pixel-shuffled": stats(0.20),
-               "mme-shuffled": stats(0.21)}
+    summary = {
+        "videomae": stats(0.20, 0.22),
+        "mme": stats(0.35, 0.33),
+        "mgm": stats(0.25),
+        "pixel-tube-0.75": stats(0.26),
+        "mme-mgm": stats(0.30),
+        "pixel-shuffled": stats(0.20),
+        "mme-shuffled": stats(0.21),
+    }
     claims = {c["claim"]: c for c in check_claims(summary)}
     mme = claims["MME beats pixel (VideoMAE) by at least 10 points"]
     assert mme["met"] is True and mme["measured"] == "MME 34.0 ± 1.4 vs VideoMAE 21.0 ± 1.4: +13.0 points"
@@ -93,7 +110,12 @@ def test_every_method_builds_its_config_from_the_base_and_its_preset():
         assert config.optim.batch_size == 4 and config.run.seed == 1 and config.data.frames == 8
         assert config.model.size == "micro" and config.data.train == "data/train.csv"
     mme = config_of("mme-no-shape")
-    assert (mme.target.name, mme.target.options, mme.mask.kind, mme.mask.ratio) == ("traj", {"shape": False}, "tube", 0.7)
+    assert (mme.target.name, mme.target.options, mme.mask.kind, mme.mask.ratio) == (
+        "traj",
+        {"shape": False},
+        "tube",
+        0.7,
+    )
     pixel = config_of("pixel-shuffled")
     assert pixel.data.shuffle_frames and pixel.model.decoder_depth == 4 and pixel.mask.ratio == 0.9
     assert not config_of("mme").data.shuffle_frames

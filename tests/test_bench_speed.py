@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from motionmae.cli.main import main
 from bench.speed import PREPARE_STAGES, tvl1_seconds
+from motionmae.cli.main import main
 
 COMPARISONS = {
     "decode": {"vectors_vs_plain_time"},
@@ -27,7 +27,9 @@ def test_quick_run_prints_and_writes_every_comparison_and_skips_a_missing_tvl1_e
     for section in ("[1/4] decode", "[2/4] prepare", "[3/4] pretraining step", "[4/4] data loader"):
         assert section in printed
     assert f"TV-L1 skipped: {missing} not found; `make bench` creates it" in printed
-    assert printed.count("ratio: ") == 5  # one per comparison (two for eager / compiled training), none for the skipped peer
+    assert (
+        printed.count("ratio: ") == 5
+    )  # one per comparison (two for eager / compiled training), none for the skipped peer
 
     report = json.loads((tmp_path / "out" / "speed.json").read_text())
     assert not list((tmp_path / "out").glob(".*.tmp"))
@@ -52,8 +54,10 @@ def test_quick_run_prints_and_writes_every_comparison_and_skips_a_missing_tvl1_e
 
 def test_a_failing_tvl1_env_reports_its_last_error_line(tmp_path, bikes):
     fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'Traceback ...' >&2\necho \"AttributeError: module 'cv2' has no attribute "
-                    "'optflow'\" >&2\nexit 1\n")
+    fake.write_text(
+        "#!/bin/sh\necho 'Traceback ...' >&2\necho \"AttributeError: module 'cv2' has no attribute "
+        "'optflow'\" >&2\nexit 1\n"
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     import numpy as np
 

@@ -31,7 +31,7 @@ def panning_video(frames: int, seed: int) -> np.ndarray:
         shift = np.array([[1, 0, WIDTH / 2 + pan[0] * t], [0, 1, HEIGHT / 2 + pan[1] * t]])
         frame = cv2.warpAffine(scene, shift, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
         x = 20 + 2 * t % (WIDTH - 40)
-        frame[30:54, x:x + 24] = scene[:24, :24]
+        frame[30:54, x : x + 24] = scene[:24, :24]
         video.append(frame)
     return np.stack(video)
 
@@ -62,8 +62,11 @@ def run_prepare(*args, **popen):
 
 def entries(cache_root: Path) -> dict[str, bytes]:
     """Every file under the cache's entry folders, by relative path (temporary files included)."""
-    return {p.relative_to(cache_root).as_posix(): p.read_bytes()
-            for p in sorted(cache_root.glob("flow-*/entries/**/*")) if p.is_file()}
+    return {
+        p.relative_to(cache_root).as_posix(): p.read_bytes()
+        for p in sorted(cache_root.glob("flow-*/entries/**/*"))
+        if p.is_file()
+    }
 
 
 def test_list_file_keys_are_relative_paths_and_shards_split_the_list(dataset):

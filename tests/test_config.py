@@ -1,9 +1,9 @@
 """Configs: presets, inheritance, dotted overrides, clear errors."""
 
-import pytest
-
 import dataclasses
 import inspect
+
+import pytest
 
 from motionmae.config import TASKS, ConfigError, load_config, parse_override, preset_names
 from motionmae.config.schema import MASK_OPTIONS, MASK_RATIO, TARGET_OPTIONS, TrajOptions

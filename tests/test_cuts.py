@@ -30,15 +30,14 @@ def panning_shot(label: int, index: int, frames: int, speed: int = 3) -> np.ndar
     bikes = next(v for v in shipped_videos() if v.name == "bikes.mp4")
     still = read_frames(bikes, [25 * label + index], short_side=100).frames[0]
     assert SIZE + speed * (frames - 1) <= still.shape[1]
-    return np.stack([still[:SIZE, speed * t:speed * t + SIZE] for t in range(frames)])
+    return np.stack([still[:SIZE, speed * t : speed * t + SIZE] for t in range(frames)])
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """A fast pan cut after frame 19 into another scene, a cut-free fast pan; their motion cache."""
     root = tmp_path_factory.mktemp("cuts")
-    write_video(root / "cut.mp4", np.concatenate([panning_shot(1, 0, 20), panning_shot(4, 1, 16)]),
-                options=NO_SCENECUT)
+    write_video(root / "cut.mp4", np.concatenate([panning_shot(1, 0, 20), panning_shot(4, 1, 16)]), options=NO_SCENECUT)
     write_video(root / "pan.mp4", panning_shot(7, 2, 36))
     (root / "train.csv").write_text("cut.mp4 0\npan.mp4 0\n")
     cache = MotionCache(root / "cache", CacheParams(short_side=128))
@@ -116,8 +115,16 @@ def test_an_older_cache_folder_gives_a_clear_message_and_is_not_used(videos, tmp
 
 def test_a_trajectory_that_crosses_the_cut_is_invalid_and_ones_before_it_stay_valid(videos):
     root, cache = videos
-    data = DataConfig(train=str(root / "train.csv"), cache=str(cache.dir), short_side=128, frames=8, stride=2,
-                      size=64, scales=(1.0,), flip=False)
+    data = DataConfig(
+        train=str(root / "train.csv"),
+        cache=str(cache.dir),
+        short_side=128,
+        frames=8,
+        stride=2,
+        size=64,
+        scales=(1.0,),
+        flip=False,
+    )
     target = build_target("traj")
     span = target.raw_span(8, 2)  # 19 raw frames; slice j's trajectories read fields 4j .. 4j + 5
     masks = MaskGenerator("tube", 0.5, token_grid(8, 64, 2, 16))
@@ -158,7 +165,7 @@ def cut_clip(tmp_path_factory):
     backgrounds[0, 40:, 40:], backgrounds[1, 40:, 40:] = 0, 255
     video = np.stack([backgrounds[int(t > 8)] for t in range(16)])
     for t in range(16):
-        video[t, 4:20, 4 + 2 * t:20 + 2 * t] = square
+        video[t, 4:20, 4 + 2 * t : 20 + 2 * t] = square
     path = tmp_path_factory.mktemp("cut_clip") / "clip.mp4"
     write_video(path, video, options=NO_SCENECUT)
     cache = MotionCache(path.parent / "cache", CacheParams(short_side=None))
@@ -189,8 +196,24 @@ def test_mgm_guidance_stays_on_the_moving_square_at_the_cut(cut_clip, source):
 
 def test_prepare_cut_ratio_zero_turns_detection_off(videos, tmp_path):
     root, _ = videos
-    assert main(["prepare", str(root / "cut.mp4"), "--cache", str(tmp_path), "--short-side", "128",
-                 "--cut-ratio", "0", "--workers", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(root / "cut.mp4"),
+                "--cache",
+                str(tmp_path),
+                "--short-side",
+                "128",
+                "--cut-ratio",
+                "0",
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     cache = MotionCache.from_dir(next(tmp_path.glob("flow-*")))
     assert cache.params.cuts.ratio == 0 and not cache.info("cut.mp4").cuts.any()
     assert cache.info("cut.mp4").cut_scores[19] > 4 * np.median(cache.info("cut.mp4").cut_scores)  # still scored

@@ -10,8 +10,16 @@ import torch
 
 from motionmae.common.lists import ListError, read_list
 from motionmae.config import DataConfig
-from motionmae.data.datasets import (CropBox, EpochSampler, FlowUnavailable, PretrainDataset, augment_flow,
-                                     augment_frames, augment_vectors, multiscale_crop)
+from motionmae.data.datasets import (
+    CropBox,
+    EpochSampler,
+    FlowUnavailable,
+    PretrainDataset,
+    augment_flow,
+    augment_frames,
+    augment_vectors,
+    multiscale_crop,
+)
 from motionmae.data.synthetic import make_dataset
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.io.prepare import list_videos, prepare
@@ -127,8 +135,10 @@ def test_read_list_of_a_list_file_and_of_a_folder(tmp_path):
     listing = tmp_path / "train.csv"
     listing.write_text("# path label\nvideos/a/one.mp4 3\n\nvideos/two.avi\n")
     items = read_list(listing)
-    assert [(i.path, i.label, i.key) for i in items] == [(tmp_path / "videos/a/one.mp4", 3, "videos/a/one.mp4"),
-                                                         (tmp_path / "videos/two.avi", -1, "videos/two.avi")]
+    assert [(i.path, i.label, i.key) for i in items] == [
+        (tmp_path / "videos/a/one.mp4", 3, "videos/a/one.mp4"),
+        (tmp_path / "videos/two.avi", -1, "videos/two.avi"),
+    ]
     folder = read_list(tmp_path / "videos")
     assert [(i.key, i.label) for i in folder] == [("a/one.mp4", -1), ("two.avi", -1)]  # no .txt
 
@@ -194,8 +204,9 @@ def synthetic_set(tmp_path_factory):
     """One video per class (64 px, 24 frames) and a real motion cache of the training list."""
     root = tmp_path_factory.mktemp("pretrain_data")
     data = make_dataset(root / "data", videos_per_class=1, size=64, frames=24, progress=False)
-    report = prepare(list_videos(data / "train.csv"), MotionCache(root / "cache", CacheParams(short_side=64)),
-                     progress=False)
+    report = prepare(
+        list_videos(data / "train.csv"), MotionCache(root / "cache", CacheParams(short_side=64)), progress=False
+    )
     assert report.ok, report.failed
     return data, root / "cache"
 
@@ -310,8 +321,16 @@ def test_flow_guidance_loads_flow_for_a_pixel_target(synthetic_set):
     from motionmae.train.pretrain import build_dataset
 
     data, cache = synthetic_set
-    overrides = [f"data.train={data / 'train.csv'}", f"data.cache={cache}", "data.short_side=64", "data.size=32",
-                 "data.frames=4", "data.stride=2", "mask.kind=mgm", "mask.ratio=0.5"]
+    overrides = [
+        f"data.train={data / 'train.csv'}",
+        f"data.cache={cache}",
+        "data.short_side=64",
+        "data.size=32",
+        "data.frames=4",
+        "data.stride=2",
+        "mask.kind=mgm",
+        "mask.ratio=0.5",
+    ]
     for guidance, source, flow_fields in (("flow", "flow", 6), ("mv", "mv", 0)):
         config = load_config("videomae", overrides + [f"mask.guidance={guidance}"])
         target = build_target("pixel")

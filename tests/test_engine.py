@@ -17,11 +17,29 @@ def config(tiny_synthetic, out, steps: int, *extra):
     """Pretraining on the tiny set with everything a resume must restore in play: 36 videos in batches of 4,
     2 micro-batches a step (3 steps an epoch), fp16 with loss scaling, drop path (random forward passes)."""
     data, cache = tiny_synthetic
-    return load_config("demo", [
-        f"data.train={data / 'train.csv'}", f"data.cache={cache}", f"run.out={out}", "data.short_side=64",
-        "data.frames=8", "data.stride=2", "data.workers=0", "optim.batch_size=4", "optim.accum_steps=2",
-        "optim.epochs=4", "optim.warmup_epochs=1", "optim.base_lr=1e-3", "model.drop_path=0.2",
-        "run.amp_dtype=float16", "run.log_every=1", "run.log_samples=true", f"run.max_steps={steps}", *extra])
+    return load_config(
+        "demo",
+        [
+            f"data.train={data / 'train.csv'}",
+            f"data.cache={cache}",
+            f"run.out={out}",
+            "data.short_side=64",
+            "data.frames=8",
+            "data.stride=2",
+            "data.workers=0",
+            "optim.batch_size=4",
+            "optim.accum_steps=2",
+            "optim.epochs=4",
+            "optim.warmup_epochs=1",
+            "optim.base_lr=1e-3",
+            "model.drop_path=0.2",
+            "run.amp_dtype=float16",
+            "run.log_every=1",
+            "run.log_samples=true",
+            f"run.max_steps={steps}",
+            *extra,
+        ],
+    )
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -30,8 +48,11 @@ def read_lines(path: Path) -> list[dict]:
 
 def steps_logged(out: Path) -> list[dict]:
     """metrics.jsonl's per-step records without their timings."""
-    return [{k: v for k, v in r.items() if k not in ("clips_per_s", "data_wait_s", "step_s")}
-            for r in read_lines(out / "metrics.jsonl") if "loss" in r]
+    return [
+        {k: v for k, v in r.items() if k not in ("clips_per_s", "data_wait_s", "step_s")}
+        for r in read_lines(out / "metrics.jsonl")
+        if "loss" in r
+    ]
 
 
 def test_resume_continues_exactly_and_falls_back_to_the_previous_checkpoint(tiny_synthetic, tmp_path, caplog):

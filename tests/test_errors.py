@@ -37,16 +37,26 @@ CASES = [  # (argv with {root} and {bikes} filled in, exit code, part of the mes
     ("pretrain --config {root}/bad.yaml", 2, "not valid YAML"),
     ("pretrain --config demo --set optim.epoch=3", 2, "unknown key 'epoch'"),
     ("pretrain --config demo --set target.options.traj_length=4", 2, "no option(s) traj_length (valid: bins"),
-    ("pretrain --config demo --set mask.options.sparse=true", 2,
-     "mask.options: unknown option(s) sparse (valid: none)"),
+    (
+        "pretrain --config demo --set mask.options.sparse=true",
+        2,
+        "mask.options: unknown option(s) sparse (valid: none)",
+    ),
     ("pretrain --config demo --set target.options.traj_len=four", 2, "traj_len: expected int, got 'four'"),
     ("pretrain --config demo --set model.head=conv", 2, "model.head: expected one of linear, mlp, got 'conv'"),
-    ("finetune none --train {root}/one.csv --val {root}/one.csv --set data.sampling=tsn", 2,
-     "data.sampling: expected one of dense, segment"),
+    (
+        "finetune none --train {root}/one.csv --val {root}/one.csv --set data.sampling=tsn",
+        2,
+        "data.sampling: expected one of dense, segment",
+    ),
     ("pretrain --config demo --set data.train={root}/missing.csv --set run.out={root}/run", 1, "no such list file"),
     ("linear-probe {root}/missing.pt --train {root}/one.csv --val {root}/one.csv", 1, "no such checkpoint"),
-    ("finetune {root}/missing.pt --train {root}/one.csv --val {root}/one.csv --set run.out={root}/ft "
-     "--set optim.batch_size=1", 1, "no such checkpoint"),
+    (
+        "finetune {root}/missing.pt --train {root}/one.csv --val {root}/one.csv --set run.out={root}/ft "
+        "--set optim.batch_size=1",
+        1,
+        "no such checkpoint",
+    ),
     ("finetune none --train {root}/one.csv --val {root}/one.csv --config mme", 2, "is a pretrain config"),
     ("evaluate {root}/missing.pt --val {root}/one.csv", 1, "no such checkpoint"),
     ("evaluate {root}/missing.pt --val {root}/one.csv --crops 4", 2, "data.crops: expected a whole number from 1 to 3"),
@@ -84,8 +94,12 @@ def test_every_error_class_of_the_library_is_a_motionmae_error():
             continue
         module = importlib.import_module(info.name)
         for name, cls in inspect.getmembers(module, inspect.isclass):
-            if (cls.__module__ == info.name and issubclass(cls, BaseException)
-                    and name not in internal and not name.startswith("_")):
+            if (
+                cls.__module__ == info.name
+                and issubclass(cls, BaseException)
+                and name not in internal
+                and not name.startswith("_")
+            ):
                 found.add(name)
                 if not issubclass(cls, MotionMAEError):
                     wrong.append(f"{info.name}.{name}")

@@ -42,8 +42,10 @@ def object_scene(motion):
     full_move = np.vstack([move, [0, 0, 1]]) @ np.vstack([place, [0, 0, 1]])
     frame1, _ = render_object(background, sprite, mask, full_move[:2])
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
-    truth = np.stack([move[0, 0] * xs + move[0, 1] * ys + move[0, 2] - xs,
-                      move[1, 0] * xs + move[1, 1] * ys + move[1, 2] - ys], axis=-1)
+    truth = np.stack(
+        [move[0, 0] * xs + move[0, 1] * ys + move[0, 2] - xs, move[1, 0] * xs + move[1, 1] * ys + move[1, 2] - ys],
+        axis=-1,
+    )
     interior = cv2.erode(inside.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     return frame0, frame1, interior, truth
 
@@ -65,13 +67,13 @@ def pan_scene(frames=4, pan=(3.0, 1.0), zoom=1.002):
     sprite = texture(48, 48, seed=4)
     video, backgrounds = [], []
     for t in range(frames):
-        s = zoom ** t
+        s = zoom**t
         view = np.array([[s, 0, 60 + pan[0] * t], [0, s, 40 + pan[1] * t]])  # frame -> scene
         frame = cv2.warpAffine(scene, view, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
         x, y = 30 + 2 * t, 50
-        frame[y:y + 48, x:x + 48] = sprite
+        frame[y : y + 48, x : x + 48] = sprite
         background = np.ones((HEIGHT, WIDTH), bool)
-        background[y - 12:y + 60, x - 12:x + 62] = False
+        background[y - 12 : y + 60, x - 12 : x + 62] = False
         background[:8], background[-8:], background[:, :8], background[:, -8:] = False, False, False, False
         video.append(np.repeat(frame[..., None], 3, axis=-1))
         backgrounds.append(background)
@@ -123,8 +125,9 @@ def test_still_camera_keeps_a_slow_small_objects_motion():
     frames, masks = [], []
     for t in range(8):
         x = 20 + 0.5 * t
-        frame, inside = render_object(background, sprite, np.ones((12, 12), np.float32),
-                                      np.array([[1, 0, x], [0, 1, 26.0]]))
+        frame, inside = render_object(
+            background, sprite, np.ones((12, 12), np.float32), np.array([[1, 0, x], [0, 1, 26.0]])
+        )
         noisy = np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
         frames.append(np.repeat(noisy[..., None], 3, axis=-1))
         masks.append(cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)

@@ -10,7 +10,9 @@ from motionmae.motion.trajectory import sample, start_points
 
 def edge(theta_deg: float, size: int = 32) -> torch.Tensor:
     """(1, 3, size, size) soft step edge whose intensity rises along direction theta (image axes, y down)."""
-    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     t = math.radians(theta_deg)
     ramp = torch.sigmoid(((x - size / 2) * math.cos(t) + (y - size / 2) * math.sin(t)) / 1.5)
     return ramp.expand(1, 3, size, size)
@@ -69,7 +71,9 @@ def test_flow_histograms_are_signed():
 def noisy_frames(m=6, height=32, width=48, seed=2):
     """Float frames (M, H, W, 3) on 0-255 without exact ties between the channels' gradient energies."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (m, height, width, 3), generator=g).float() + torch.rand(m, height, width, 3, generator=g)
+    return torch.randint(0, 256, (m, height, width, 3), generator=g).float() + torch.rand(
+        m, height, width, 3, generator=g
+    )
 
 
 @pytest.mark.parametrize("channels", ["max", "each"])
@@ -79,8 +83,10 @@ def test_cell_histograms_at_stride_one_is_the_cell_map(channels):
     got = H.cell_histograms(frames, channels=channels)
     assert got.shape == expected.shape == (6, 25, 41, 9 if channels == "max" else 27)
     assert torch.allclose(got, expected, atol=1e-5)
-    assert torch.allclose(H.cell_histograms(frames.floor().to(torch.uint8), channels=channels),
-                          H.cell_histograms(frames.floor(), channels=channels))
+    assert torch.allclose(
+        H.cell_histograms(frames.floor().to(torch.uint8), channels=channels),
+        H.cell_histograms(frames.floor(), channels=channels),
+    )
 
 
 @pytest.mark.parametrize("stride", [2, 4, 8])

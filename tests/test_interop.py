@@ -29,10 +29,21 @@ TOL = 1e-5
 def hf_config(**kw):
     """Our "tiny" size in Hugging Face terms, with VideoMAE's LayerNorm eps in the blocks."""
     return transformers.VideoMAEConfig(
-        image_size=SIZE, num_frames=FRAMES, tubelet_size=2, patch_size=16, hidden_size=192,
-        num_hidden_layers=12, num_attention_heads=3, intermediate_size=768, decoder_hidden_size=96,
-        decoder_num_hidden_layers=2, decoder_num_attention_heads=3, decoder_intermediate_size=384,
-        layer_norm_eps=1e-6, **kw)
+        image_size=SIZE,
+        num_frames=FRAMES,
+        tubelet_size=2,
+        patch_size=16,
+        hidden_size=192,
+        num_hidden_layers=12,
+        num_attention_heads=3,
+        intermediate_size=768,
+        decoder_hidden_size=96,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=3,
+        decoder_intermediate_size=384,
+        layer_norm_eps=1e-6,
+        **kw,
+    )
 
 
 def jitter(model, seed=0):
@@ -157,11 +168,17 @@ def hf_conversion_name(official: str) -> str:
     """Hugging Face's `convert_videomae_to_pytorch.rename_key` (official name -> Hub name), then transformers 5's
     renaming of `q_bias` / `v_bias` to `query.bias` / `value.bias`. (The qkv weight it splits in three.)"""
     name = official.replace("encoder.", "")
-    for old, new in [("patch_embed.proj", "videomae.embeddings.patch_embeddings.projection"),
-                     ("decoder.blocks", "decoder.decoder_layers"), ("blocks", "videomae.encoder.layer"),
-                     ("attn.proj", "attention.output.dense"), ("attn", "attention.attention"),
-                     ("norm1", "layernorm_before"), ("norm2", "layernorm_after"),
-                     ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense")]:
+    for old, new in [
+        ("patch_embed.proj", "videomae.embeddings.patch_embeddings.projection"),
+        ("decoder.blocks", "decoder.decoder_layers"),
+        ("blocks", "videomae.encoder.layer"),
+        ("attn.proj", "attention.output.dense"),
+        ("attn", "attention.attention"),
+        ("norm1", "layernorm_before"),
+        ("norm2", "layernorm_after"),
+        ("mlp.fc1", "intermediate.dense"),
+        ("mlp.fc2", "output.dense"),
+    ]:
         name = name.replace(old, new)
     if name in ("norm.weight", "norm.bias"):
         name = "videomae.layer" + name
@@ -171,12 +188,20 @@ def hf_conversion_name(official: str) -> str:
 
 
 HF_TO_OFFICIAL = [  # written independently of motionmae.models.interop; checked against hf_conversion_name
-    ("videomae.embeddings.patch_embeddings.projection", "patch_embed.proj"), ("videomae.encoder.layer", "blocks"),
-    ("decoder.decoder_layers", "decoder.blocks"), ("videomae.layernorm", "norm"),
-    ("attention.output.dense", "attn.proj"), ("attention.attention.query.bias", "attn.q_bias"),
-    ("attention.attention.value.bias", "attn.v_bias"), ("attention.attention.query.weight", "attn.qkv.weight"),
-    ("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("intermediate.dense", "mlp.fc1"),
-    ("output.dense", "mlp.fc2"), ("classifier", "head")]
+    ("videomae.embeddings.patch_embeddings.projection", "patch_embed.proj"),
+    ("videomae.encoder.layer", "blocks"),
+    ("decoder.decoder_layers", "decoder.blocks"),
+    ("videomae.layernorm", "norm"),
+    ("attention.output.dense", "attn.proj"),
+    ("attention.attention.query.bias", "attn.q_bias"),
+    ("attention.attention.value.bias", "attn.v_bias"),
+    ("attention.attention.query.weight", "attn.qkv.weight"),
+    ("layernorm_before", "norm1"),
+    ("layernorm_after", "norm2"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+    ("classifier", "head"),
+]
 
 
 def official_state(hf_state: dict, pretraining: bool) -> dict:
@@ -262,18 +287,28 @@ def our_checkpoint(path, target_dim=264, size="tiny", patch=16):
     model = jitter(PretrainModel(target_dim, size, FRAMES, SIZE, patch=patch, decoder_depth=1))
     config = Config()
     config.model.size, config.model.patch, config.data.frames, config.data.size = size, patch, FRAMES, SIZE
-    atomic_save({"model": model.state_dict(), "config": config.to_dict(),
-                 "target": {"name": "traj", "dim": target_dim}}, path)
+    atomic_save(
+        {"model": model.state_dict(), "config": config.to_dict(), "target": {"name": "traj", "dim": target_dim}}, path
+    )
     return model
 
 
-@pytest.mark.parametrize("other, keys", [
-    (dict(size="small"), r"shape mismatch: decoder\.blocks\.0\.attn\.proj\.bias \(96,\) vs model \(192,\).*"
-                         r"\(\+\d+ more\).*Checkpoint: encoder 192 wide.*model: encoder 384 wide"),
-    (dict(target_dim=PIXELS), r"decoder\.head\.bias \(264,\) vs model \(1536,\).*decoder\.head\.weight.*"
-                              r"264 outputs per token; model: .*1536 outputs per token"),
-    (dict(patch=8), r"encoder\.patch_embed\.proj\.weight \(192, 3, 2, 16, 16\) vs model \(192, 3, 2, 8, 8\)"),
-])
+@pytest.mark.parametrize(
+    "other, keys",
+    [
+        (
+            dict(size="small"),
+            r"shape mismatch: decoder\.blocks\.0\.attn\.proj\.bias \(96,\) vs model \(192,\).*"
+            r"\(\+\d+ more\).*Checkpoint: encoder 192 wide.*model: encoder 384 wide",
+        ),
+        (
+            dict(target_dim=PIXELS),
+            r"decoder\.head\.bias \(264,\) vs model \(1536,\).*decoder\.head\.weight.*"
+            r"264 outputs per token; model: .*1536 outputs per token",
+        ),
+        (dict(patch=8), r"encoder\.patch_embed\.proj\.weight \(192, 3, 2, 16, 16\) vs model \(192, 3, 2, 8, 8\)"),
+    ],
+)
 def test_mismatch_lists_the_keys(tmp_path, other, keys):
     our_checkpoint(tmp_path / "checkpoint.pt")
     kwargs = dict(dict(target_dim=264, size="tiny", patch=16), **other)

@@ -106,7 +106,7 @@ def test_no_import_cycle():
         state[module] = "open"
         for target in sorted(edges.get(module, ())):
             if state.get(target) == "open":
-                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+                cycles.append(" -> ".join(path[path.index(target) :] + [target]))
             elif target not in state:
                 visit(target, path + [target])
         state[module] = "done"
@@ -137,8 +137,12 @@ def drawing() -> dict[str, str]:
 
 def test_the_readme_draws_every_module_and_its_layer():
     drawn = drawing()
-    files = {path.relative_to(REPO).as_posix() for folder in ("motionmae", "bench") for path in
-             (REPO / folder).rglob("*.py") if path.name != "__init__.py"}
+    files = {
+        path.relative_to(REPO).as_posix()
+        for folder in ("motionmae", "bench")
+        for path in (REPO / folder).rglob("*.py")
+        if path.name != "__init__.py"
+    }
     assert sorted(files - set(drawn)) == [], "modules missing from the README's Layout drawing"
     assert sorted(p for p in drawn if p.endswith(".py") and p not in files) == [], "drawn modules that do not exist"
     for name, layer in LAYERS.items():

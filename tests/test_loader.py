@@ -45,8 +45,15 @@ def test_repeats_are_several_crops_and_masks_of_one_decoded_span(coded_list):
     data = DataConfig(train=str(coded_list), short_side=64, frames=4, stride=3, size=32, repeats=3)
     target = build_target("pixel")
     masks = MaskGenerator("tube", 0.5, token_grid(4, 32, 2, 16))
-    ds = PretrainDataset(read_list(coded_list), data, target.raw_span(4, 3), masks, seed=5, needs_flow=False,
-                         reads=target.span_reads(4, 3))
+    ds = PretrainDataset(
+        read_list(coded_list),
+        data,
+        target.raw_span(4, 3),
+        masks,
+        seed=5,
+        needs_flow=False,
+        reads=target.span_reads(4, 3),
+    )
     inputs = slice(0, 10, 3)
 
     def frame_numbers(sample):  # which frame of the video each input frame is, from its red level
@@ -61,15 +68,23 @@ def test_repeats_are_several_crops_and_masks_of_one_decoded_span(coded_list):
         assert not (torch.equal(crops[0], crops[1]) and torch.equal(crops[1], crops[2]))  # its own crop
         assert len({tuple(s["mask"].tolist()) for s in samples}) > 1  # and mask
         again = ds[key]
-        assert all(torch.equal(s["frames"], t["frames"]) and torch.equal(s["mask"], t["mask"])
-                   for s, t in zip(samples, again))
+        assert all(
+            torch.equal(s["frames"], t["frames"]) and torch.equal(s["mask"], t["mask"]) for s, t in zip(samples, again)
+        )
     starts = {frame_numbers(ds[(epoch, 0)][0])[0] for epoch in range(6)}
     assert len(starts) > 1  # the span itself is random
     other = PretrainDataset(read_list(coded_list), data, target.raw_span(4, 3), masks, seed=6, needs_flow=False)
     assert not all(torch.equal(s["mask"], t["mask"]) for s, t in zip(ds[(0, 0)], other[(0, 0)]))
     # the first repeat is the sample without repeats; collate joins the lists into one batch of clips
-    single = PretrainDataset(read_list(coded_list), dataclasses.replace(data, repeats=1), target.raw_span(4, 3),
-                             masks, seed=5, needs_flow=False, reads=target.span_reads(4, 3))
+    single = PretrainDataset(
+        read_list(coded_list),
+        dataclasses.replace(data, repeats=1),
+        target.raw_span(4, 3),
+        masks,
+        seed=5,
+        needs_flow=False,
+        reads=target.span_reads(4, 3),
+    )
     assert torch.equal(single[(0, 1)]["frames"], ds[(0, 1)][0]["frames"])
     batch = collate([ds[(0, 0)], ds[(0, 1)]])
     assert batch["frames"].shape[0] == 6 and batch["video"].tolist() == [0, 0, 0, 1, 1, 1]
@@ -83,12 +98,22 @@ def test_the_fast_loader_gives_the_samples_of_the_loader_before_it(preset, tiny_
     reads hold the same frames and flow (to 0.02 px: the mirror is now part of the flow's warp), the
     others zeros, and the targets built from them are the same."""
     data, cache = tiny_synthetic
-    config = load_config(preset, [f"data.train={data / 'train.csv'}", f"data.cache={cache}", "data.short_side=64",
-                                  "data.size=32", "data.frames=4", "data.stride=3"])
+    config = load_config(
+        preset,
+        [
+            f"data.train={data / 'train.csv'}",
+            f"data.cache={cache}",
+            "data.short_side=64",
+            "data.size=32",
+            "data.frames=4",
+            "data.stride=3",
+        ],
+    )
     target = build_target(config.target.name, **config.target.options)
     fast = build_dataset(config, target)
-    before = build_dataset(dataclasses.replace(config, data=dataclasses.replace(config.data, fast_loader=False)),
-                           target)
+    before = build_dataset(
+        dataclasses.replace(config, data=dataclasses.replace(config.data, fast_loader=False)), target
+    )
     frames_read, flows_read = fast.frames_read, fast.flows_read
     assert len(frames_read) < fast.raw_span and len(before.frames_read) == fast.raw_span
     for key in [(0, i) for i in range(6)]:
@@ -107,9 +132,30 @@ def test_the_fast_loader_gives_the_samples_of_the_loader_before_it(preset, tiny_
 
 def test_bench_loader_writes_every_side(tiny_synthetic, tmp_path, capsys):
     data, cache = tiny_synthetic
-    argv = ["bench", "loader", "--config", "demo", "--list", str(data / "train.csv"), "--cache", str(cache),
-            "--clips", "4", "--repeats", "2", "--rounds", "1", "--set", "data.frames=8", "--set", "data.short_side=64",
-            "--set", "data.size=64", "--out", str(tmp_path)]
+    argv = [
+        "bench",
+        "loader",
+        "--config",
+        "demo",
+        "--list",
+        str(data / "train.csv"),
+        "--cache",
+        str(cache),
+        "--clips",
+        "4",
+        "--repeats",
+        "2",
+        "--rounds",
+        "1",
+        "--set",
+        "data.frames=8",
+        "--set",
+        "data.short_side=64",
+        "--set",
+        "data.size=64",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "\nmachine: " in printed and "config: demo: 8 frames at stride 2" in printed and "ratio: " in printed
@@ -131,8 +177,18 @@ def test_repeats_share_the_spans_stored_flow_and_get_the_flow_read_for_each(tiny
     sample's flow equals the flow read from the cache for its own crop box, and the first sample
     is the sample without repeats."""
     data, cache = tiny_synthetic
-    config = load_config("mme", [f"data.train={data / 'train.csv'}", f"data.cache={cache}", "data.short_side=64",
-                                 "data.size=32", "data.frames=4", "data.stride=3", "data.repeats=3"])
+    config = load_config(
+        "mme",
+        [
+            f"data.train={data / 'train.csv'}",
+            f"data.cache={cache}",
+            "data.short_side=64",
+            "data.size=32",
+            "data.frames=4",
+            "data.stride=3",
+            "data.repeats=3",
+        ],
+    )
     target = build_target(config.target.name, **config.target.options)
     ds = build_dataset(config, target)
     single = build_dataset(dataclasses.replace(config, data=dataclasses.replace(config.data, repeats=1)), target)

@@ -12,13 +12,26 @@ import torch
 from motionmae.cli.main import main
 from motionmae.common.rng import sample_rng
 from motionmae.io.video import Clip, read_frames, write_video
-from motionmae.motion.masking import (MaskGenerator, guidance, make_mask, mgm_mask, num_masked, rectangle_mask,
-                                      smm_track, token_magnitude)
+from motionmae.motion.masking import (
+    MaskGenerator,
+    guidance,
+    make_mask,
+    mgm_mask,
+    num_masked,
+    rectangle_mask,
+    smm_track,
+    token_magnitude,
+)
 
 GRID = (8, 14, 14)
 STRATEGIES = [
-    ("tube", {}), ("random", {}), ("cube", {}),
-    ("smm", {}), ("smm", {"sparse": True}), ("mgm", {}), ("mgm", {"sparse": True}),
+    ("tube", {}),
+    ("random", {}),
+    ("cube", {}),
+    ("smm", {}),
+    ("smm", {"sparse": True}),
+    ("mgm", {}),
+    ("mgm", {"sparse": True}),
 ]
 
 
@@ -37,7 +50,11 @@ def _mask(kind, options, grid, ratio, seed):
 def test_exact_count(kind, options, ratio, grid):
     t, h, w = grid
     exact = Fraction(str(ratio))  # 0.7 * 35 is 24.5, not the float 24.4999...
-    expected = t * math.floor(exact * h * w + Fraction(1, 2)) if kind == "tube" else math.floor(exact * t * h * w + Fraction(1, 2))
+    expected = (
+        t * math.floor(exact * h * w + Fraction(1, 2))
+        if kind == "tube"
+        else math.floor(exact * t * h * w + Fraction(1, 2))
+    )
     assert num_masked(kind, grid, ratio) == expected
     for seed in range(5):
         mask = _mask(kind, options, grid, ratio, seed)
@@ -120,8 +137,9 @@ def test_smm_velocity_and_jitter_stay_within_bounds(max_speed, max_jitter):
         offsets = sizes - base
         assert (np.abs(offsets) <= max_jitter).all()
         assert (offsets.sum(axis=0) == 0).all()
-    moved = [np.abs(np.diff(smm_track(grid, 0.75, np.random.default_rng(s), 1.0, 1)[0], axis=0)).max()
-             for s in range(20)]
+    moved = [
+        np.abs(np.diff(smm_track(grid, 0.75, np.random.default_rng(s), 1.0, 1)[0], axis=0)).max() for s in range(20)
+    ]
     assert max(moved) > 0.5  # it does move
 
 
@@ -133,7 +151,7 @@ def test_mgm_rectangle_sits_on_the_peak():
     for seed in range(10):
         mask = mgm_mask(GRID, 0.3, np.random.default_rng(seed), magnitude).reshape(GRID)
         for j, (row, col) in enumerate(peaks):
-            assert mask[j, row - 1:row + 2, col - 1:col + 2].all()
+            assert mask[j, row - 1 : row + 2, col - 1 : col + 2].all()
             centroid = np.argwhere(mask[j]).mean(axis=0) + 0.5
             assert np.hypot(*(centroid - (row + 0.5, col + 0.5))) < 1.5
 
@@ -167,8 +185,8 @@ def moving_object(frames=16, size=224, obj=48, start=(8, 150), step=(7, -3), see
     covered = np.zeros((frames, size, size), bool)
     for t in range(frames):
         x, y = start[0] + step[0] * t, start[1] + step[1] * t
-        video[t, y:y + obj, x:x + obj] = texture
-        covered[t, y:y + obj, x:x + obj] = True
+        video[t, y : y + obj, x : x + obj] = texture
+        covered[t, y : y + obj, x : x + obj] = True
     p = size // 16
     tokens = covered.reshape(frames // 2, 2, p, 16, p, 16).mean(axis=(1, 3, 5)) > 0.25
     return video, tokens
@@ -217,7 +235,7 @@ def test_mjpeg_without_vectors_falls_back_and_reports_it(object_videos):
     assert by_difference.min() >= 0.8
     flow = np.zeros((15, 224, 224, 2), np.float32)
     video, _ = moving_object()
-    moved = (np.abs(np.diff(video.astype(np.int16), axis=0)).sum(-1) > 0)
+    moved = np.abs(np.diff(video.astype(np.int16), axis=0)).sum(-1) > 0
     flow[moved] = (7.0, -3.0)
     by_flow, sources = _coverage(generator, clip, tokens, flow=flow)
     assert sources == {"flow"}
@@ -244,7 +262,7 @@ def test_flow_guides_each_slice_by_the_raw_frames_it_covers(first_field, first_s
         mask, _ = generator.for_clip(clip, np.random.default_rng(seed), flow, stride)
         assert mask.reshape(grid)[first_slice:, 2, 0].all()
     # a span that ends on the last input frame: that frame has no fields, slice 3 is guided by fields 18 .. 20
-    magnitude, _ = guidance(clip, grid, flow[:(frames - 1) * stride], prefer="flow", stride=stride)
+    magnitude, _ = guidance(clip, grid, flow[: (frames - 1) * stride], prefer="flow", stride=stride)
     moving = 21 - max(first_field, 18)
     assert magnitude[3, 2, 0] == pytest.approx(np.hypot(2, 1) * moving / 3)
 
@@ -272,8 +290,9 @@ def test_masks_are_made_in_workers_and_travel_with_the_batch():
     generator = pickle.loads(pickle.dumps(MaskGenerator("mgm", grid=GRID)))
     assert generator == MaskGenerator("mgm", 0.75, GRID)
     # spawn: forking a process that has run decoder and OpenCV threads hung once in this suite
-    loader = torch.utils.data.DataLoader(_MaskedSamples(generator), batch_size=3, num_workers=2,
-                                         multiprocessing_context="spawn")
+    loader = torch.utils.data.DataLoader(
+        _MaskedSamples(generator), batch_size=3, num_workers=2, multiprocessing_context="spawn"
+    )
     masks = torch.cat([batch["mask"] for batch in loader])
     assert masks.dtype == torch.bool and masks.shape == (6, 1568)
     assert (masks.sum(dim=1) == generator.num_masked).all()
@@ -287,8 +306,7 @@ def test_masks_are_made_in_workers_and_travel_with_the_batch():
 def test_visualize_masks_command(object_videos, tmp_path, capsys):
     h264, _, _ = object_videos
     out = tmp_path / "masks.png"
-    assert main([
-        "visualize-masks", str(h264), "--mask", "mgm", "--stride", "1", "--out", str(out)]) == 0
+    assert main(["visualize-masks", str(h264), "--mask", "mgm", "--stride", "1", "--out", str(out)]) == 0
     image = cv2.imread(str(out))
     assert image is not None and image.shape[0] > 8 * 224 and image.shape[1] > 2 * 224
     assert "motion from mv" in capsys.readouterr().out

@@ -29,9 +29,18 @@ def test_pretrain_model_predicts_masked_tokens():
 
 def test_videomae_parameter_layout():
     keys = set(PretrainModel(target_dim=1536, size="small", frames=16, img_size=224, decoder_depth=4).state_dict())
-    for key in ["encoder.patch_embed.proj.weight", "encoder.blocks.11.attn.qkv.weight", "encoder.blocks.0.attn.q_bias",
-                "encoder.blocks.0.attn.v_bias", "encoder.norm.weight", "encoder_to_decoder.weight", "mask_token",
-                "decoder.blocks.3.mlp.fc2.weight", "decoder.norm.bias", "decoder.head.weight"]:
+    for key in [
+        "encoder.patch_embed.proj.weight",
+        "encoder.blocks.11.attn.qkv.weight",
+        "encoder.blocks.0.attn.q_bias",
+        "encoder.blocks.0.attn.v_bias",
+        "encoder.norm.weight",
+        "encoder_to_decoder.weight",
+        "mask_token",
+        "decoder.blocks.3.mlp.fc2.weight",
+        "decoder.norm.bias",
+        "decoder.head.weight",
+    ]:
         assert key in keys, key
     assert "encoder.blocks.0.attn.qkv.bias" not in keys and "encoder.pos_embed" not in keys
     classifier = set(VideoClassifier(num_classes=5, size="small").state_dict())
@@ -101,12 +110,23 @@ def test_classifier_and_drop_path():
 
 def test_part_heads_are_mlps_with_their_activations():
     parts = {"hog": 108, "position": 32}
-    model = PretrainModel(140, "tiny", frames=4, img_size=32, decoder_depth=1, decoder_dim=192, decoder_heads=6,
-                          head_parts=parts, head_activations={"hog": "sigmoid", "position": "tanh"})
+    model = PretrainModel(
+        140,
+        "tiny",
+        frames=4,
+        img_size=32,
+        decoder_depth=1,
+        decoder_dim=192,
+        decoder_heads=6,
+        head_parts=parts,
+        head_activations={"hog": "sigmoid", "position": "tanh"},
+    )
     heads = model.decoder.head.heads
     assert list(heads) == ["hog", "position"]
-    assert [(h[0].in_features, h[0].out_features, h[2].out_features) for h in heads.values()] == [(192, 512, 108),
-                                                                                                  (192, 512, 32)]
+    assert [(h[0].in_features, h[0].out_features, h[2].out_features) for h in heads.values()] == [
+        (192, 512, 108),
+        (192, 512, 32),
+    ]
     video = torch.randn(2, 3, 4, 32, 32) * 30  # large inputs drive the outputs towards the activations' bounds
     out = model(video, random_mask(2, model.encoder.num_tokens, 0.5))
     assert out.shape == (2, 4, 140)

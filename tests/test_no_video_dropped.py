@@ -16,7 +16,6 @@ import av
 import numpy as np
 import pytest
 import torch
-from conftest import translating_square
 
 from motionmae.cli.main import main
 from motionmae.common.tally import VideoTally, describe, skip_kind
@@ -29,11 +28,23 @@ from motionmae.train.finetune import finetune
 from motionmae.train.pretrain import pretrain
 from motionmae.train.probe import linear_probe
 
+from conftest import translating_square
+
 SIDE = 32  # decode short side and crop (px)
-SMALL = [f"data.short_side={SIDE}", f"data.size={SIDE}", "data.frames=8", "data.stride=2", "data.workers=0",
-         "model.size=tiny", "optim.batch_size=1", "optim.epochs=1", "run.log_every=1"]
+SMALL = [
+    f"data.short_side={SIDE}",
+    f"data.size={SIDE}",
+    "data.frames=8",
+    "data.stride=2",
+    "data.workers=0",
+    "model.size=tiny",
+    "optim.batch_size=1",
+    "optim.epochs=1",
+    "run.log_every=1",
+]
 PRETRAIN = SMALL + ["data.scales=[1.0]"]
 READABLE = {"bikes.mp4": 0, "square.mp4": 1, "dead_last.mp4": 0, "short.mp4": 1}
+
 
 def write_dead_last_packet(path, frames: np.ndarray) -> None:
     """H.264 in MP4 whose last packet holds only an access-unit delimiter: the container
@@ -80,8 +91,19 @@ def prepared(videos):
     """`motionmae prepare` of with_garbage.csv: (exit code, stdout, cache)."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["prepare", str(videos / "with_garbage.csv"), "--cache", str(videos / "cache"),
-                     "--short-side", str(SIDE), "--workers", "1", "--quiet"])
+        code = main(
+            [
+                "prepare",
+                str(videos / "with_garbage.csv"),
+                "--cache",
+                str(videos / "cache"),
+                "--short-side",
+                str(SIDE),
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
     return code, printed.getvalue(), MotionCache.from_dir(next((videos / "cache").glob("flow-*")))
 
 
@@ -126,24 +148,59 @@ def test_prepare_caches_every_readable_video_with_what_decodes(videos, prepared)
 @pytest.mark.slow  # prepare, a fine-tuning run and evaluate on an AVI
 def test_prepare_and_evaluate_read_an_avi_with_b_frames(videos, prepared, tmp_path):
     code, _, cache = prepared
-    assert main(["prepare", str(videos / "avi.csv"), "--cache", str(videos / "cache"), "--short-side", str(SIDE),
-                 "--workers", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(videos / "avi.csv"),
+                "--cache",
+                str(videos / "cache"),
+                "--short-side",
+                str(SIDE),
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert cache.info("x264.avi").num_frames == decodable(videos / "x264.avi") == probe(videos / "x264.avi").num_frames
-    finetuned = finetune(load_config("finetune-demo", SMALL + [
-        f"data.train={videos / 'avi.csv'}", f"data.val={videos / 'avi.csv'}", f"run.out={tmp_path / 'ft'}"],
-        task="finetune"), progress=False)
+    finetuned = finetune(
+        load_config(
+            "finetune-demo",
+            SMALL
+            + [f"data.train={videos / 'avi.csv'}", f"data.val={videos / 'avi.csv'}", f"run.out={tmp_path / 'ft'}"],
+            task="finetune",
+        ),
+        progress=False,
+    )
     assert finetuned.val["val_videos"]["read"] == 1
-    result = evaluate(finetuned.checkpoint, load_config(None, [
-        f"data.val={videos / 'avi.csv'}", "data.clips=5", "data.crops=3", f"run.out={tmp_path}", "data.workers=0"],
-        task="evaluate"), progress=False)
+    result = evaluate(
+        finetuned.checkpoint,
+        load_config(
+            None,
+            [f"data.val={videos / 'avi.csv'}", "data.clips=5", "data.crops=3", f"run.out={tmp_path}", "data.workers=0"],
+            task="evaluate",
+        ),
+        progress=False,
+    )
     assert result["videos"]["read"] == 1 and result["videos"]["skipped"] == 0
 
 
 def test_pretraining_reads_every_cached_video_and_logs_the_counts(videos, prepared, tmp_path, capsys):
     torch.set_num_threads(1)
     cache = prepared[2]
-    code = main(["pretrain", "--config", "demo", *[f"--set={s}" for s in PRETRAIN], f"--set=data.cache={cache.dir}",
-                 f"--set=data.train={videos / 'videos.csv'}", f"--set=run.out={tmp_path}"])
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            "demo",
+            *[f"--set={s}" for s in PRETRAIN],
+            f"--set=data.cache={cache.dir}",
+            f"--set=data.train={videos / 'videos.csv'}",
+            f"--set=run.out={tmp_path}",
+        ]
+    )
     assert code == 0 and "training videos: 4 of 4 videos read, 0 skipped" in capsys.readouterr().out
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     counts = [r["videos"] for r in records if "videos" in r]
@@ -163,9 +220,12 @@ def test_pretraining_skips_an_unreadable_file_with_its_reason(videos, tmp_path):
 
 def test_finetune_linear_probe_and_evaluate_read_every_readable_video(videos, tmp_path, capsys):
     torch.set_num_threads(1)
-    config = load_config("finetune-demo", SMALL + [
-        f"data.train={videos / 'with_garbage.csv'}", f"data.val={videos / 'videos.csv'}", f"run.out={tmp_path}"],
-        task="finetune")
+    config = load_config(
+        "finetune-demo",
+        SMALL
+        + [f"data.train={videos / 'with_garbage.csv'}", f"data.val={videos / 'videos.csv'}", f"run.out={tmp_path}"],
+        task="finetune",
+    )
     tuned = finetune(config, progress=False)
     only_garbage_skipped(tuned.videos.to_dict(), "not_a_video")
     assert (tuned.val["val_videos"]["read"], tuned.val["val_videos"]["skipped"]) == (4, 0)
@@ -173,17 +233,44 @@ def test_finetune_linear_probe_and_evaluate_read_every_readable_video(videos, tm
     assert [r["videos"] for r in records if "videos" in r] == [tuned.videos.to_dict()]
     assert [r["val_videos"] for r in records if "val_videos" in r] == [tuned.val["val_videos"]]
 
-    probe_result = linear_probe(tuned.checkpoint, load_config(None, [
-        f"data.train={videos / 'videos.csv'}", f"data.val={videos / 'with_garbage.csv'}", f"run.out={tmp_path / 'probe'}",
-        "optim.epochs=2", "data.workers=0", "data.val_views=[2, 3]"], task="linear-probe"), progress=False)
+    probe_result = linear_probe(
+        tuned.checkpoint,
+        load_config(
+            None,
+            [
+                f"data.train={videos / 'videos.csv'}",
+                f"data.val={videos / 'with_garbage.csv'}",
+                f"run.out={tmp_path / 'probe'}",
+                "optim.epochs=2",
+                "data.workers=0",
+                "data.val_views=[2, 3]",
+            ],
+            task="linear-probe",
+        ),
+        progress=False,
+    )
     assert (probe_result["videos"]["train"]["read"], probe_result["videos"]["train"]["skipped"]) == (4, 0)
     only_garbage_skipped(probe_result["videos"]["val"], "not_a_video")
     saved = json.loads((tmp_path / "probe" / "linear-probe.json").read_text())
     assert saved["videos"] == probe_result["videos"]
 
     capsys.readouterr()
-    code = main(["evaluate", str(tuned.checkpoint), "--val", str(videos / "with_garbage.csv"), "--clips", "5",
-                 "--crops", "3", "--out", str(tmp_path / "eval"), "--set", "data.workers=0"])
+    code = main(
+        [
+            "evaluate",
+            str(tuned.checkpoint),
+            "--val",
+            str(videos / "with_garbage.csv"),
+            "--clips",
+            "5",
+            "--crops",
+            "3",
+            "--out",
+            str(tmp_path / "eval"),
+            "--set",
+            "data.workers=0",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "videos: 4 of 5 videos read, 1 skipped (not_a_video 1)" in out
     result = json.loads((tmp_path / "eval" / "evaluate.json").read_text())
@@ -196,15 +283,28 @@ def test_mgm_on_hevc_falls_back_once_and_counts_mask_sources(tmp_path, caplog):
     """HEVC exports no motion vectors: its masks follow frame difference (the pixel target loads no flow),
     the H.264 video's follow the vectors; one warning for the whole run; every sample counted once."""
     torch.set_num_threads(1)
-    write_video(tmp_path / "hevc.mp4", translating_square(frames=24), codec="libx265",
-                options={"x265-params": "log-level=error"})
+    write_video(
+        tmp_path / "hevc.mp4",
+        translating_square(frames=24),
+        codec="libx265",
+        options={"x265-params": "log-level=error"},
+    )
     write_video(tmp_path / "h264.mp4", translating_square(frames=24, step=(0, 1), seed=1))
     with VideoReader(tmp_path / "hevc.mp4") as reader:
         assert reader.info.codec == "hevc" and not reader.read(np.arange(24), motion=True).has_motion.any()
     (tmp_path / "list.csv").write_text("hevc.mp4 0\nh264.mp4 1\n")
-    config = load_config("mgm", PRETRAIN + ["data.size=64", "data.short_side=64", "optim.batch_size=2",
-                                         "optim.epochs=3", f"data.train={tmp_path / 'list.csv'}",
-                                         f"run.out={tmp_path / 'run'}"])
+    config = load_config(
+        "mgm",
+        PRETRAIN
+        + [
+            "data.size=64",
+            "data.short_side=64",
+            "optim.batch_size=2",
+            "optim.epochs=3",
+            f"data.train={tmp_path / 'list.csv'}",
+            f"run.out={tmp_path / 'run'}",
+        ],
+    )
     with caplog.at_level(logging.WARNING, logger="motionmae.train.pretrain"):
         pretrain(config)
     warnings = [r.getMessage() for r in caplog.records if r.name == "motionmae.train.pretrain"]

@@ -99,9 +99,27 @@ def run_cli(capsys, caplog, *argv) -> str:
 def test_every_pretraining_preset_steps_on_real_video(preset, real_videos, tmp_path, capsys, caplog):
     listing, cache = real_videos
     out = tmp_path / preset
-    run_cli(capsys, caplog, "pretrain", "--config", preset, "--set", f"data.train={listing}",
-            "--set", f"data.cache={cache}", "--set", "data.workers=0", "--set", "model.size=tiny",
-            "--set", "optim.batch_size=2", "--set", "run.max_steps=1", "--set", f"run.out={out}")
+    run_cli(
+        capsys,
+        caplog,
+        "pretrain",
+        "--config",
+        preset,
+        "--set",
+        f"data.train={listing}",
+        "--set",
+        f"data.cache={cache}",
+        "--set",
+        "data.workers=0",
+        "--set",
+        "model.size=tiny",
+        "--set",
+        "optim.batch_size=2",
+        "--set",
+        "run.max_steps=1",
+        "--set",
+        f"run.out={out}",
+    )
     ran, own = yaml.safe_load((out / "config.yaml").read_text()), load_config(preset).to_dict()
     for section in ("data", "target", "mask"):
         assert settings(ran, section) == settings(own, section)
@@ -112,8 +130,23 @@ def test_every_pretraining_preset_steps_on_real_video(preset, real_videos, tmp_p
 
 def test_a_video_missing_from_the_motion_cache_is_a_one_line_error(real_videos, tmp_path, capsys):
     listing, _ = real_videos
-    code = main(["pretrain", "--config", "mme", "--set", f"data.train={listing}", "--set", f"data.cache={tmp_path}",
-                 "--set", "data.workers=0", "--set", "model.size=tiny", "--set", f"run.out={tmp_path / 'run'}"])
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            "mme",
+            "--set",
+            f"data.train={listing}",
+            "--set",
+            f"data.cache={tmp_path}",
+            "--set",
+            "data.workers=0",
+            "--set",
+            "model.size=tiny",
+            "--set",
+            f"run.out={tmp_path / 'run'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "motionmae prepare" in err and "bikes.mp4" in err, err
 
@@ -123,16 +156,47 @@ def test_a_video_missing_from_the_motion_cache_is_a_one_line_error(real_videos, 
 def test_every_finetuning_preset_steps_and_evaluates_on_real_video(preset, real_videos, tmp_path, capsys, caplog):
     listing, _ = real_videos
     out = tmp_path / preset
-    run_cli(capsys, caplog, "finetune", "none", "--config", preset, "--train", listing, "--val", listing,
-            "--out", out, "--set", "data.workers=0", "--set", "model.size=tiny", "--set", "optim.batch_size=2",
-            "--set", "run.max_steps=1")
+    run_cli(
+        capsys,
+        caplog,
+        "finetune",
+        "none",
+        "--config",
+        preset,
+        "--train",
+        listing,
+        "--val",
+        listing,
+        "--out",
+        out,
+        "--set",
+        "data.workers=0",
+        "--set",
+        "model.size=tiny",
+        "--set",
+        "optim.batch_size=2",
+        "--set",
+        "run.max_steps=1",
+    )
     ran, own = yaml.safe_load((out / "config.yaml").read_text()), load_config(preset).to_dict()
     assert settings(ran, "data") == settings(own, "data") and ran["aug"] == own["aug"]
     val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "val_top1" in line]
     assert len(val) == 1 and val[0]["val_videos"]["read"] == 2 and val[0]["val_videos"]["skipped"] == 0
 
-    run_cli(capsys, caplog, "evaluate", out / "checkpoint.pt", "--val", listing, "--clips", 2, "--crops", 3,
-            "--set", "data.workers=0")
+    run_cli(
+        capsys,
+        caplog,
+        "evaluate",
+        out / "checkpoint.pt",
+        "--val",
+        listing,
+        "--clips",
+        2,
+        "--crops",
+        3,
+        "--set",
+        "data.workers=0",
+    )
     result = json.loads((out / "evaluate" / "evaluate.json").read_text())
     assert result["videos"]["videos"] == result["videos"]["read"] == 2 and result["videos"]["skipped"] == 0
     assert (result["clips"], result["crops"], result["views"]) == (2, 3, 6)
@@ -156,9 +220,12 @@ def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp_path / "dist",
-                    source], check=True, capture_output=True)
-    wheel, = (tmp_path / "dist").glob("motionmae-*.whl")
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp_path / "dist", source],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("motionmae-*.whl")
     files = zipfile.ZipFile(wheel).namelist()
     assert not [f for f in files if not f.startswith(("motionmae/", "motionmae-"))], files
     presets = [f for f in files if f.startswith("motionmae/config/presets/") and f.endswith(".yaml")]
@@ -166,27 +233,43 @@ def test_a_wheel_installed_elsewhere_lists_and_loads_every_preset(tmp_path):
     env = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", env], check=True)
     python = env / "bin" / "python"
-    subprocess.run([*pip, "--python", python, "install", "--no-deps", "--no-index", wheel], check=True,
-                   capture_output=True)
-    own_site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(
+        [*pip, "--python", python, "install", "--no-deps", "--no-index", wheel], check=True, capture_output=True
+    )
+    own_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     (Path(own_site) / "_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    script = ("import json, motionmae; from motionmae.config import load_config, preset_names; "
-              "print(json.dumps({'file': motionmae.__file__, 'presets': {n: load_config(n).to_dict() "
-              "for n in preset_names()}}))")
-    shown = json.loads(subprocess.run([python, "-c", script], cwd=elsewhere, check=True, capture_output=True,
-                                      text=True).stdout)
+    script = (
+        "import json, motionmae; from motionmae.config import load_config, preset_names; "
+        "print(json.dumps({'file': motionmae.__file__, 'presets': {n: load_config(n).to_dict() "
+        "for n in preset_names()}}))"
+    )
+    shown = json.loads(
+        subprocess.run([python, "-c", script], cwd=elsewhere, check=True, capture_output=True, text=True).stdout
+    )
     assert Path(shown["file"]).is_relative_to(env)
     assert shown["presets"] == {name: load_config(name).to_dict() for name in preset_names()}
     assert len(shown["presets"]) == len(list((REPO / "motionmae" / "config" / "presets").glob("*.yaml")))
     for command, names in (("pretrain", PRETRAIN), ("finetune", FINETUNE)):
-        usage = subprocess.run([env / "bin" / "motionmae", command, "--help"], cwd=elsewhere, check=True,
-                               capture_output=True, text=True, env={**os.environ, "COLUMNS": "1000"}).stdout
+        usage = subprocess.run(
+            [env / "bin" / "motionmae", command, "--help"],
+            cwd=elsewhere,
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "1000"},
+        ).stdout
         assert f"preset ({', '.join(names)})" in usage, usage
-    bench = subprocess.run([env / "bin" / "motionmae", "bench", "speed", "--quick"], cwd=elsewhere,
-                           capture_output=True, text=True)
-    assert bench.returncode == 2 and bench.stderr.strip() == ("motionmae bench: error: benchmarks live in the source "
-                                                              "tree's bench/ folder; run from a clone")
+    bench = subprocess.run(
+        [env / "bin" / "motionmae", "bench", "speed", "--quick"], cwd=elsewhere, capture_output=True, text=True
+    )
+    assert bench.returncode == 2 and bench.stderr.strip() == (
+        "motionmae bench: error: benchmarks live in the source tree's bench/ folder; run from a clone"
+    )

@@ -19,10 +19,22 @@ from motionmae.train.pretrain import pretrain
 
 def overrides(tiny_synthetic, out, *extra):
     data, cache = tiny_synthetic
-    return [f"data.train={data / 'train.csv'}", f"data.cache={cache}", f"run.out={out}",
-            "data.short_side=64", "data.frames=8", "data.stride=2", "data.workers=0", "optim.batch_size=4", "optim.epochs=4",
-            "optim.warmup_epochs=1", "optim.base_lr=1e-3", "run.log_every=1", "run.checkpoint_every=1000",
-            *extra]
+    return [
+        f"data.train={data / 'train.csv'}",
+        f"data.cache={cache}",
+        f"run.out={out}",
+        "data.short_side=64",
+        "data.frames=8",
+        "data.stride=2",
+        "data.workers=0",
+        "optim.batch_size=4",
+        "optim.epochs=4",
+        "optim.warmup_epochs=1",
+        "optim.base_lr=1e-3",
+        "run.log_every=1",
+        "run.checkpoint_every=1000",
+        *extra,
+    ]
 
 
 def records(out) -> list[dict]:
@@ -56,8 +68,7 @@ def test_resume_continues_exactly(tiny_synthetic, tmp_path):
     assert counts == uninterrupted.videos.to_dict() and (counts["read"], counts["skipped"]) == (24, 0)  # 6 x 4
 
 
-def test_repeated_sampling_trains_on_clips_of_half_the_videos_and_the_log_times_the_data_wait(tiny_synthetic,
-                                                                                             tmp_path):
+def test_repeated_sampling_trains_on_clips_of_half_the_videos_and_the_log_times_the_data_wait(tiny_synthetic, tmp_path):
     torch.set_num_threads(1)
     result = pretrain(load_config("demo", overrides(tiny_synthetic, tmp_path, "run.max_steps=3", "data.repeats=2")))
     logged = [r for r in records(tmp_path) if "loss" in r]
@@ -91,8 +102,17 @@ def test_resume_across_an_epoch_boundary_with_workers(tiny_synthetic, tmp_path):
 
 def test_diverging_loss_stops_and_keeps_last_good_checkpoint(tiny_synthetic, tmp_path):
     torch.set_num_threads(1)
-    config = load_config("demo", overrides(tiny_synthetic, tmp_path, "optim.base_lr=1e30", "optim.warmup_epochs=0",
-                                           "run.checkpoint_every=1", "run.max_steps=20"))
+    config = load_config(
+        "demo",
+        overrides(
+            tiny_synthetic,
+            tmp_path,
+            "optim.base_lr=1e30",
+            "optim.warmup_epochs=0",
+            "run.checkpoint_every=1",
+            "run.max_steps=20",
+        ),
+    )
     with pytest.raises(TrainingDiverged, match="last good checkpoint kept"):
         pretrain(config)
     state = checkpoints.load(tmp_path / "checkpoint.pt")
@@ -121,9 +141,22 @@ def test_ddp_two_processes_match_one_process(tiny_synthetic, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("ddp_pretrain.py")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(two),
-         *overrides(tiny_synthetic, two, "run.max_steps=4", "optim.batch_size=2")],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(two),
+            *overrides(tiny_synthetic, two, "run.max_steps=4", "optim.batch_size=2"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(two / "params-rank0.pt")
     rank1 = torch.load(two / "params-rank1.pt")
@@ -136,13 +169,26 @@ def test_ddp_two_processes_match_one_process(tiny_synthetic, tmp_path):
 def test_every_method_preset_trains(preset, tiny_synthetic, tmp_path):
     """Each method's target and mask run through the real loop (model shrunk to the demo's size)."""
     torch.set_num_threads(1)
-    config = load_config(preset, overrides(tiny_synthetic, tmp_path, "run.max_steps=2", "model.size=tiny",
-                                           "data.size=64", "data.short_side=64", "data.scales=[1.0]"))
+    config = load_config(
+        preset,
+        overrides(
+            tiny_synthetic,
+            tmp_path,
+            "run.max_steps=2",
+            "model.size=tiny",
+            "data.size=64",
+            "data.short_side=64",
+            "data.scales=[1.0]",
+        ),
+    )
     result = pretrain(config)
     state = checkpoints.load(result.checkpoint)
     assert state["target"]["name"] == config.target.name and len(losses(tmp_path)) == 2
     assert all(loss == loss and loss < 1e3 for loss in losses(tmp_path))
     model, _ = model_from_checkpoint(result.checkpoint)  # what `convert` and fine-tuning read
-    assert torch.equal(model.state_dict()["patch_embed.proj.weight" if preset == "mme-release-k400"
-                                          else "encoder.patch_embed.proj.weight"],
-                       result.model.encoder.patch_embed.proj.weight)
+    assert torch.equal(
+        model.state_dict()[
+            "patch_embed.proj.weight" if preset == "mme-release-k400" else "encoder.patch_embed.proj.weight"
+        ],
+        result.model.encoder.patch_embed.proj.weight,
+    )

@@ -50,25 +50,43 @@ def poison(path, marker, protocol=None):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """12 classes x 2 videos of 32 px x 24 frames (12 train, 12 val)."""
-    return make_dataset(tmp_path_factory.mktemp("data") / "syn", videos_per_class=2, size=32, frames=24,
-                        workers=1, progress=False)
+    return make_dataset(
+        tmp_path_factory.mktemp("data") / "syn", videos_per_class=2, size=32, frames=24, workers=1, progress=False
+    )
 
 
 @pytest.fixture(scope="module")
 def pretrained(data, tmp_path_factory):
     """A ViT-tiny pretraining checkpoint (pixel target, 1 step)."""
-    config = load_config("demo", SMALL + ["target.name=pixel", "target.options=null",
-                                          f"data.train={data / 'train.csv'}", "run.max_steps=1",
-                                          f"run.out={tmp_path_factory.mktemp('pretrain')}"])
+    config = load_config(
+        "demo",
+        SMALL
+        + [
+            "target.name=pixel",
+            "target.options=null",
+            f"data.train={data / 'train.csv'}",
+            "run.max_steps=1",
+            f"run.out={tmp_path_factory.mktemp('pretrain')}",
+        ],
+    )
     return pretrain(config).checkpoint
 
 
 @pytest.fixture(scope="module")
 def finetuned(data, pretrained, tmp_path_factory):
     """A ViT-tiny fine-tuning checkpoint (1 step)."""
-    config = load_config("finetune-demo", SMALL + [
-        f"data.train={data / 'train.csv'}", f"data.val={data / 'val.csv'}", "run.max_steps=1", "run.eval_every=0",
-        f"run.out={tmp_path_factory.mktemp('finetune')}"], task="finetune")
+    config = load_config(
+        "finetune-demo",
+        SMALL
+        + [
+            f"data.train={data / 'train.csv'}",
+            f"data.val={data / 'val.csv'}",
+            "run.max_steps=1",
+            "run.eval_every=0",
+            f"run.out={tmp_path_factory.mktemp('finetune')}",
+        ],
+        task="finetune",
+    )
     return finetune(config, pretrained, progress=False).checkpoint
 
 
@@ -77,9 +95,11 @@ def finetuned(data, pretrained, tmp_path_factory):
 
 def test_the_payload_runs_when_unpickled_unsafely(tmp_path):
     """The control: both poisoned formats do run their payload under a plain unpickler."""
-    for protocol, unpickle in ((None, lambda path: torch.load(path, weights_only=False)),
-                               (2, lambda path: pickle.loads(path.read_bytes())),
-                               (5, lambda path: pickle.loads(path.read_bytes()))):
+    for protocol, unpickle in (
+        (None, lambda path: torch.load(path, weights_only=False)),
+        (2, lambda path: pickle.loads(path.read_bytes())),
+        (5, lambda path: pickle.loads(path.read_bytes())),
+    ):
         marker = tmp_path / f"MARKER-{protocol}"
         unpickle(poison(tmp_path / f"evil-{protocol}.pth", marker, protocol))
         assert marker.exists()
@@ -95,8 +115,20 @@ def _hf_folder(tmp_path, marker):
 
 def _feature_cache(tmp_path, marker, data, pretrained):
     """Run the linear probe once, then replace its cached training features with a poisoned file."""
-    argv = ["linear-probe", str(pretrained), "--train", str(data / "train.csv"), "--val", str(data / "val.csv"),
-            "--out", str(tmp_path / "probe"), "--set", "optim.epochs=1", "--set", "data.workers=0"]
+    argv = [
+        "linear-probe",
+        str(pretrained),
+        "--train",
+        str(data / "train.csv"),
+        "--val",
+        str(data / "val.csv"),
+        "--out",
+        str(tmp_path / "probe"),
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "data.workers=0",
+    ]
     assert main(argv) == 0
     [cache] = (tmp_path / "probe" / "features").glob("train-*.pt")
     poison(cache, marker)
@@ -112,37 +144,72 @@ def _sets(overrides):
 
 
 def _pretrain_sets(data, tmp_path):
-    return _sets(SMALL + ["target.name=pixel", "target.options=null", f"data.train={data / 'train.csv'}",
-                          f"run.out={tmp_path / 'run'}"])
+    return _sets(
+        SMALL
+        + [
+            "target.name=pixel",
+            "target.options=null",
+            f"data.train={data / 'train.csv'}",
+            f"run.out={tmp_path / 'run'}",
+        ]
+    )
 
 
 # each case: (tmp_path, marker, data, pretrained) -> (argv, the poisoned file the error must name)
 COMMANDS = {
     "convert": lambda t, m, d, p: (["convert", str(poison(t / "evil.pth", m)), str(t / "out")], t / "evil.pth"),
     "convert-bare-pickle": lambda t, m, d, p: (
-        ["convert", str(poison(t / "evil.pth", m, protocol=2)), str(t / "out")], t / "evil.pth"),
+        ["convert", str(poison(t / "evil.pth", m, protocol=2)), str(t / "out")],
+        t / "evil.pth",
+    ),
     "convert-bare-pickle-protocol-5": lambda t, m, d, p: (
-        ["convert", str(poison(t / "evil.pth", m, protocol=5)), str(t / "out")], t / "evil.pth"),
+        ["convert", str(poison(t / "evil.pth", m, protocol=5)), str(t / "out")],
+        t / "evil.pth",
+    ),
     "convert-hf-folder": lambda t, m, d, p: (
-        ["convert", str(_hf_folder(t, m)[0]), str(t / "out.pt")], t / "hf" / "pytorch_model.bin"),
+        ["convert", str(_hf_folder(t, m)[0]), str(t / "out.pt")],
+        t / "hf" / "pytorch_model.bin",
+    ),
     "finetune": lambda t, m, d, p: (
         ["finetune", str(poison(t / "evil.pt", m)), *_lists(d), *_sets(SMALL), "--out", str(t / "run")],
-        t / "evil.pt"),
+        t / "evil.pt",
+    ),
     "finetune-resume": lambda t, m, d, p: (
-        ["finetune", "none", *_lists(d), *_sets(SMALL + ["model.size=tiny"]), "--out", str(t / "run"),
-         "--resume", str(poison(t / "evil.pt", m))], t / "evil.pt"),
+        [
+            "finetune",
+            "none",
+            *_lists(d),
+            *_sets(SMALL + ["model.size=tiny"]),
+            "--out",
+            str(t / "run"),
+            "--resume",
+            str(poison(t / "evil.pt", m)),
+        ],
+        t / "evil.pt",
+    ),
     "pretrain-resume": lambda t, m, d, p: (
         ["pretrain", "--config", "demo", *_pretrain_sets(d, t), "--resume", str(poison(t / "evil.pt", m))],
-        t / "evil.pt"),
+        t / "evil.pt",
+    ),
     "linear-probe": lambda t, m, d, p: (
-        ["linear-probe", str(poison(t / "evil.pt", m)), *_lists(d), "--set", "data.workers=0"], t / "evil.pt"),
+        ["linear-probe", str(poison(t / "evil.pt", m)), *_lists(d), "--set", "data.workers=0"],
+        t / "evil.pt",
+    ),
     "linear-probe-feature-cache": lambda t, m, d, p: _feature_cache(t, m, d, p),
     "evaluate": lambda t, m, d, p: (
         ["evaluate", str(poison(t / "evil.pt", m)), "--val", str(d / "val.csv"), "--set", "data.workers=0"],
-        t / "evil.pt"),
+        t / "evil.pt",
+    ),
     "visualize": lambda t, m, d, p: (
-        ["visualize", str(poison(t / "evil.pt", m)), str(next((d / "videos").rglob("*.mp4"))),
-         "--out", str(t / "v.png")], t / "evil.pt"),
+        [
+            "visualize",
+            str(poison(t / "evil.pt", m)),
+            str(next((d / "videos").rglob("*.mp4"))),
+            "--out",
+            str(t / "v.png"),
+        ],
+        t / "evil.pt",
+    ),
     "upgrade-checkpoint": lambda t, m, d, p: (["upgrade-checkpoint", str(poison(t / "evil.pt", m))], t / "evil.pt"),
 }
 
@@ -159,8 +226,9 @@ def test_a_hostile_pickle_runs_no_code_and_gives_one_line(command, data, pretrai
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    expected = ("needs unsafe unpickling" if command.endswith("protocol-5")
-                else f"refused: unpickling it would call {SYSTEM}")
+    expected = (
+        "needs unsafe unpickling" if command.endswith("protocol-5") else f"refused: unpickling it would call {SYSTEM}"
+    )
     assert lines[0].startswith(f"motionmae {argv[0]}: error: {evil}: ") and expected in lines[0]
     assert "Traceback" not in out + err
 
@@ -213,8 +281,9 @@ def test_a_motionmae_0_1_checkpoint_is_refused_then_upgraded(pretrained, tmp_pat
 def test_official_checkpoint_with_argparse_namespace_loads(tmp_path):
     """VideoMAE's training script saves its command line as an argparse.Namespace under "args"."""
     encoder = VisionTransformer("tiny", 4, 32)
-    args = argparse.Namespace(model="pretrain_videomae_tiny_patch16_224", lr=1.5e-3, input_size=32,
-                              window_size=(2, 2, 2), resume="")
+    args = argparse.Namespace(
+        model="pretrain_videomae_tiny_patch16_224", lr=1.5e-3, input_size=32, window_size=(2, 2, 2), resume=""
+    )
     torch.save({"model": encoder.state_dict(), "epoch": 799, "args": args}, tmp_path / "official.pth")
     assert checkpoints.load(tmp_path / "official.pth")["args"] == args
     model, loaded = model_from_checkpoint(tmp_path / "official.pth", frames=4, img_size=32)
@@ -236,12 +305,31 @@ def test_safetensors_export_loads_back_identically(pretrained, finetuned, data, 
         assert all(torch.equal(v, original["model"][k]) for k, v in model.state_dict().items())
 
     video = next((data / "videos").rglob("*.mp4"))
-    assert np.array_equal(visualize_checkpoint(pretrained, video, seed=1).reconstruction,
-                          visualize_checkpoint(tmp_path / "pretrained.safetensors", video, seed=1).reconstruction)
+    assert np.array_equal(
+        visualize_checkpoint(pretrained, video, seed=1).reconstruction,
+        visualize_checkpoint(tmp_path / "pretrained.safetensors", video, seed=1).reconstruction,
+    )
     (pt, pt_config), (st, st_config) = load_classifier(finetuned), load_classifier(tmp_path / "finetuned.safetensors")
     assert st_config == pt_config and all(torch.equal(v, pt.state_dict()[k]) for k, v in st.state_dict().items())
-    assert main(["evaluate", str(tmp_path / "finetuned.safetensors"), "--val", str(data / "val.csv"), "--clips", "1",
-                 "--crops", "1", "--set", "data.workers=0", "--out", str(tmp_path / "evaluate")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "finetuned.safetensors"),
+                "--val",
+                str(data / "val.csv"),
+                "--clips",
+                "1",
+                "--crops",
+                "1",
+                "--set",
+                "data.workers=0",
+                "--out",
+                str(tmp_path / "evaluate"),
+            ]
+        )
+        == 0
+    )
 
     assert main(["convert", str(pretrained), str(tmp_path / "x.pt"), "--to", "safetensors"]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
@@ -254,5 +342,7 @@ def test_resume_refuses_a_weights_only_export(data, pretrained, tmp_path, capsys
     argv = ["pretrain", "--config", "demo", *_pretrain_sets(data, tmp_path), "--resume", str(export)]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
-    assert err == (f"motionmae pretrain: error: {export}: cannot resume from it (no optimizer, scheduler, scaler, "
-                   f"rng, step); --resume takes the checkpoint.pt of a run folder")
+    assert err == (
+        f"motionmae pretrain: error: {export}: cannot resume from it (no optimizer, scheduler, scaler, "
+        f"rng, step); --resume takes the checkpoint.pt of a run folder"
+    )

@@ -20,8 +20,16 @@ from motionmae.common.lists import read_list
 from motionmae.common.tally import VideoTally
 from motionmae.config import load_config
 from motionmae.data.datasets import ClipSpec, TrainAugment
-from motionmae.data.shards import (ShardIndex, ShardStream, buffer_order, clip_dataset, epoch_loader, pretrain_dataset,
-                                   read_items, single_pass_loader)
+from motionmae.data.shards import (
+    ShardIndex,
+    ShardStream,
+    buffer_order,
+    clip_dataset,
+    epoch_loader,
+    pretrain_dataset,
+    read_items,
+    single_pass_loader,
+)
 from motionmae.io.cache import CacheParams, MotionCache
 from motionmae.models.vit import VisionTransformer, token_grid
 from motionmae.motion.flow import FlowParams
@@ -36,8 +44,22 @@ SIZE = 5  # videos per shard: 24 training videos -> 5 shards, the last with 4; 1
 
 
 def pack_cli(source, cache, out, *extra) -> int:
-    return main(["pack", str(source), "--cache", str(cache), "--out", str(out), "--short-side", "64",
-                 "--shard-size", str(SIZE), "--quiet", *extra])
+    return main(
+        [
+            "pack",
+            str(source),
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--short-side",
+            "64",
+            "--shard-size",
+            str(SIZE),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def pattern(folder, name, shards) -> str:
@@ -60,8 +82,19 @@ def packed(tiny_synthetic, tmp_path_factory):
 
 def data_config(tiny_synthetic, train, *extra):
     _, cache = tiny_synthetic
-    return load_config("demo", [f"data.train={train}", f"data.cache={cache}", "data.short_side=64", "data.frames=8",
-                                "data.stride=2", "data.workers=0", "data.shard_buffer=4", *extra])
+    return load_config(
+        "demo",
+        [
+            f"data.train={train}",
+            f"data.cache={cache}",
+            "data.short_side=64",
+            "data.frames=8",
+            "data.stride=2",
+            "data.workers=0",
+            "data.shard_buffer=4",
+            *extra,
+        ],
+    )
 
 
 def dataset(config):
@@ -82,6 +115,7 @@ def test_pack_stores_the_files_and_cache_entries_as_they_are(tiny_synthetic, pac
     assert index.counts.tolist() == [5, 5, 5, 5, 4]
     assert [(i.key, i.label) for i in index] == [(i.key, i.label) for i in items]
     import webdataset  # the library's own reader sees our samples
+
     samples = list(webdataset.WebDataset(index.urls, shardshuffle=False))
     assert len(samples) == 24 and all({"video", "flow", "cls", "json"} <= set(s) for s in samples)
     for sample, item in zip(samples, items):
@@ -130,8 +164,22 @@ def test_videos_missing_from_the_cache_are_skipped_and_reported(tiny_synthetic, 
     for name in names:
         shutil.copy(data / "videos" / name, tmp_path / Path(name).name)
     (tmp_path / "list.csv").write_text("grow_00000.mp4 6\nshrink_00001.mp4 7\n")
-    assert main(["prepare", str(tmp_path / "list.csv"), "--cache", str(tmp_path / "cache"), "--short-side", "64",
-                 "--workers", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(tmp_path / "list.csv"),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--short-side",
+                "64",
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "list.csv").write_text("grow_00000.mp4 6\nshrink_00001.mp4 7\nnew.mp4 6\n")
     os.rename(tmp_path / "grow_00001.mp4", tmp_path / "new.mp4")  # never prepared
     assert pack_cli(tmp_path / "list.csv", tmp_path / "cache", tmp_path / "out") == 1
@@ -140,8 +188,10 @@ def test_videos_missing_from_the_cache_are_skipped_and_reported(tiny_synthetic, 
     assert "SKIPPED" in captured.err and "new.mp4" in captured.err
     index = ShardIndex.open(tmp_path / "out" / "list-000000.tar")
     assert [item.key for item in index] == ["grow_00000.mp4", "shrink_00001.mp4"]
-    assert main(["pack", str(tmp_path / "list.csv"), "--cache", str(tmp_path / "nothing"), "--out",
-                 str(tmp_path / "o2")]) == 1  # no cache there (a failure): one line, no traceback
+    assert (
+        main(["pack", str(tmp_path / "list.csv"), "--cache", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")])
+        == 1
+    )  # no cache there (a failure): one line, no traceback
     assert "run `motionmae prepare" in capsys.readouterr().err
 
 
@@ -216,19 +266,41 @@ def test_features_from_shards_equal_features_from_the_list(tiny_synthetic, packe
     env = Distributed()
     runs = {}
     for name, source in (("list", data / "val.csv"), ("shards", pattern(packed, "val", 3))):
-        result, _ = clip_features(encoder, clip_dataset(read_items(source), spec), env, tmp_path / f"{name}.pt",
-                                  batch_size=5, workers=0, progress=False, desc=name)
-        runs[name] = {path.split(":")[-1].split(str(data) + "/")[-1]: f for path, f in
-                      zip(result["paths"], result["features"])}
+        result, _ = clip_features(
+            encoder,
+            clip_dataset(read_items(source), spec),
+            env,
+            tmp_path / f"{name}.pt",
+            batch_size=5,
+            workers=0,
+            progress=False,
+            desc=name,
+        )
+        runs[name] = {
+            path.split(":")[-1].split(str(data) + "/")[-1]: f for path, f in zip(result["paths"], result["features"])
+        }
     assert runs["list"].keys() == runs["shards"].keys()
     assert all(torch.allclose(runs["list"][k], runs["shards"][k], atol=1e-5) for k in runs["list"])
 
 
 def test_finetune_trains_and_validates_on_shards(packed, tmp_path):
-    config = load_config("finetune-demo", [
-        f"data.train={pattern(packed, 'train', 5)}", f"data.val={pattern(packed, 'val', 3)}", "data.short_side=32",
-        "data.size=32", "data.frames=8", "data.workers=0", "optim.batch_size=8", "run.max_steps=2",
-        "aug.repeats=2", "run.log_samples=true", f"run.out={tmp_path}"], task="finetune")
+    config = load_config(
+        "finetune-demo",
+        [
+            f"data.train={pattern(packed, 'train', 5)}",
+            f"data.val={pattern(packed, 'val', 3)}",
+            "data.short_side=32",
+            "data.size=32",
+            "data.frames=8",
+            "data.workers=0",
+            "optim.batch_size=8",
+            "run.max_steps=2",
+            "aug.repeats=2",
+            "run.log_samples=true",
+            f"run.out={tmp_path}",
+        ],
+        task="finetune",
+    )
     result = finetune(config, progress=False)
     assert result.val["val_videos"]["read"] == 12 and result.steps == 2
     logged = [json.loads(line) for line in (tmp_path / "samples-rank0.jsonl").read_text().splitlines()]
@@ -267,9 +339,18 @@ def test_sample_log_and_exact_resume_with_loader_workers(tiny_synthetic, packed,
     whole, split = tmp_path / "whole", tmp_path / "split"
 
     def run(out, steps, resume=None):
-        config = data_config(tiny_synthetic, pattern(packed, "train", 5), "data.workers=2", "optim.batch_size=4",
-                             "optim.epochs=2", "run.log_samples=true", "run.log_every=1", f"run.out={out}",
-                             f"run.max_steps={steps}", "optim.warmup_epochs=1")
+        config = data_config(
+            tiny_synthetic,
+            pattern(packed, "train", 5),
+            "data.workers=2",
+            "optim.batch_size=4",
+            "optim.epochs=2",
+            "run.log_samples=true",
+            "run.log_every=1",
+            f"run.out={out}",
+            f"run.max_steps={steps}",
+            "optim.warmup_epochs=1",
+        )
         return pretrain(config, resume=resume)
 
     run(whole, 6)  # one epoch
@@ -280,8 +361,10 @@ def test_sample_log_and_exact_resume_with_loader_workers(tiny_synthetic, packed,
     records = [json.loads(line) for line in read[whole].splitlines()]
     epoch0 = [k for r in records if r["epoch"] == 0 for k in r["keys"]]
     assert len(epoch0) == len(set(epoch0)) == 24
-    losses = [[r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-              for out in (whole, split)]
+    losses = [
+        [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+        for out in (whole, split)
+    ]
     assert len(losses[0]) == 6 and losses[0] == losses[1]
 
 
@@ -291,16 +374,41 @@ def test_ddp_two_processes_read_every_sample_once_per_epoch(tiny_synthetic, pack
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("ddp_pretrain.py")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-         str(tmp_path), f"data.train={pattern(packed, 'train', 5)}", f"data.cache={cache}", "data.short_side=64",
-         "data.frames=8", "data.stride=2", "data.workers=0", "data.shard_buffer=4", "optim.batch_size=3",
-         "optim.epochs=2", "optim.warmup_epochs=1", "run.log_samples=true", "run.checkpoint_every=1000", f"run.out={tmp_path}"],
-        capture_output=True, text=True, env=env, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(tmp_path),
+            f"data.train={pattern(packed, 'train', 5)}",
+            f"data.cache={cache}",
+            "data.short_side=64",
+            "data.frames=8",
+            "data.stride=2",
+            "data.workers=0",
+            "data.shard_buffer=4",
+            "optim.batch_size=3",
+            "optim.epochs=2",
+            "optim.warmup_epochs=1",
+            "run.log_samples=true",
+            "run.checkpoint_every=1000",
+            f"run.out={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"params-rank{r}.pt") for r in range(2))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    logs = [[json.loads(line) for line in (tmp_path / f"samples-rank{r}.jsonl").read_text().splitlines()]
-            for r in range(2)]
+    logs = [
+        [json.loads(line) for line in (tmp_path / f"samples-rank{r}.jsonl").read_text().splitlines()] for r in range(2)
+    ]
     assert [len(log) for log in logs] == [8, 8]  # 24 / (3 x 2) = 4 steps per epoch, 2 epochs
     keys = {item.key for item in read_list(data / "train.csv")}
     orders = []

@@ -54,12 +54,13 @@ def appearance_features(frame):
     hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV).astype(np.float32) / 255
     luma = rgb.mean(-1)
     side = luma.shape[0] // 4
-    layout = luma[:side * 4, :side * 4].reshape(4, side, 4, side).mean((1, 3)).ravel()
+    layout = luma[: side * 4, : side * 4].reshape(4, side, 4, side).mean((1, 3)).ravel()
     channels = [rgb[..., 0], rgb[..., 1], rgb[..., 2], hsv[..., 1], hsv[..., 2]]
     histograms = [np.histogram(c, bins=8, range=(0, 1))[0] / c.size for c in channels]
     gy, gx = np.gradient(luma)
-    return np.concatenate([rgb.mean((0, 1)), rgb.std((0, 1)), layout, *histograms,
-                           [np.hypot(gx, gy).mean(), (hsv[..., 1] > 0.5).mean()]])
+    return np.concatenate(
+        [rgb.mean((0, 1)), rgb.std((0, 1)), layout, *histograms, [np.hypot(gx, gy).mean(), (hsv[..., 1] > 0.5).mean()]]
+    )
 
 
 def displacement_features(pose):
@@ -70,8 +71,15 @@ def displacement_features(pose):
     features = []
     for a, b in zip(cut[:-1], cut[1:]):
         primary, other = pose[b, 0, :2] - pose[a, 0, :2], pose[b, 1, :2] - pose[a, 1, :2]
-        features += [*primary, np.linalg.norm(primary), np.log(pose[b, 0, 3] / pose[a, 0, 3]),
-                     pose[b, 0, 2] - pose[a, 0, 2], *other, np.linalg.norm(other), gap[b] - gap[a]]
+        features += [
+            *primary,
+            np.linalg.norm(primary),
+            np.log(pose[b, 0, 3] / pose[a, 0, 3]),
+            pose[b, 0, 2] - pose[a, 0, 2],
+            *other,
+            np.linalg.norm(other),
+            gap[b] - gap[a],
+        ]
     return np.array(features)
 
 
@@ -120,8 +128,9 @@ def test_render_of_chosen_frames_matches_the_full_video():
 # ---------------------------------------------------------------- truth matches the pixels
 
 
-@pytest.mark.parametrize("name,camera", [("move_right", "none"), ("rotate_clockwise", "pan"),
-                                         ("shrink", "zoom"), ("approach", "none")])
+@pytest.mark.parametrize(
+    "name,camera", [("move_right", "none"), ("rotate_clockwise", "pan"), ("shrink", "zoom"), ("approach", "none")]
+)
 def test_true_flow_carries_each_frame_onto_the_next(name, camera):
     """Warping frame t+1 back with the true flow matches frame t inside the (moving) objects."""
     label = CLASSES.index(name)
@@ -135,8 +144,9 @@ def test_true_flow_carries_each_frame_onto_the_next(name, camera):
     warped_error, still_error = [], []
     for t in range(11):
         # inside every object (not its edge), where the same object is seen at the flow's destination
-        interior = np.any([cv2.erode((mask[t] == k).astype(np.uint8), np.ones((3, 3))) > 0
-                           for k in range(1, mask.max() + 1)], axis=0)
+        interior = np.any(
+            [cv2.erode((mask[t] == k).astype(np.uint8), np.ones((3, 3))) > 0 for k in range(1, mask.max() + 1)], axis=0
+        )
         to_x, to_y = np.rint(xs + flow[t, ..., 0]).astype(int), np.rint(ys + flow[t, ..., 1]).astype(int)
         inside = (to_x >= 0) & (to_x < 64) & (to_y >= 0) & (to_y < 64)
         interior &= inside & (mask[t + 1][to_y.clip(0, 63), to_x.clip(0, 63)] == mask[t])
@@ -214,7 +224,7 @@ def test_written_video_matches_render_and_codec_vectors_follow_truth(reference):
         for key in ("pose", "mask", "camera", "center"):
             np.testing.assert_array_equal(stored[key], truth[key])
         mse = np.mean((clip.frames.astype(np.float64) - rendered) ** 2)
-        assert 10 * np.log10(255 ** 2 / mse) > 30  # H.264 at crf 18 stays close to the render
+        assert 10 * np.log10(255**2 / mse) > 30  # H.264 at crf 18 stays close to the render
         # Codec vectors of small objects are coarse: check the direction of the object's
         # motion relative to the background's (which removes any camera motion).
         flow = synthetic.true_flow(truth).reshape(15, 8, 8, 8, 8, 2).mean((2, 4))
@@ -258,8 +268,10 @@ def test_resume_after_damage_restores_the_same_data(reference, tmp_path):
 @pytest.mark.slow  # a subprocess killed mid-run
 def test_killed_run_lists_nothing_half_written_and_resumes(tmp_path):
     out = tmp_path / "killed"
-    script = ("from motionmae.data.synthetic import make_dataset; "
-              f"make_dataset({str(out)!r}, videos_per_class=20, size=64, frames=48, workers=1, progress=False)")
+    script = (
+        "from motionmae.data.synthetic import make_dataset; "
+        f"make_dataset({str(out)!r}, videos_per_class=20, size=64, frames=48, workers=1, progress=False)"
+    )
     child = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 30
     while len(list(out.glob("videos/*/*.npz"))) < 5 and time.time() < deadline and child.poll() is None:
@@ -280,19 +292,24 @@ def test_killed_run_lists_nothing_half_written_and_resumes(tmp_path):
 
 def test_cli_writes_a_dataset(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["make-synthetic", str(out), "--videos-per-class", "1", "--size", "32", "--frames", "8",
-                 "--workers", "1"]) == 0
+    assert (
+        main(["make-synthetic", str(out), "--videos-per-class", "1", "--size", "32", "--frames", "8", "--workers", "1"])
+        == 0
+    )
     assert "12 videos" in capsys.readouterr().out
     assert len((out / "train.csv").read_text().splitlines()) == 12
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--size", "16"], "too small for the shapes"),
-    (["--size", "33"], "must be even"),
-    (["--videos-per-class", "0"], "at least 1"),
-    (["--frames", "3"], "too few"),
-    (["--workers", "0"], "--workers"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--size", "16"], "too small for the shapes"),
+        (["--size", "33"], "must be even"),
+        (["--videos-per-class", "0"], "at least 1"),
+        (["--frames", "3"], "too few"),
+        (["--workers", "0"], "--workers"),
+    ],
+)
 def test_cli_bad_arguments_give_one_line(tmp_path, capsys, extra, message):
     assert main(["make-synthetic", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err
@@ -310,8 +327,22 @@ def test_cli_refuses_bad_out(reference, tmp_path, capsys):
         ([str(blocker / "out")], "cannot write to OUT"),
         ([str(blocker)], "is a file"),
         ([str(foreign)], "holds no motionmae synthetic data set"),
-        ([str(reference), "--videos-per-class", "3", "--size", "64", "--frames", "16", "--seed", "4",
-          "--camera-motion", "mixed"], "holds a different data set (seed=3 there, 4 asked)"),
+        (
+            [
+                str(reference),
+                "--videos-per-class",
+                "3",
+                "--size",
+                "64",
+                "--frames",
+                "16",
+                "--seed",
+                "4",
+                "--camera-motion",
+                "mixed",
+            ],
+            "holds a different data set (seed=3 there, 4 asked)",
+        ),
     ]
     for argv, message in cases:
         assert main(["make-synthetic", *argv, "--workers", "1"]) == 2

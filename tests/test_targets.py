@@ -62,8 +62,9 @@ def test_across_k_norm_is_the_release_patch_std_over_the_k_trajectories():
 
 def uniform_flow_clip(span, velocity, height=32, width=32):
     """Random frames and a flow moving everything by `velocity` (dx, dy) px per frame."""
-    frames = torch.randint(0, 256, (1, span, height, width, 3), generator=torch.Generator().manual_seed(0),
-                           dtype=torch.uint8)
+    frames = torch.randint(
+        0, 256, (1, span, height, width, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     return frames, torch.tensor(velocity, dtype=torch.float32).expand(1, span - 1, height, width, 2).contiguous()
 
 
@@ -83,11 +84,13 @@ def test_default_keeps_direction_right_left_up_down_are_four_targets():
         assert torch.allclose(token, torch.tensor([0.8 * dx, 0.8 * dy]).expand(4, 6, 2))
         ys[name] = token
     names = list(ys)
-    assert all(not torch.allclose(ys[a], ys[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    assert all(not torch.allclose(ys[a], ys[b]) for i, a in enumerate(names) for b in names[i + 1 :])
     # the old default standardized each token: right and up collide, as do left and down
     token_norm = build_target("traj", shape=False, traj_norm="token")
-    old = {name: position_part(token_norm, *uniform_flow_clip(span, (0.8 * dx, 0.8 * dy), 64, 64))[0][0, 5]
-           for name, (dx, dy) in directions.items()}
+    old = {
+        name: position_part(token_norm, *uniform_flow_clip(span, (0.8 * dx, 0.8 * dy), 64, 64))[0][0, 5]
+        for name, (dx, dy) in directions.items()
+    }
     assert torch.allclose(old["right"], old["up"]) and torch.allclose(old["left"], old["down"])
 
 
@@ -107,8 +110,9 @@ def noise_flow(span, size, correlated, seed=0, level=0.1):
 def test_default_sends_still_noise_to_about_zero(correlated):
     target = build_target("traj", shape=False)
     span, size = target.raw_span(16, 2), 64
-    frames = torch.randint(0, 256, (1, span, size, size, 3), generator=torch.Generator().manual_seed(1),
-                           dtype=torch.uint8)
+    frames = torch.randint(
+        0, 256, (1, span, size, size, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )
     flow = noise_flow(span, size, correlated)
     y, valid = position_part(target, frames, flow, 16, 2)
     assert valid.float().mean() > 0.9
@@ -142,7 +146,13 @@ def test_flipping_frames_and_flow_negates_x_motion_and_mirrors_hog():
     yf, validf = target(frames.flip(3), flipped_flow, num_frames=4, stride=2)
 
     def mirrored(x, part):  # (B, N, K, ...) of one part with tokens and the cells inside them right to left
-        return x[..., part].reshape(2, 2, 4, 6, 2, 2, 6, -1).flip(3).flip(5).reshape(2, -1, 6, x[..., part].shape[-1] // 24)
+        return (
+            x[..., part]
+            .reshape(2, 2, 4, 6, 2, 2, 6, -1)
+            .flip(3)
+            .flip(5)
+            .reshape(2, -1, 6, x[..., part].shape[-1] // 24)
+        )
 
     position, shape = target.parts["position"], target.parts["shape"]
     assert torch.equal(mirrored(validf, position), valid[..., position].reshape(2, -1, 6, 2))
@@ -173,7 +183,9 @@ def test_no_interpolation_steps_over_the_input_stride():
 
 
 def rightward_clip(span, height=32, width=64, speed=3.0):
-    frames = torch.randint(0, 256, (1, span, height, width, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    frames = torch.randint(
+        0, 256, (1, span, height, width, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     flow = torch.zeros(1, span - 1, height, width, 2)
     flow[..., 0] = speed
     return frames, flow
@@ -238,8 +250,10 @@ def release_reference(frames, flow, num_frames, stride, steps=4):
         image = (frames[(2 * j + 1) * stride] / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
         hist = np.zeros((height // 8, width // 8, 3, 9))
         for c in range(3):
+
             def at(y, x):
                 return image[min(max(y, 0), height - 1), min(max(x, 0), width - 1), c]
+
             for y in range(height):
                 for x in range(width):
                     gx = sum(w * (at(y + k - 1, x - 1) - at(y + k - 1, x + 1)) for k, w in enumerate(sobel))
@@ -399,7 +413,9 @@ def test_flow_baselines():
     assert y.shape == (1, 16, 144) and y.abs().max() == 0  # uniform motion has no motion boundaries
     flow[:, :, :, 32:, 0] = -2.0  # a vertical boundary between x = 31 and 32
     y, _ = build_target("mbh")(frames, flow, num_frames=4, stride=2)
-    boundary = y.view(1, 2, 2, 4, 2, 2, 2, 2, 9)[0, 0, 0, 1, 0, 0, 1]  # slice 0, row 0, token col 1, frame 0, cell (0, 1)
+    boundary = y.view(1, 2, 2, 4, 2, 2, 2, 2, 9)[
+        0, 0, 0, 1, 0, 0, 1
+    ]  # slice 0, row 0, token col 1, frame 0, cell (0, 1)
     assert boundary[0].argmax() in (0, 8) and boundary[1].abs().max() == 0  # dx changes along x; dy is flat
 
 
@@ -422,9 +438,22 @@ def test_registry():
         build_target("traj")(frames, None, num_frames=2, stride=1)
 
 
-@pytest.mark.parametrize("name, options", [
-    ("traj", {}), ("traj", {"interpolate": False}), ("traj", {"shape": False, "traj_len": 4}), ("traj", RELEASE_TRAJ),
-    ("pixel", {}), ("hog", {}), ("flow", {}), ("hof", {}), ("mbh", {}), ("hog+traj", RELEASE), ("pixel+mbh", {})])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("traj", {}),
+        ("traj", {"interpolate": False}),
+        ("traj", {"shape": False, "traj_len": 4}),
+        ("traj", RELEASE_TRAJ),
+        ("pixel", {}),
+        ("hog", {}),
+        ("flow", {}),
+        ("hof", {}),
+        ("mbh", {}),
+        ("hog+traj", RELEASE),
+        ("pixel+mbh", {}),
+    ],
+)
 def test_a_target_reads_only_the_frames_and_flow_fields_it_declares(name, options):
     """The loader leaves out what `span_reads` does not list: other values there change no target value."""
     target = build_target(name, **options)
@@ -503,5 +532,7 @@ def test_coarse_hog_stride_is_close_to_exact_on_real_video(video, request):
     keep = valid[..., shape]
     error = (y[..., shape][keep] - y_exact[..., shape][keep]).norm() / y_exact[..., shape][keep].norm()
     assert 0 < error < 0.06
-    normalized = [build_target("traj", hog_stride=s)(frames, flow, num_frames=16, stride=2)[0][..., shape] for s in (1, 2)]
+    normalized = [
+        build_target("traj", hog_stride=s)(frames, flow, num_frames=16, stride=2)[0][..., shape] for s in (1, 2)
+    ]
     assert (normalized[0] - normalized[1])[keep].pow(2).mean().sqrt() < 0.08  # on unit-variance targets

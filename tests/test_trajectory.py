@@ -54,7 +54,9 @@ def test_start_points_are_cell_centres_grouped_by_token():
 
 def rotation_flow(height, width, degrees, centre):
     """Exact flow (1, 2, H, W) of a rotation by `degrees` about `centre` (x, y)."""
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
     a = math.radians(degrees)
     dx, dy = x - centre[0], y - centre[1]
     moved_x = centre[0] + math.cos(a) * dx - math.sin(a) * dy
@@ -71,7 +73,15 @@ def test_tracking_an_analytic_rotation_is_exact():
     for step in range(7):
         a = math.radians(5.0 * step)
         d = points[0] - torch.tensor([32.0, 30.0])
-        truth.append(torch.stack((32 + math.cos(a) * d[:, 0] - math.sin(a) * d[:, 1], 30 + math.sin(a) * d[:, 0] + math.cos(a) * d[:, 1]), -1))
+        truth.append(
+            torch.stack(
+                (
+                    32 + math.cos(a) * d[:, 0] - math.sin(a) * d[:, 1],
+                    30 + math.sin(a) * d[:, 0] + math.cos(a) * d[:, 1],
+                ),
+                -1,
+            )
+        )
     assert torch.allclose(positions[0], torch.stack(truth), atol=1e-3)
 
 
@@ -129,8 +139,13 @@ def test_tracking_dis_flow_of_rendered_frames_stays_within_a_pixel(velocity):
 def object_map(pose) -> np.ndarray:
     """(3, 3) object-local -> image map of a synthetic object pose (cx, cy, angle, radius), fixed camera."""
     cx, cy, angle, radius = (float(v) for v in pose)
-    return np.array([[radius * math.cos(angle), -radius * math.sin(angle), cx],
-                     [radius * math.sin(angle), radius * math.cos(angle), cy], [0, 0, 1]])
+    return np.array(
+        [
+            [radius * math.cos(angle), -radius * math.sin(angle), cx],
+            [radius * math.sin(angle), radius * math.cos(angle), cy],
+            [0, 0, 1],
+        ]
+    )
 
 
 @pytest.mark.parametrize("label", ["move_right", "rotate_clockwise", "grow", "approach"])
@@ -143,7 +158,9 @@ def test_tracking_true_flow_of_synthetic_videos_follows_object_points(label):
     ys, xs = np.nonzero(interior)
     assert len(xs) > 10
     points = np.stack([xs, ys, np.ones_like(xs)], 1).astype(np.float64)
-    positions = track(flow, torch.tensor([start]), 6, torch.tensor(points[None, None, :, :2], dtype=torch.float32))[0, 0]
+    positions = track(flow, torch.tensor([start]), 6, torch.tensor(points[None, None, :, :2], dtype=torch.float32))[
+        0, 0
+    ]
     back = np.linalg.inv(object_map(truth["pose"][start, 0]))
     expected = np.stack([(object_map(truth["pose"][start + k, 0]) @ back @ points.T).T[:, :2] for k in range(7)])
     assert (positions - torch.tensor(expected, dtype=torch.float32)).norm(dim=-1).max() < 0.05

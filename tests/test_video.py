@@ -7,12 +7,26 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import translating_square
 
-from motionmae.io.video import (B_FRAMES_WITHOUT_VECTORS, MOTION_VECTOR_CODECS, EmptyVideoError, FrameIndexError,
-                                NoVideoStreamError, NotAVideoError, VideoError, VideoNotFoundError, VideoReader,
-                                iter_frames, output_size, probe, read_frames, write_video)
+from motionmae.io.video import (
+    B_FRAMES_WITHOUT_VECTORS,
+    MOTION_VECTOR_CODECS,
+    EmptyVideoError,
+    FrameIndexError,
+    NotAVideoError,
+    NoVideoStreamError,
+    VideoError,
+    VideoNotFoundError,
+    VideoReader,
+    iter_frames,
+    output_size,
+    probe,
+    read_frames,
+    write_video,
+)
 from motionmae.io.video_samples import SAMPLES, encoder
+
+from conftest import translating_square
 
 
 def sequential_frames(path) -> np.ndarray:
@@ -120,8 +134,12 @@ def test_count_is_what_decodes(name, request):
     assert info.num_frames == len(sequential_frames(path)) and not info.truncated
     # packets that show no frame: an edit list's 2 cut frames, 8 N-VOPs, a final N-VOP after packed
     # B-frames, 7 VP8 hidden frames (WebM states no count)
-    shows_less = {"h264-edit-mp4": (60, 58), "mpeg4-nvop-avi": (68, 60), "mpeg4-packed-avi": (61, 60),
-                  "vp8-webm": (0, 53)}
+    shows_less = {
+        "h264-edit-mp4": (60, 58),
+        "mpeg4-nvop-avi": (68, 60),
+        "mpeg4-packed-avi": (61, 60),
+        "vp8-webm": (0, 53),
+    }
     assert (info.container_frames, info.num_frames) == shows_less.get(name, (info.container_frames, 60))
     assert info.container_frames in (0, 60) or name in shows_less  # 0: MKV, WebM and TS state no count
 
@@ -194,6 +212,7 @@ def test_resize_scales_frames_and_vectors(square_h264):
     assert output_size(96, 64, 32) == (48, 32)
     assert small.frames.shape == (36, 32, 48, 3) and small.motion.shape == (36, 4, 6, 2)
     assert np.array_equal(small.has_motion, full.has_motion)
+
     def moving_dx(clip):  # median x-displacement of the cells that move
         vectors = clip.motion[clip.has_motion].reshape(-1, 2)
         return np.median(vectors[np.linalg.norm(vectors, axis=1) > 0.1, 0])
@@ -208,10 +227,12 @@ def exact_rgb(frame, width: int, height: int) -> np.ndarray:
     h, w = frame.height, frame.width
     planes = frame.to_ndarray(format="yuv420p")
     y = planes[:h].astype(np.float64) - 16
-    u, v = (cv2.resize(p.reshape(h // 2, w // 2).astype(np.float64), (w, h)) - 128
-            for p in np.split(planes[h:].ravel(), 2))
-    rgb = np.stack([1.164383 * y + 1.596027 * v, 1.164383 * y - 0.391762 * u - 0.812968 * v,
-                    1.164383 * y + 2.017232 * u], axis=-1)
+    u, v = (
+        cv2.resize(p.reshape(h // 2, w // 2).astype(np.float64), (w, h)) - 128 for p in np.split(planes[h:].ravel(), 2)
+    )
+    rgb = np.stack(
+        [1.164383 * y + 1.596027 * v, 1.164383 * y - 0.391762 * u - 0.812968 * v, 1.164383 * y + 2.017232 * u], axis=-1
+    )
     return cv2.resize(np.clip(rgb, 0, 255), (width, height), interpolation=cv2.INTER_AREA)
 
 
@@ -289,7 +310,8 @@ def test_info_command_reports_bad_files_and_continues(tmp_path, bikes, square_mj
     bad.write_text("garbage")
     result = subprocess.run(
         [sys.executable, "-m", "motionmae", "info", str(bikes), str(bad), str(square_mjpeg)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()

@@ -26,10 +26,24 @@ FRAMES, STRIDE, TUBELET, SIZE = 8, 2, 2, 64  # the clip the checkpoints are trai
 def train(tiny_synthetic, out, *extra):
     data, cache = tiny_synthetic
     torch.set_num_threads(1)
-    config = load_config("demo", [f"data.train={data / 'train.csv'}", f"data.cache={cache}", f"run.out={out}",
-                                  f"data.frames={FRAMES}", f"data.stride={STRIDE}", "data.workers=0",
-                                  f"data.short_side={SIZE}", f"data.size={SIZE}", "model.patch=16",
-                                  "optim.batch_size=4", "optim.base_lr=1e-3", "run.max_steps=4", *extra])
+    config = load_config(
+        "demo",
+        [
+            f"data.train={data / 'train.csv'}",
+            f"data.cache={cache}",
+            f"run.out={out}",
+            f"data.frames={FRAMES}",
+            f"data.stride={STRIDE}",
+            "data.workers=0",
+            f"data.short_side={SIZE}",
+            f"data.size={SIZE}",
+            "model.patch=16",
+            "optim.batch_size=4",
+            "optim.base_lr=1e-3",
+            "run.max_steps=4",
+            *extra,
+        ],
+    )
     return pretrain(config).checkpoint
 
 
@@ -87,7 +101,7 @@ def test_pixel_checkpoint_draws_a_reconstruction(pixel_checkpoint, tiny_syntheti
     assert cv2.imread(str(out)).shape == figure_shape(2, 3)
 
     result = visualize_checkpoint(pixel_checkpoint, video, seed=1)
-    inputs = result.frames[0:(FRAMES - 1) * STRIDE + 1:STRIDE]
+    inputs = result.frames[0 : (FRAMES - 1) * STRIDE + 1 : STRIDE]
     pixels = np.kron(result.mask, np.ones((1, 16, 16), bool)).repeat(TUBELET, axis=0)  # (T, S, S)
     assert result.image.shape == figure_shape(4, 3) and result.truth is None
     assert np.array_equal(result.reconstruction[~pixels], inputs[~pixels])  # visible tokens kept
@@ -95,8 +109,9 @@ def test_pixel_checkpoint_draws_a_reconstruction(pixel_checkpoint, tiny_syntheti
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "motionmae", "visualize", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "motionmae", "visualize", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bad_inputs_give_one_line_errors(traj_checkpoint, tiny_synthetic, tmp_path):
@@ -148,8 +163,11 @@ def rendered(figure):
 
 
 def test_bar_chart_draws_each_bar_to_its_height_with_error_bars():
-    figure = bar_chart({"a": {"probe": (40.0, 5.0), "fine-tune": (20.0, None)}, "b": {"probe": (10.0, None)}},
-                       "title", line=("chance", 8.3))
+    figure = bar_chart(
+        {"a": {"probe": (40.0, 5.0), "fine-tune": (20.0, None)}, "b": {"probe": (10.0, None)}},
+        "title",
+        line=("chance", 8.3),
+    )
     renderer, ax = rendered(figure), figure.axes[0]
     a_probe, b_probe, a_finetune = [bar.get_window_extent(renderer) for bar in ax.patches]
     assert a_probe.y0 == b_probe.y0 == a_finetune.y0  # from 0
@@ -159,7 +177,7 @@ def test_bar_chart_draws_each_bar_to_its_height_with_error_bars():
     assert ax.patches[0].get_facecolor() == ax.patches[1].get_facecolor() != ax.patches[2].get_facecolor()
 
     (whisker,) = [c for c in ax.collections if len(c.get_segments())]  # only a's probe has an error
-    (low, high), = [ax.transData.transform(segment) for segment in whisker.get_segments()]
+    ((low, high),) = [ax.transData.transform(segment) for segment in whisker.get_segments()]
     assert low[0] == pytest.approx((a_probe.x0 + a_probe.x1) / 2, abs=0.5)  # down the bar's middle
     assert (high[1] - a_probe.y1, a_probe.y1 - low[1]) == pytest.approx((a_probe.height / 8,) * 2, abs=0.5)  # +-5
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["probe", "fine-tune"]
@@ -169,19 +187,23 @@ def test_bar_chart_draws_each_bar_to_its_height_with_error_bars():
 def test_bar_chart_line_label_overlaps_nothing_and_stays_in_the_figure():
     rng = np.random.default_rng(0)
     for case in range(10):
-        groups = {f"method {g}" * (1 + g % 2): {f"series {k}": (float(rng.uniform(0, 100)),
-                                                                  float(rng.uniform(1, 10)) if rng.random() < 0.5
-                                                                  else None)
-                                                for k in range(1 + case % 3)}
-                  for g in range(int(rng.integers(1, 13)))}
+        groups = {
+            f"method {g}" * (1 + g % 2): {
+                f"series {k}": (float(rng.uniform(0, 100)), float(rng.uniform(1, 10)) if rng.random() < 0.5 else None)
+                for k in range(1 + case % 3)
+            }
+            for g in range(int(rng.integers(1, 13)))
+        }
         values = [value for bars in groups.values() for value, _ in bars.values()]
         chance = [0.0, max(values), float(rng.choice(values)), float(rng.uniform(0, 100))][case % 4]
         figure = bar_chart(groups, "title", line=(f"chance {chance:.1f} %", chance))
         renderer, ax = rendered(figure), figure.axes[0]
         (label,) = ax.texts
         box = label.get_window_extent(renderer)
-        others = [a.get_window_extent(renderer) for a in [*ax.patches, *ax.lines, ax.get_legend(),
-                                                            *ax.get_xticklabels(), *ax.get_yticklabels()]]
+        others = [
+            a.get_window_extent(renderer)
+            for a in [*ax.patches, *ax.lines, ax.get_legend(), *ax.get_xticklabels(), *ax.get_yticklabels()]
+        ]
         whiskers = [Bbox(ax.transData.transform(s)) for c in ax.collections for s in c.get_segments()]
         for other in others + whiskers:  # bars, error bars and their caps, lines, legend, tick labels
             assert not box.overlaps(other), (case, other)

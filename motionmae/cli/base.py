@@ -32,7 +32,7 @@ def add_command(sub, name: str, help: str, examples: str) -> argparse.ArgumentPa
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """"i/n" with 0 <= i < n (0-based, like SLURM_ARRAY_TASK_ID with --array=0-(n-1))."""
+    """ "i/n" with 0 <= i < n (0-based, like SLURM_ARRAY_TASK_ID with --array=0-(n-1))."""
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
@@ -47,5 +47,8 @@ def print_videos(counts: dict, what: str) -> None:
     print(f"{what}videos: {describe(counts)}")
     if counts["skipped"]:
         first = counts["skipped_videos"][0]
-        print(f"{counts['skipped']} {what}video(s) could not be read and were skipped "
-              f"(first: {first['path']}: {first['reason']})", file=sys.stderr)
+        print(
+            f"{counts['skipped']} {what}video(s) could not be read and were skipped "
+            f"(first: {first['path']}: {first['reason']})",
+            file=sys.stderr,
+        )

@@ -37,7 +37,11 @@ def cmd_bench(args) -> int:
 
 def add_commands(sub) -> None:
     """Add this group's sub-commands to the `motionmae` parser."""
-    p = add_command(sub, "bench", "Benchmarks: speed beside peer tools, quality of the pretraining variants.", """
+    p = add_command(
+        sub,
+        "bench",
+        "Benchmarks: speed beside peer tools, quality of the pretraining variants.",
+        """
         motionmae bench speed                    # decode, prepare, training step, data loader (about 3 min)
         motionmae bench speed --quick            # small sizes: a smoke test
         motionmae bench loader --config mme-vitb-k400 --list data/real/list.txt --cache cache/real
@@ -45,8 +49,11 @@ def add_commands(sub) -> None:
         motionmae bench quality --help           # the options of one benchmark
         `make bench` installs the peers (transformers, an OpenCV-contrib venv for TV-L1) and runs both.
         The benchmarks live in the source tree (bench/, also `python -m bench.KIND`): run them from a clone.
-        """)
-    p.description = (p.description or "") + "\n\nKIND:\n" + "\n".join(f"  {kind:8s} {text}" for kind, text in KINDS.items())
+        """,
+    )
+    p.description = (
+        (p.description or "") + "\n\nKIND:\n" + "\n".join(f"  {kind:8s} {text}" for kind, text in KINDS.items())
+    )
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=" | ".join(KINDS))
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="...", help="the benchmark's options (KIND --help)")
     p.set_defaults(func=cmd_bench)

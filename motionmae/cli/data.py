@@ -33,10 +33,7 @@ def cmd_info(args) -> int:
         if info.truncated:
             line += " (TRUNCATED: frame count is what decodes)"
         if stats is not None:
-            line += (
-                f"; frames with vectors {stats['coverage']:.1%}, "
-                f"mean |mv| {stats['mean_magnitude']:.2f} px/frame"
-            )
+            line += f"; frames with vectors {stats['coverage']:.1%}, mean |mv| {stats['mean_magnitude']:.2f} px/frame"
         print(line)
     if failed:
         print(f"{failed} of {len(args.videos)} file(s) failed", file=sys.stderr)
@@ -47,8 +44,16 @@ def cmd_make_synthetic(args) -> int:
     """Write the embedded motion-defined data set (resumes an interrupted run)."""
     from motionmae.data.synthetic import CLASSES, make_dataset
 
-    out = make_dataset(args.out, videos_per_class=args.videos_per_class, size=args.size, frames=args.frames,
-                       fps=args.fps, seed=args.seed, camera_motion=args.camera_motion, workers=args.workers)
+    out = make_dataset(
+        args.out,
+        videos_per_class=args.videos_per_class,
+        size=args.size,
+        frames=args.frames,
+        fps=args.fps,
+        seed=args.seed,
+        camera_motion=args.camera_motion,
+        workers=args.workers,
+    )
     total = len(CLASSES) * args.videos_per_class
     print(f"wrote {out}: {total} videos of {len(CLASSES)} classes, lists train.csv and val.csv, classes.txt")
     return 0
@@ -65,15 +70,20 @@ def cmd_prepare(args) -> int:
     mine = shard(videos, index, count)
     params = CacheParams(
         flow=FlowParams(method=args.method, preset=args.preset, compensation=args.compensation),
-        short_side=args.short_side or None, stride=args.stride, codec=args.codec, quality=args.quality,
+        short_side=args.short_side or None,
+        stride=args.stride,
+        codec=args.codec,
+        quality=args.quality,
         cuts=CutParams(ratio=args.cut_ratio),
     )
     cache = MotionCache(args.cache, params)
     report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
     print(f"motion cache {cache.dir}: shard {index}/{count}, {len(mine)} of {len(videos)} videos")
     report = prepare(mine, cache, workers=max(1, args.workers), progress=not args.quiet, report_name=report_name)
-    print(f"{report.done} extracted ({report.frames} frames in {report.seconds:.1f} s), "
-          f"{report.cached} already cached, {len(report.failed)} failed; report {cache.dir / report_name}")
+    print(
+        f"{report.done} extracted ({report.frames} frames in {report.seconds:.1f} s), "
+        f"{report.cached} already cached, {len(report.failed)} failed; report {cache.dir / report_name}"
+    )
     print(f"videos: {report.videos.summary()}")
     for note in report.notes:
         print(f"note: {note['path']}: {note['note']}")
@@ -100,17 +110,24 @@ def cmd_pack(args) -> int:
     items = read_list(args.source)
     cache = open_cache(SimpleNamespace(cache=args.cache, short_side=args.short_side or None))
     if not (cache.dir / "params.json").is_file():
-        raise MotionMAEError(f"{args.cache}: no motion cache made at short side {args.short_side}; run "
-                             f"`motionmae prepare {args.source} --cache {args.cache}` first (or give --short-side)")
+        raise MotionMAEError(
+            f"{args.cache}: no motion cache made at short side {args.short_side}; run "
+            f"`motionmae prepare {args.source} --cache {args.cache}` first (or give --short-side)"
+        )
     report_name = "report.json" if count == 1 else f"report-{index}-of-{count}.json"
     shards = -(-len({item.key for item in items}) // args.shard_size)
-    print(f"packing {args.source} with the motion cache {cache.dir} into {args.out}/{name}-*.tar: "
-          f"shard {index}/{count}, {len(range(index, shards, count))} of {shards} shards of {args.shard_size} videos")
-    report = pack(items, cache, args.out, args.shard_size, name, index, count, progress=not args.quiet,
-                  report_name=report_name)
+    print(
+        f"packing {args.source} with the motion cache {cache.dir} into {args.out}/{name}-*.tar: "
+        f"shard {index}/{count}, {len(range(index, shards, count))} of {shards} shards of {args.shard_size} videos"
+    )
+    report = pack(
+        items, cache, args.out, args.shard_size, name, index, count, progress=not args.quiet, report_name=report_name
+    )
     rate = report.bytes / 1e6 / max(report.seconds, 1e-9)
-    print(f"{report.written} shards written ({report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s, {rate:.0f} MB/s), "
-          f"{report.kept} already finished; {report.samples} samples")
+    print(
+        f"{report.written} shards written ({report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s, {rate:.0f} MB/s), "
+        f"{report.kept} already finished; {report.samples} samples"
+    )
     print(f"report: {Path(args.out) / f'{name}-{report_name}'}")
     print(f"videos: {report.videos.summary()}")
     print(f"train on them with: --set 'data.train={Path(args.out) / name}-{{000000..{shards - 1:06d}}}.tar'")
@@ -121,35 +138,58 @@ def cmd_pack(args) -> int:
 
 def add_commands(sub) -> None:
     """Add this group's sub-commands to the `motionmae` parser."""
-    p = add_command(sub, "info", "Print video metadata and codec motion-vector coverage.", """
+    p = add_command(
+        sub,
+        "info",
+        "Print video metadata and codec motion-vector coverage.",
+        """
         motionmae info clip.mp4
         motionmae info videos/*.mp4 --no-motion     # metadata only, faster
-        """)
+        """,
+    )
     p.add_argument("videos", nargs="+", metavar="VIDEO")
-    p.add_argument("--no-motion", dest="motion", action="store_false",
-                   help="skip decoding motion vectors (metadata only)")
-    p.add_argument("--short-side", type=int, default=None,
-                   help="measure vectors at this short side (pixels)")
+    p.add_argument(
+        "--no-motion", dest="motion", action="store_false", help="skip decoding motion vectors (metadata only)"
+    )
+    p.add_argument("--short-side", type=int, default=None, help="measure vectors at this short side (pixels)")
     p.set_defaults(func=cmd_info)
 
-    p = add_command(sub, "make-synthetic", "Write the embedded data set: 12 classes defined only by motion.", """
+    p = add_command(
+        sub,
+        "make-synthetic",
+        "Write the embedded data set: 12 classes defined only by motion.",
+        """
         motionmae make-synthetic data/synthetic                      # 1,200 videos, 32 px x 24 frames (the demo's)
         motionmae make-synthetic data/small --videos-per-class 10 --size 32 --frames 16
         motionmae make-synthetic data/cam --camera-motion mixed      # pan / zoom / still camera
-        """)
+        """,
+    )
     p.add_argument("out", metavar="OUT", help="output folder (created; an interrupted run resumes)")
     p.add_argument("--videos-per-class", type=int, default=100, metavar="N", help="videos per class (default: 100)")
     p.add_argument("--size", type=int, default=32, help="frame width and height in pixels (default: 32)")
     p.add_argument("--frames", type=int, default=24, help="frames per video (default: 24)")
     p.add_argument("--fps", type=int, default=25, help="frame rate written to the files (default: 25)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--camera-motion", choices=["none", "pan", "zoom", "mixed"], default="none",
-                   help="global camera motion of every video, or a random one each (default: none)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="processes writing videos (default: all CPUs)")
+    p.add_argument(
+        "--camera-motion",
+        choices=["none", "pan", "zoom", "mixed"],
+        default="none",
+        help="global camera motion of every video, or a random one each (default: none)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="processes writing videos (default: all CPUs)",
+    )
     p.set_defaults(func=cmd_make_synthetic)
 
-    p = add_command(sub, "prepare", "Extract camera-compensated optical flow of videos into the motion cache.", """
+    p = add_command(
+        sub,
+        "prepare",
+        "Extract camera-compensated optical flow of videos into the motion cache.",
+        """
         motionmae prepare data/synthetic/train.csv --cache cache/motion
         motionmae prepare videos/ --cache cache/motion --workers 8          # folder, searched recursively
         motionmae prepare k400/train.csv --cache /scratch/motion --shard $SLURM_ARRAY_TASK_ID/16
@@ -158,33 +198,75 @@ def add_commands(sub) -> None:
         frames than decode is stored with the frames that decode (a note in the report).
         Shot cuts are found on the way and stored with each video: trajectories across
         them are left out of the loss.
-        """)
-    p.add_argument("source", metavar="LIST_OR_DIR",
-                   help="list file (`path [label]` lines, relative to its folder), folder, or one video")
+        """,
+    )
+    p.add_argument(
+        "source",
+        metavar="LIST_OR_DIR",
+        help="list file (`path [label]` lines, relative to its folder), folder, or one video",
+    )
     p.add_argument("--cache", required=True, metavar="DIR", help="motion cache root")
-    p.add_argument("--short-side", type=int, default=256,
-                   help="decode with this short side, pixels; 0 keeps the source size (default: 256)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="processes extracting videos (default: all CPUs)")
-    p.add_argument("--shard", default="0/1", metavar="i/n",
-                   help="process only every n-th video starting at i (0-based) of the sorted list (default: 0/1)")
+    p.add_argument(
+        "--short-side",
+        type=int,
+        default=256,
+        help="decode with this short side, pixels; 0 keeps the source size (default: 256)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="processes extracting videos (default: all CPUs)",
+    )
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="i/n",
+        help="process only every n-th video starting at i (0-based) of the sorted list (default: 0/1)",
+    )
     p.add_argument("--method", choices=["dis", "farneback"], default="dis", help="flow algorithm (default: dis)")
-    p.add_argument("--preset", choices=["ultrafast", "balanced", "fast", "medium"], default="balanced",
-                   help="DIS preset (default: balanced)")
-    p.add_argument("--compensation", choices=["flow", "features", "none"], default="flow",
-                   help="camera homography from flow correspondences, from tracked corners, or off (default: flow)")
-    p.add_argument("--stride", type=int, default=4,
-                   help="store the flow on a grid this many times coarser than the frames (default: 4)")
-    p.add_argument("--codec", choices=["jpeg", "png"], default="jpeg",
-                   help="field encoding: jpeg (compact, lossy) or png (lossless) (default: jpeg)")
+    p.add_argument(
+        "--preset",
+        choices=["ultrafast", "balanced", "fast", "medium"],
+        default="balanced",
+        help="DIS preset (default: balanced)",
+    )
+    p.add_argument(
+        "--compensation",
+        choices=["flow", "features", "none"],
+        default="flow",
+        help="camera homography from flow correspondences, from tracked corners, or off (default: flow)",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=4,
+        help="store the flow on a grid this many times coarser than the frames (default: 4)",
+    )
+    p.add_argument(
+        "--codec",
+        choices=["jpeg", "png"],
+        default="jpeg",
+        help="field encoding: jpeg (compact, lossy) or png (lossless) (default: jpeg)",
+    )
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
-    p.add_argument("--cut-ratio", type=float, default=CutParams.ratio, metavar="R",
-                   help="a frame pair is a shot cut when its warp residual is R times the local median "
-                        f"(motionmae.motion.cuts); 0 turns detection off (default: {CutParams.ratio})")
+    p.add_argument(
+        "--cut-ratio",
+        type=float,
+        default=CutParams.ratio,
+        metavar="R",
+        help="a frame pair is a shot cut when its warp residual is R times the local median "
+        f"(motionmae.motion.cuts); 0 turns detection off (default: {CutParams.ratio})",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
-    p = add_command(sub, "pack", "Write WebDataset tar shards: videos, their motion-cache entries, labels.", """
+    p = add_command(
+        sub,
+        "pack",
+        "Write WebDataset tar shards: videos, their motion-cache entries, labels.",
+        """
         motionmae pack k400/train.csv --cache cache/motion --out shards/ --shard-size 256
         motionmae pack k400/train.csv --cache /scratch/motion --out /data/shards --shard $SLURM_ARRAY_TASK_ID/16
         motionmae pretrain --config mme --set 'data.train=shards/train-{000000..000999}.tar'
@@ -195,17 +277,32 @@ def add_commands(sub) -> None:
         sha256 checksums checked when read. A killed run resumes: finished shards are kept as they are,
         partial ones never appear. Videos not in the cache are skipped, listed in the report
         (OUT/NAME-report.json) and make the exit code 1: run `prepare` on the list first.
-        """)
-    p.add_argument("source", metavar="LIST_OR_DIR",
-                   help="list file (`path [label]` lines, relative to its folder), folder, or one video")
+        """,
+    )
+    p.add_argument(
+        "source",
+        metavar="LIST_OR_DIR",
+        help="list file (`path [label]` lines, relative to its folder), folder, or one video",
+    )
     p.add_argument("--cache", required=True, metavar="DIR", help="motion cache root that `prepare` filled")
     p.add_argument("--out", required=True, metavar="DIR", help="folder of the shards (created)")
     p.add_argument("--shard-size", type=int, default=256, metavar="N", help="videos per shard (default: 256)")
-    p.add_argument("--name", default=None,
-                   help="shard file names: NAME-000000.tar, ... (default: the list file's name: train.csv -> train)")
-    p.add_argument("--short-side", type=int, default=256,
-                   help="the cache made at this short side, pixels, when DIR holds several (default: 256)")
-    p.add_argument("--shard", default="0/1", metavar="i/n",
-                   help="write only every n-th shard starting at i (0-based) (default: 0/1)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="shard file names: NAME-000000.tar, ... (default: the list file's name: train.csv -> train)",
+    )
+    p.add_argument(
+        "--short-side",
+        type=int,
+        default=256,
+        help="the cache made at this short side, pixels, when DIR holds several (default: 256)",
+    )
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="i/n",
+        help="write only every n-th shard starting at i (0-based) (default: 0/1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pack)

@@ -19,14 +19,23 @@ def cmd_demo(args) -> int:
 
 def add_commands(sub) -> None:
     """Add this group's sub-commands to the `motionmae` parser."""
-    p = add_command(sub, "demo", "Synthetic data -> motion cache -> MME pretraining -> linear probe, on a CPU.", """
+    p = add_command(
+        sub,
+        "demo",
+        "Synthetic data -> motion cache -> MME pretraining -> linear probe, on a CPU.",
+        """
         motionmae demo
         motionmae demo --set optim.epochs=2            # shorter
         motionmae demo --seed 1                        # another data set: data/synthetic-seed1, runs/demo-seed1
-        """)
+        """,
+    )
     p.add_argument("--config", default="demo", help="preset name or YAML path (default: demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--workers", type=int, default=None, help="processes for data and cache (default: all CPUs)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the synthetic data set; not 0: folders get a -seed<N> suffix (default: 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the synthetic data set; not 0: folders get a -seed<N> suffix (default: 0)",
+    )
     p.set_defaults(func=cmd_demo)

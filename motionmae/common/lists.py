@@ -47,8 +47,9 @@ def read_list(source) -> list[Item]:
     if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
         return [Item(source, -1, source.name)]
     if source.is_dir():
-        items = [Item(p, -1, video_key(p, source)) for p in sorted(source.rglob("*"))
-                 if p.suffix.lower() in VIDEO_SUFFIXES]
+        items = [
+            Item(p, -1, video_key(p, source)) for p in sorted(source.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES
+        ]
         if not items:
             raise ListError(f"{source}: no videos found in this folder")
         return items

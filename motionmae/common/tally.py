@@ -60,8 +60,13 @@ class VideoTally:
     def to_dict(self) -> dict:
         """The shared JSON schema (module docstring); skipped videos that were also read are not counted."""
         skipped = [entry for position, entry in sorted(self.skipped.items()) if position not in self.read]
-        return {"videos": self.videos, "read": len(self.read), "skipped": len(skipped),
-                "skipped_reasons": dict(Counter(entry["kind"] for entry in skipped)), "skipped_videos": skipped}
+        return {
+            "videos": self.videos,
+            "read": len(self.read),
+            "skipped": len(skipped),
+            "skipped_reasons": dict(Counter(entry["kind"] for entry in skipped)),
+            "skipped_videos": skipped,
+        }
 
     def state(self) -> dict:
         """Plain types for a checkpoint (loadable with `torch.load(weights_only=True)`)."""
@@ -79,5 +84,8 @@ def describe(counts: dict) -> str:
     """One line of a `VideoTally.to_dict()`, e.g. "3 of 5 videos read, 1 skipped (not_a_video 1), 1 not reached"."""
     reasons = ", ".join(f"{kind} {n}" for kind, n in counts["skipped_reasons"].items())
     unreached = counts["videos"] - counts["read"] - counts["skipped"]
-    return (f"{counts['read']} of {counts['videos']} videos read, {counts['skipped']} skipped"
-            + (f" ({reasons})" if reasons else "") + (f", {unreached} not reached" if unreached else ""))
+    return (
+        f"{counts['read']} of {counts['videos']} videos read, {counts['skipped']} skipped"
+        + (f" ({reasons})" if reasons else "")
+        + (f", {unreached} not reached" if unreached else "")
+    )

@@ -47,7 +47,9 @@ class DataConfig:
     shuffle_frames: bool = False  # temporal-shuffle ablation: permute the input frames
     shard_buffer: int = 64  # shards (`motionmae pack`): samples each loader worker holds to shuffle
     repeats: int = 1  # repeated sampling: clips per decoded span, each with its own crop, flip and mask
-    fast_loader: bool = True  # decode and resample only what the target reads (false: decode and resample the whole span)
+    fast_loader: bool = (
+        True  # decode and resample only what the target reads (false: decode and resample the whole span)
+    )
     in_memory: bool = False  # decode each video (and read its flow) once, keep it in RAM: small sets, workers 0
 
 
@@ -138,8 +140,14 @@ class MBHOptions(HOFOptions):  # MBHTarget
     pass
 
 
-TARGET_OPTIONS = {"traj": TrajOptions, "pixel": PixelOptions, "hog": HOGOptions, "flow": FlowOptions,
-                  "hof": HOFOptions, "mbh": MBHOptions}
+TARGET_OPTIONS = {
+    "traj": TrajOptions,
+    "pixel": PixelOptions,
+    "hog": HOGOptions,
+    "flow": FlowOptions,
+    "hof": HOFOptions,
+    "mbh": MBHOptions,
+}
 LOSS_REDUCTION = "mean"  # target.options.loss_reduction: mean | sum (motionmae.motion.targets.target_loss)
 
 
@@ -172,8 +180,7 @@ class MGMOptions:  # motion-guided masks
     max_jitter: int = 1  # tokens
 
 
-MASK_OPTIONS = {"tube": TubeOptions, "random": RandomOptions, "cube": CubeOptions, "smm": SMMOptions,
-                "mgm": MGMOptions}
+MASK_OPTIONS = {"tube": TubeOptions, "random": RandomOptions, "cube": CubeOptions, "smm": SMMOptions, "mgm": MGMOptions}
 MASK_RATIO = {"tube": 0.9, "random": 0.9, "cube": 0.4, "smm": 0.75, "mgm": 0.75}  # mask.ratio: null
 
 
@@ -200,8 +207,10 @@ def target_options(name: str, options: dict) -> tuple[list, str]:
     names = name.split("+")
     unknown = [n for n in names if n not in TARGET_OPTIONS]
     if unknown:
-        raise ConfigError(f"target.name: unknown target {'+'.join(unknown)!r} (valid: {', '.join(TARGET_OPTIONS)}, "
-                          "or several joined by '+')")
+        raise ConfigError(
+            f"target.name: unknown target {'+'.join(unknown)!r} (valid: {', '.join(TARGET_OPTIONS)}, "
+            "or several joined by '+')"
+        )
     options = dict(options)
     reduction = options.pop("loss_reduction", LOSS_REDUCTION)
     if reduction not in ("mean", "sum"):
@@ -209,8 +218,10 @@ def target_options(name: str, options: dict) -> tuple[list, str]:
     known = set().union(*({f.name for f in dataclasses.fields(TARGET_OPTIONS[n])} for n in names))
     stray = sorted(set(options) - known)
     if stray:
-        raise ConfigError(f"target.options: {name} target has no option(s) {', '.join(stray)} "
-                          f"(valid: {', '.join(sorted(known | {'loss_reduction'}))})")
+        raise ConfigError(
+            f"target.options: {name} target has no option(s) {', '.join(stray)} "
+            f"(valid: {', '.join(sorted(known | {'loss_reduction'}))})"
+        )
     parts = []
     for n in names:
         keys = {f.name for f in dataclasses.fields(TARGET_OPTIONS[n])}
@@ -458,8 +469,11 @@ def preset_names(task: str | None = None) -> list[str]:
     names = sorted(p.name.removesuffix(".yaml") for p in PRESETS.iterdir() if p.name.endswith(".yaml"))
     if task is None:
         return names
-    return [name for name in names
-            if (yaml.safe_load((PRESETS / f"{name}.yaml").read_text()) or {}).get("task", "pretrain") == task]
+    return [
+        name
+        for name in names
+        if (yaml.safe_load((PRESETS / f"{name}.yaml").read_text()) or {}).get("task", "pretrain") == task
+    ]
 
 
 def preset_path(name_or_path: str):
@@ -535,8 +549,9 @@ def _settle(config):
         for key, top in (("clips", None), ("crops", 3)):
             value = getattr(config.data, key)
             if value is not None and not (isinstance(value, int) and 1 <= value <= (top or value)):
-                raise ConfigError(f"data.{key}: expected a whole number from 1{f' to {top}' if top else ''}, "
-                                  f"got {value!r}")
+                raise ConfigError(
+                    f"data.{key}: expected a whole number from 1{f' to {top}' if top else ''}, got {value!r}"
+                )
     if isinstance(config, Config):
         target_options(config.target.name, config.target.options)
         mask_options(config.mask.kind, config.mask.options)

@@ -81,8 +81,9 @@ class EpochSampler(torch.utils.data.Sampler):
     k-th batch (to resume mid-epoch). Incomplete last batches are dropped.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 shuffle: bool = True):
+    def __init__(
+        self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True
+    ):
         if num_items < batch_size * world:
             raise ListError(f"{num_items} videos are fewer than one global batch ({batch_size} x {world})")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
@@ -102,7 +103,7 @@ class EpochSampler(torch.utils.data.Sampler):
             order = torch.arange(self.num_items)
         step = self.batch_size * self.world
         for b in range(self.skip, len(self)):
-            chunk = order[b * step:(b + 1) * step][self.rank::self.world]
+            chunk = order[b * step : (b + 1) * step][self.rank :: self.world]
             yield [(self.epoch, int(i)) for i in chunk]
 
 
@@ -124,12 +125,17 @@ def collate(samples: list) -> dict:
 def skip_entry(position: int, item: Item, err: Exception) -> dict:
     """Warn about a video that failed to read and describe it for the batch's "skipped" list."""
     logger.warning("skipping %s: %s", item.path, err)
-    return {"position": position, "path": str(item.path), "kind": skip_kind(err),
-            "reason": getattr(err, "problem", str(err))}
+    return {
+        "position": position,
+        "path": str(item.path),
+        "kind": skip_kind(err),
+        "reason": getattr(err, "problem", str(err)),
+    }
 
 
-def make_loader(dataset, workers: int, pin_memory: bool = False, persistent: bool = True,
-                **batching) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset, workers: int, pin_memory: bool = False, persistent: bool = True, **batching
+) -> torch.utils.data.DataLoader:
     """A DataLoader of our data sets' samples (batched by `collate`) whose worker processes are
     spawned once and kept across epochs.
 
@@ -140,8 +146,14 @@ def make_loader(dataset, workers: int, pin_memory: bool = False, persistent: boo
     `batching`: `batch_sampler=...` or `batch_size=...`.
     """
     extra: dict = {"multiprocessing_context": "spawn", "persistent_workers": persistent, "worker_init_fn": _init_worker}
-    return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
-                                       **(extra if workers > 0 else {}), **batching)
+    return torch.utils.data.DataLoader(
+        dataset,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=collate,
+        **(extra if workers > 0 else {}),
+        **batching,
+    )
 
 
 # ---------------------------------------------------------------- joint augmentation
@@ -159,8 +171,9 @@ class CropBox:
     flip: bool
 
 
-def multiscale_crop(height: int, width: int, size: int, scales, flip: bool, rng: np.random.Generator,
-                    train: bool = True) -> CropBox:
+def multiscale_crop(
+    height: int, width: int, size: int, scales, flip: bool, rng: np.random.Generator, train: bool = True
+) -> CropBox:
     """VideoMAE's MultiScaleCrop: side lengths from `scales` x short side (aspect distortion <= 1 step),
     placed at one of 5 fixed positions (corners, centre); evaluation takes the full centre square."""
     base = min(height, width)
@@ -174,8 +187,9 @@ def multiscale_crop(height: int, width: int, size: int, scales, flip: bool, rng:
     return CropBox(x, y, w, h, size, bool(flip and rng.integers(2)))
 
 
-def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: int, out: int,
-                  interpolation: int, into=None):
+def _resize_stack(
+    stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: int, out: int, interpolation: int, into=None
+):
     """Crop (x, y, w, h) of each (H, W, C) array of `stack` (C <= 4), resize to (out, out), mirror if `box.flip`.
 
     Written into `into` (returned): `(len(stack), out, out, C)` arrays, e.g. a list of rows of a
@@ -187,11 +201,11 @@ def _resize_stack(stack: np.ndarray, box: CropBox, x: int, y: int, w: int, h: in
     if into is None:
         into = np.empty((len(stack), out, out, stack.shape[3]), stack.dtype)
     if w == h == out:  # nothing to resize (e.g. a full-frame crop at the decoded size)
-        crops = stack[:, y:y + h, x:x + w]
+        crops = stack[:, y : y + h, x : x + w]
         for source, target in zip(crops[:, :, ::-1] if box.flip else crops, into):
             target[...] = source
         return into
-    for source, target in zip(stack[:, y:y + h, x:x + w], into):
+    for source, target in zip(stack[:, y : y + h, x : x + w], into):
         image = cv2.resize(source, (out, out), dst=target, interpolation=interpolation)
         if box.flip:
             image = cv2.flip(image, 1, dst=image)
@@ -250,8 +264,10 @@ def open_cache(data) -> MotionCache:
             continue
     matching = [c for c in made if c.params.short_side == data.short_side]
     if len(matching) > 1:
-        raise FlowUnavailable(f"{path} holds several motion caches at short side {data.short_side} "
-                              f"({', '.join(c.dir.name for c in matching)}): set data.cache to one of them")
+        raise FlowUnavailable(
+            f"{path} holds several motion caches at short side {data.short_side} "
+            f"({', '.join(c.dir.name for c in matching)}): set data.cache to one of them"
+        )
     return matching[0] if matching else MotionCache(path, CacheParams(short_side=data.short_side))
 
 
@@ -291,16 +307,18 @@ class SpanFlow:
         inside = places[start + places < info.num_flows]
         return inside, self.cache.stored(item.key, start + inside)
 
-    def __call__(self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox,
-                 places=None, stored=None) -> np.ndarray:
+    def __call__(
+        self, item: Item, frames: np.ndarray, start: int, stop: int, box: CropBox, places=None, stored=None
+    ) -> np.ndarray:
         """`places`: the fields to read, sorted offsets from `start` (default all); the others are zeros.
         `stored`: `self.stored(item, start, stop, places)`, when the caller has it already."""
         try:
             info = self.cache.info(item.key)
         except CacheError as err:
             if not self.on_the_fly:
-                raise FlowUnavailable(f"{err}; run `motionmae prepare` on its list first, "
-                                      f"or set data.flow_on_the_fly=true") from None
+                raise FlowUnavailable(
+                    f"{err}; run `motionmae prepare` on its list first, or set data.flow_on_the_fly=true"
+                ) from None
             return self.compute(frames, box)[: stop - start]
         flow = np.zeros((stop - start, box.size, box.size, 2), np.float32)  # past the end: no motion
         if self.kept is not None:
@@ -314,8 +332,14 @@ class SpanFlow:
         stored = stored or self.stored(item, start, stop, places)
         assert stored is not None, "the video has an entry (info above) and its flow is not kept in memory"
         inside, fields = stored
-        self.cache.resample(item.key, fields, (box.size, box.size), (box.x, box.y, box.w, box.h), box.flip,
-                            out=[flow[p] for p in inside])
+        self.cache.resample(
+            item.key,
+            fields,
+            (box.size, box.size),
+            (box.x, box.y, box.w, box.h),
+            box.flip,
+            out=[flow[p] for p in inside],
+        )
         return flow
 
     def compute(self, frames: np.ndarray, box: CropBox) -> np.ndarray:
@@ -388,9 +412,18 @@ class PretrainDataset(torch.utils.data.Dataset):
     flow, every flow field.
     """
 
-    def __init__(self, items: list[Item], data, raw_span: int, masks: MaskGenerator, seed: int = 0,
-                 needs_flow: bool = True, train: bool = True, reads: tuple | None = None,
-                 cache: MotionCache | None = None):
+    def __init__(
+        self,
+        items: list[Item],
+        data,
+        raw_span: int,
+        masks: MaskGenerator,
+        seed: int = 0,
+        needs_flow: bool = True,
+        train: bool = True,
+        reads: tuple | None = None,
+        cache: MotionCache | None = None,
+    ):
         if data.repeats < 1:
             raise ConfigError(f"data.repeats must be at least 1, got {data.repeats}")
         self.data, self.raw_span, self.masks = data, raw_span, masks
@@ -424,13 +457,26 @@ class PretrainDataset(torch.utils.data.Dataset):
             return
         hint = f"run `motionmae prepare LIST --cache {cache.root}` first, or set data.flow_on_the_fly=true"
         if len(missing) == len(items):
-            raise FlowUnavailable(f"none of the {len(items)} videos is in the motion cache {cache.dir} "
-                                  f"(first: {items[0].path}); {hint}")
+            raise FlowUnavailable(
+                f"none of the {len(items)} videos is in the motion cache {cache.dir} (first: {items[0].path}); {hint}"
+            )
         names = ", ".join(str(items[p].path) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
-        logger.warning("%d of %d videos are not in the motion cache %s and are left out: %s", len(missing),
-                       len(items), cache.dir, names)
-        self.left_out = [{"position": p, "path": str(items[p].path), "kind": "not_in_cache",
-                          "reason": f"not in the motion cache {cache.dir}"} for p in missing]
+        logger.warning(
+            "%d of %d videos are not in the motion cache %s and are left out: %s",
+            len(missing),
+            len(items),
+            cache.dir,
+            names,
+        )
+        self.left_out = [
+            {
+                "position": p,
+                "path": str(items[p].path),
+                "kind": "not_in_cache",
+                "reason": f"not in the motion cache {cache.dir}",
+            }
+            for p in missing
+        ]
         self.positions = sorted(set(self.positions) - set(missing))
 
     def __len__(self) -> int:
@@ -448,8 +494,9 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        rngs = [sample_rng(self.seed, index, epoch)] + [repeat_rng(self.seed, index, epoch, r)
-                                                        for r in range(1, self.data.repeats)]
+        rngs = [sample_rng(self.seed, index, epoch)] + [
+            repeat_rng(self.seed, index, epoch, r) for r in range(1, self.data.repeats)
+        ]
         skipped = []
         for attempt in range(len(self.items)):
             slot = (index + attempt) % len(self.items)
@@ -461,8 +508,10 @@ class PretrainDataset(torch.utils.data.Dataset):
         else:
             raise ListError("no video in the list could be read")
         video = torch.tensor(self.positions[slot])
-        samples = [{**sample, "video": video, "key": self.items[slot].key, "skipped": skipped if r == 0 else []}
-                   for r, sample in enumerate(samples)]
+        samples = [
+            {**sample, "video": video, "key": self.items[slot].key, "skipped": skipped if r == 0 else []}
+            for r, sample in enumerate(samples)
+        ]
         return samples if self.data.repeats > 1 else samples[0]
 
     def load(self, item: Item, rngs: list[np.random.Generator]) -> list[dict]:
@@ -516,16 +565,18 @@ class PretrainDataset(torch.utils.data.Dataset):
         if self.span_flow is not None and d.shuffle_frames:
             flow = self.span_flow.compute(decoded, box)
         elif self.span_flow is not None:
-            flow = self.span_flow(item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read,
-                                  span.stored_flow)
+            flow = self.span_flow(
+                item, decoded, span.start, span.start + self.raw_span - 1, box, self.flows_read, span.stored_flow
+            )
         inputs = slice(0, (d.frames - 1) * d.stride + 1, d.stride)
         motion = has_motion = None
         if span.motion is not None and span.has_motion is not None:
             places = self.input_places
             motion, has_motion = augment_vectors(span.motion[places], box), span.has_motion[places]
         cuts = np.diff(shot) != 0  # (T_raw - 1,) pairs of the (shuffled) span across a shot cut
-        mask, source = self.masks.for_clip(Clip(frames[inputs], motion, has_motion, indices[inputs]), rng, flow,
-                                           d.stride, cuts)
+        mask, source = self.masks.for_clip(
+            Clip(frames[inputs], motion, has_motion, indices[inputs]), rng, flow, d.stride, cuts
+        )
         return {
             "frames": torch.from_numpy(frames),
             "flow": torch.from_numpy(flow) if flow is not None else torch.zeros(0),
@@ -571,8 +622,9 @@ class ClipSpec:
     short_side: int | None = 256  # decode size (pixels)
 
 
-def clip_indices(count: int, spec: ClipSpec, rng: np.random.Generator | None = None,
-                 clip: int = 0, clips: int = 1) -> np.ndarray:
+def clip_indices(
+    count: int, spec: ClipSpec, rng: np.random.Generator | None = None, clip: int = 0, clips: int = 1
+) -> np.ndarray:
     """Frame indices (T,) of one clip of a `count`-frame video; short videos repeat their last frame.
 
     Dense: T frames `stride` apart from a random start (`rng`), or from the
@@ -594,8 +646,9 @@ def clip_indices(count: int, spec: ClipSpec, rng: np.random.Generator | None = N
     raise ValueError(f"unknown sampling '{spec.sampling}' (dense | segment)")
 
 
-def random_resized_crop(height: int, width: int, size: int, area, aspect, flip: bool,
-                        rng: np.random.Generator) -> CropBox:
+def random_resized_crop(
+    height: int, width: int, size: int, area, aspect, flip: bool, rng: np.random.Generator
+) -> CropBox:
     """Inception-style crop: area fraction uniform in `area`, width/height log-uniform in `aspect`
     (10 tries, then the centre square), resized to `size`, mirrored with probability 1/2 if `flip`."""
     mirror = bool(flip and rng.integers(2))
@@ -646,8 +699,19 @@ def _gray(frames: np.ndarray) -> np.ndarray:
 def _warp(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Each frame through the same 2x3 affine map from output to input pixels."""
     h, w = frames.shape[1:3]
-    return np.stack([cv2.warpAffine(f, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=FILL) for f in frames])
+    return np.stack(
+        [
+            cv2.warpAffine(
+                f,
+                matrix,
+                (w, h),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=FILL,
+            )
+            for f in frames
+        ]
+    )
 
 
 def _auto_contrast(frames, level, rng):
@@ -677,14 +741,17 @@ def _shear(axis):
     def op(frames, level, rng):
         s = _signed(level, 0.3, rng)
         return _warp(frames, np.array([[1, s, 0], [0, 1, 0]] if axis == 0 else [[1, 0, 0], [s, 1, 0]], np.float32))
+
     return op
 
 
 def _translate(axis):
     def op(frames, level, rng):
         shift = _signed(level, 0.45, rng) * frames.shape[2 - axis]
-        return _warp(frames, np.array([[1, 0, shift], [0, 1, 0]] if axis == 0 else [[1, 0, 0], [0, 1, shift]],
-                                      np.float32))
+        return _warp(
+            frames, np.array([[1, 0, shift], [0, 1, 0]] if axis == 0 else [[1, 0, 0], [0, 1, shift]], np.float32)
+        )
+
     return op
 
 
@@ -702,8 +769,9 @@ RANDAUG_OPS = {  # timm's "increasing" set: a larger level is always a stronger 
     "rotate": _rotate,
     "posterize": lambda f, level, rng: f & np.uint8((0xFF << (8 - (4 - int(level * 4)))) & 0xFF),
     "solarize": lambda f, level, rng: np.where(f >= 256 - int(level * 256), 255 - f, f),
-    "solarize_add": lambda f, level, rng: np.where(f < 128, np.minimum(f.astype(np.int16) + int(level * 110), 255),
-                                                   f).astype(np.uint8),
+    "solarize_add": lambda f, level, rng: np.where(
+        f < 128, np.minimum(f.astype(np.int16) + int(level * 110), 255), f
+    ).astype(np.uint8),
     "color": lambda f, level, rng: _blend(f, _gray(f), 1 + _signed(level, 0.9, rng)),
     "contrast": lambda f, level, rng: _blend(f, _gray(f).mean(), 1 + _signed(level, 0.9, rng)),
     "brightness": lambda f, level, rng: _blend(f, 0.0, 1 + _signed(level, 0.9, rng)),
@@ -771,8 +839,16 @@ class ClipDataset(torch.utils.data.Dataset):
         skipped list of {"position", "path", "kind", "reason"} (see `PretrainDataset`)
     """
 
-    def __init__(self, items: list[Item], spec: ClipSpec, augment: TrainAugment | None = None,
-                 seed: int = 0, repeats: int = 1, clips: int = 1, crops: int = 1):
+    def __init__(
+        self,
+        items: list[Item],
+        spec: ClipSpec,
+        augment: TrainAugment | None = None,
+        seed: int = 0,
+        repeats: int = 1,
+        clips: int = 1,
+        crops: int = 1,
+    ):
         self.items, self.spec, self.augment = items, spec, augment
         self.seed, self.repeats, self.clips, self.crops = seed, repeats, clips, crops
 
@@ -788,16 +864,24 @@ class ClipDataset(torch.utils.data.Dataset):
             except VideoError as err:
                 skipped.append(skip_entry(index, item, err))
                 frames = self.blank()
-            return {"frames": torch.from_numpy(frames), "label": torch.tensor(item.label),
-                    "ok": torch.tensor(not skipped), "video": torch.tensor(-1 if skipped else index),
-                    "skipped": skipped}
+            return {
+                "frames": torch.from_numpy(frames),
+                "label": torch.tensor(item.label),
+                "ok": torch.tensor(not skipped),
+                "video": torch.tensor(-1 if skipped else index),
+                "skipped": skipped,
+            }
         skipped = []
         for attempt in range(len(self.items)):
             position = (index + attempt) % len(self.items)
             try:
                 frames = self.train_clip(self.items[position], sample_rng(self.seed, index, epoch))
-                return {"frames": torch.from_numpy(frames), "label": torch.tensor(self.items[position].label),
-                        "video": torch.tensor(position), "skipped": skipped}
+                return {
+                    "frames": torch.from_numpy(frames),
+                    "label": torch.tensor(self.items[position].label),
+                    "video": torch.tensor(position),
+                    "skipped": skipped,
+                }
             except VideoError as err:
                 skipped.append(skip_entry(position, self.items[position], err))
         raise ListError("no video in the list could be read")

@@ -127,8 +127,10 @@ def read_sidecar(url: str) -> dict:
         side["samples"] = [{"key": str(s["key"]), "label": int(s["label"])} for s in side["samples"]]
         side["cache"] = {k: side["cache"][k] for k in ("key", "version", "short_side")}
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ShardError(f"{name}: unreadable sidecar of the shard {url} ({err.__class__.__name__}: {err}); "
-                         f"`motionmae pack` writes it beside the shard") from None
+        raise ShardError(
+            f"{name}: unreadable sidecar of the shard {url} ({err.__class__.__name__}: {err}); "
+            f"`motionmae pack` writes it beside the shard"
+        ) from None
     return side
 
 
@@ -140,15 +142,20 @@ class ShardIndex(list):
     """
 
     def __init__(self, pattern, urls: list[str], sidecars: list[dict]):
-        super().__init__(Item(f"{url}:{s['key']}", s["label"], s["key"])
-                         for url, side in zip(urls, sidecars) for s in side["samples"])
+        super().__init__(
+            Item(f"{url}:{s['key']}", s["label"], s["key"])
+            for url, side in zip(urls, sidecars)
+            for s in side["samples"]
+        )
         self.pattern, self.urls = str(pattern), list(urls)
         self.counts = np.array([len(side["samples"]) for side in sidecars], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         caches = {json.dumps(side["cache"], sort_keys=True) for side in sidecars}
         if len(caches) > 1:
-            raise ShardError(f"{pattern}: the shards were packed from {len(caches)} different motion caches; "
-                             f"use shards of one `pack` run")
+            raise ShardError(
+                f"{pattern}: the shards were packed from {len(caches)} different motion caches; "
+                f"use shards of one `pack` run"
+            )
         self.cache = sidecars[0]["cache"]
 
     @classmethod
@@ -168,11 +175,15 @@ class ShardIndex(list):
         """The flow in the shards is usable at `data.short_side`, by this motionmae's cache format."""
         c = self.cache
         if c["version"] != FORMAT_VERSION:
-            raise ShardError(f"{self.pattern}: packed from a motion cache of format {c['version']}; this motionmae "
-                             f"reads format {FORMAT_VERSION}: run `motionmae prepare` and `motionmae pack` again")
+            raise ShardError(
+                f"{self.pattern}: packed from a motion cache of format {c['version']}; this motionmae "
+                f"reads format {FORMAT_VERSION}: run `motionmae prepare` and `motionmae pack` again"
+            )
         if c["short_side"] != short_side:
-            raise ShardError(f"{self.pattern}: packed from a motion cache made at short side {c['short_side']}; "
-                             f"set data.short_side={c['short_side']}")
+            raise ShardError(
+                f"{self.pattern}: packed from a motion cache made at short side {c['short_side']}; "
+                f"set data.short_side={c['short_side']}"
+            )
 
 
 def read_items(source) -> list[Item]:
@@ -211,8 +222,9 @@ def unpack(sample: dict, item: Item, position: int, url: str) -> Packed:
         for part in ("video", "flow"):
             data = sample[part]
             if len(data) != meta["bytes"][part] or hashlib.sha256(data).hexdigest() != meta["sha256"][part]:
-                raise CorruptSampleError(item.path, f"its {part} bytes do not match the checksum in its json "
-                                                    f"(damaged shard?)")
+                raise CorruptSampleError(
+                    item.path, f"its {part} bytes do not match the checksum in its json (damaged shard?)"
+                )
         if meta["key"] != item.key:
             raise CorruptSampleError(item.path, f"the shard holds {meta['key']} here; its sidecar is out of date")
         params = CacheParams.from_dict(meta["cache"]["params"])
@@ -289,8 +301,9 @@ class ShardStream(torch.utils.data.IterableDataset):
     def place(self, rank: int, world: int, batch_size: int) -> None:
         self.rank, self.world, self.batch_size = rank, world, batch_size
         if self.train and self.batches() == 0:
-            raise ListError(f"{self.index.pattern}: {len(self)} samples are fewer than one global batch "
-                            f"({batch_size} x {world})")
+            raise ListError(
+                f"{self.index.pattern}: {len(self)} samples are fewer than one global batch ({batch_size} x {world})"
+            )
 
     def batches(self) -> int:
         """Batches of each process per epoch (training)."""
@@ -302,8 +315,11 @@ class ShardStream(torch.utils.data.IterableDataset):
     def sequence(self) -> np.ndarray:
         """int64 (len(self),): the epoch's elements in reading order; in training the shards in a seeded order."""
         shards = len(self.index.urls)
-        order = (np.random.default_rng((SHARD_ORDER, self.seed, self.epoch)).permutation(shards) if self.train
-                 else np.arange(shards))
+        order = (
+            np.random.default_rng((SHARD_ORDER, self.seed, self.epoch)).permutation(shards)
+            if self.train
+            else np.arange(shards)
+        )
         offsets = self.index.offsets * self.repeats
         return np.concatenate([np.arange(offsets[j], offsets[j + 1]) for j in order])
 
@@ -413,8 +429,10 @@ class ShardStream(torch.utils.data.IterableDataset):
                 self._attempt(entry, last)
             if entry[1] is None:
                 first = skipped[0]
-                raise ListError(f"{self.index.pattern}: no sample of this loader worker's share could be read "
-                                f"(first: {first['path']}: {first['reason']})")
+                raise ListError(
+                    f"{self.index.pattern}: no sample of this loader worker's share could be read "
+                    f"(first: {first['path']}: {first['reason']})"
+                )
             yield {**entry[1], "skipped": skipped}
 
     def _attempt(self, entry: list, packed) -> None:
@@ -445,31 +463,43 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _blank(self, element: int) -> dict:
         """The test sample of a video that could not be read: blank frames, `ok` False."""
-        return {"frames": torch.from_numpy(self.pipeline.blank()), "ok": torch.tensor(False),
-                "label": torch.tensor(self.index[element].label), "video": torch.tensor(-1)}
+        return {
+            "frames": torch.from_numpy(self.pipeline.blank()),
+            "ok": torch.tensor(False),
+            "label": torch.tensor(self.index[element].label),
+            "video": torch.tensor(-1),
+        }
 
 
 # ---------------------------------------------------------------- data sets and loaders of lists or shards
 
 
-def pretrain_dataset(items: list[Item], data, raw_span: int, masks, seed: int = 0,
-                     needs_flow: bool = True, reads: tuple | None = None) -> PretrainDataset | ShardStream:
+def pretrain_dataset(
+    items: list[Item], data, raw_span: int, masks, seed: int = 0, needs_flow: bool = True, reads: tuple | None = None
+) -> PretrainDataset | ShardStream:
     """A `PretrainDataset` of a list's videos, or a `ShardStream` of a `ShardIndex`'s samples."""
     if not isinstance(items, ShardIndex):
         return PretrainDataset(items, data, raw_span, masks, seed=seed, needs_flow=needs_flow, reads=reads)
     if needs_flow or masks.needs_motion:
         items.check_cache(data.short_side)
     entries = ShardEntries()
-    pipeline = PretrainDataset([], data, raw_span, masks, seed=seed, needs_flow=needs_flow, reads=reads,
-                               cache=entries)
+    pipeline = PretrainDataset([], data, raw_span, masks, seed=seed, needs_flow=needs_flow, reads=reads, cache=entries)
     return ShardStream(items, pipeline, entries, data.shard_buffer)
 
 
-def clip_dataset(items: list[Item], spec, augment=None, seed: int = 0, repeats: int = 1, clips: int = 1,
-                 crops: int = 1) -> ClipDataset | ShardStream:
+def clip_dataset(
+    items: list[Item], spec, augment=None, seed: int = 0, repeats: int = 1, clips: int = 1, crops: int = 1
+) -> ClipDataset | ShardStream:
     """A `ClipDataset` of a list's videos, or a `ShardStream` of a `ShardIndex`'s samples (same arguments)."""
-    dataset = ClipDataset([] if isinstance(items, ShardIndex) else items, spec, augment, seed=seed, repeats=repeats,
-                          clips=clips, crops=crops)
+    dataset = ClipDataset(
+        [] if isinstance(items, ShardIndex) else items,
+        spec,
+        augment,
+        seed=seed,
+        repeats=repeats,
+        clips=clips,
+        crops=crops,
+    )
     return ShardStream(items, dataset) if isinstance(items, ShardIndex) else dataset
 
 
@@ -486,8 +516,9 @@ class StreamEpochs:
         self.stream.set_epoch(epoch, skip_batches)
 
 
-def epoch_loader(dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1, workers: int = 0,
-                 pin_memory: bool = False):
+def epoch_loader(
+    dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1, workers: int = 0, pin_memory: bool = False
+):
     """(loader, sampler) of a training loop: `sampler.set_epoch(e, skip_batches=b)` starts epoch e at its
     b-th batch, `len(sampler)` is each process's batches per epoch. A list's data set is drawn by
     `EpochSampler`; a `ShardStream` splits itself, and its loader workers start again every epoch
@@ -500,8 +531,9 @@ def epoch_loader(dataset, batch_size: int, seed: int, rank: int = 0, world: int 
     return make_loader(dataset, workers, pin_memory, batch_sampler=sampler), sampler
 
 
-def single_pass_loader(dataset, batch_size: int, workers: int = 0, pin_memory: bool = False, rank: int = 0,
-                world: int = 1) -> torch.utils.data.DataLoader:
+def single_pass_loader(
+    dataset, batch_size: int, workers: int = 0, pin_memory: bool = False, rank: int = 0, world: int = 1
+) -> torch.utils.data.DataLoader:
     """Every sample once, this process's share of `world` (every world-th video of a list; a contiguous
     range of shards)."""
     if isinstance(dataset, ShardStream):
@@ -550,23 +582,38 @@ def _members(item: Item, cache: MotionCache) -> dict:
     try:
         info = cache.info(item.key)
     except CacheError:
-        raise Unpackable("not_in_cache", f"not in the motion cache {cache.dir}; run `motionmae prepare` on the "
-                                         f"list first") from None
+        raise Unpackable(
+            "not_in_cache", f"not in the motion cache {cache.dir}; run `motionmae prepare` on the list first"
+        ) from None
     try:
         video = Path(item.path).read_bytes()
         entry = cache.entry_path(item.key).read_bytes()
     except OSError as err:
         raise Unpackable("unreadable", f"{err.__class__.__name__}: {err}") from None
     if len(video) != info.source_bytes:
-        raise Unpackable("stale_cache_entry", f"its cache entry was made from a file of {info.source_bytes} bytes, "
-                                              f"it has {len(video)}; run `motionmae prepare` again")
-    meta = {"key": item.key, "path": str(item.path), "label": item.label, "num_frames": info.num_frames,
-            "fps": info.fps, "frame_size": list(info.frame_size), "source_bytes": info.source_bytes,
-            "cache": {**_cache_info(cache), "params": dataclasses.asdict(cache.params)},
-            "bytes": {"video": len(video), "flow": len(entry)},
-            "sha256": {"video": hashlib.sha256(video).hexdigest(), "flow": hashlib.sha256(entry).hexdigest()}}
-    return {"video": video, "flow": entry, "cls": str(item.label).encode(),
-            "json": json.dumps(meta, sort_keys=True).encode()}
+        raise Unpackable(
+            "stale_cache_entry",
+            f"its cache entry was made from a file of {info.source_bytes} bytes, "
+            f"it has {len(video)}; run `motionmae prepare` again",
+        )
+    meta = {
+        "key": item.key,
+        "path": str(item.path),
+        "label": item.label,
+        "num_frames": info.num_frames,
+        "fps": info.fps,
+        "frame_size": list(info.frame_size),
+        "source_bytes": info.source_bytes,
+        "cache": {**_cache_info(cache), "params": dataclasses.asdict(cache.params)},
+        "bytes": {"video": len(video), "flow": len(entry)},
+        "sha256": {"video": hashlib.sha256(video).hexdigest(), "flow": hashlib.sha256(entry).hexdigest()},
+    }
+    return {
+        "video": video,
+        "flow": entry,
+        "cls": str(item.label).encode(),
+        "json": json.dumps(meta, sort_keys=True).encode(),
+    }
 
 
 def _plan(plan: list[Item]) -> list:
@@ -577,8 +624,12 @@ def _finished(path: Path, plan: list[Item], cache: MotionCache) -> dict | None:
     """The sidecar of a shard that an earlier run finished with this plan and cache, else None."""
     try:
         side = json.loads(Path(sidecar_url(str(path))).read_text())
-        done = (side.get("format") == SHARD_FORMAT and side.get("plan") == _plan(plan)
-                and side.get("cache") == _cache_info(cache) and path.stat().st_size == side.get("bytes"))
+        done = (
+            side.get("format") == SHARD_FORMAT
+            and side.get("plan") == _plan(plan)
+            and side.get("cache") == _cache_info(cache)
+            and path.stat().st_size == side.get("bytes")
+        )
     except (OSError, ValueError):
         return None
     return side if done else None
@@ -603,14 +654,30 @@ def _write_shard(path: Path, plan: list[Item], cache: MotionCache, advance) -> d
             tar.write({"__key__": f"{len(samples):06d}", **members})
             samples.append({"key": item.key, "label": item.label})
             advance(len(members["video"]) + len(members["flow"]))
-    side = {"format": SHARD_FORMAT, "shard": path.name, "samples": samples, "skipped": skipped,
-            "plan": _plan(plan), "cache": _cache_info(cache), "bytes": path.stat().st_size}
+    side = {
+        "format": SHARD_FORMAT,
+        "shard": path.name,
+        "samples": samples,
+        "skipped": skipped,
+        "plan": _plan(plan),
+        "cache": _cache_info(cache),
+        "bytes": path.stat().st_size,
+    }
     write_atomic(Path(sidecar_url(str(path))), (json.dumps(side) + "\n").encode())
     return side
 
 
-def pack(items: list[Item], cache: MotionCache, out, shard_size: int, name: str, index: int = 0, count: int = 1,
-         progress: bool = True, report_name: str = "report.json") -> PackReport:
+def pack(
+    items: list[Item],
+    cache: MotionCache,
+    out,
+    shard_size: int,
+    name: str,
+    index: int = 0,
+    count: int = 1,
+    progress: bool = True,
+    report_name: str = "report.json",
+) -> PackReport:
     """Write share `index` of `count` of the shards of `items` to `out` as `name-%06d.tar` (+ sidecar).
 
     The videos are sorted by key; shard k holds videos k*shard_size .. (k+1)*shard_size - 1 and
@@ -624,7 +691,9 @@ def pack(items: list[Item], cache: MotionCache, out, shard_size: int, name: str,
     items = sorted({item.key: item for item in items}.values(), key=lambda item: item.key)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plans = [(k, items[k * shard_size:(k + 1) * shard_size]) for k in range(index, -(-len(items) // shard_size), count)]
+    plans = [
+        (k, items[k * shard_size : (k + 1) * shard_size]) for k in range(index, -(-len(items) // shard_size), count)
+    ]
     report = PackReport(VideoTally(sum(len(plan) for _, plan in plans)), shards=len(plans))
     bar = tqdm(total=report.videos.videos, unit="video", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     start = time.perf_counter()

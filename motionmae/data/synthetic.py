@@ -52,16 +52,23 @@ from motionmae.errors import UsageError
 GENERATOR_VERSION = 2  # 2: every object performs the class motion, faster, weaker background
 
 CLASSES = [
-    "move_left", "move_right",
-    "move_up", "move_down",
-    "rotate_clockwise", "rotate_counterclockwise",
-    "grow", "shrink",
-    "move_then_stop", "stop_then_move",
-    "approach", "separate",
+    "move_left",
+    "move_right",
+    "move_up",
+    "move_down",
+    "rotate_clockwise",
+    "rotate_counterclockwise",
+    "grow",
+    "shrink",
+    "move_then_stop",
+    "stop_then_move",
+    "approach",
+    "separate",
 ]
 # The class each class becomes when the clip is played backwards.
-REVERSED = {a: b for i in range(0, len(CLASSES), 2) for a, b in
-            [(CLASSES[i], CLASSES[i + 1]), (CLASSES[i + 1], CLASSES[i])]}
+REVERSED = {
+    a: b for i in range(0, len(CLASSES), 2) for a, b in [(CLASSES[i], CLASSES[i + 1]), (CLASSES[i + 1], CLASSES[i])]
+}
 
 SHAPES = ["circle", "triangle", "square", "pentagon", "star", "cross"]
 TEXTURES = ["stripes", "checker", "blobs", "rings"]
@@ -134,7 +141,7 @@ def _camera(rng, mode: str, size: int, tau: np.ndarray) -> tuple[np.ndarray, str
     elif mode == "zoom":
         factor = rng.uniform(*ZOOM) ** rng.choice([-1, 1])
         centre = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
-        scale = factor ** tau
+        scale = factor**tau
         cams[:, 0, 0] = cams[:, 1, 1] = scale
         cams[:, :2, 2] = centre * (1 - scale[:, None])
     return cams, mode
@@ -198,8 +205,9 @@ def _outline(shape: str) -> np.ndarray:
         return np.stack([np.cos(turns), np.sin(turns)], 1)
     if shape == "cross":
         a, b = 0.35, 0.95
-        return np.array([[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a],
-                         [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]])
+        return np.array(
+            [[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a], [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]]
+        )
     corners = {"triangle": 3, "square": 4, "pentagon": 5, "star": 10}[shape]
     turns = -np.pi / 2 + np.arange(corners) * 2 * np.pi / corners
     reach = np.where(np.arange(corners) % 2, 0.45, 1.0) if shape == "star" else np.ones(corners)
@@ -251,8 +259,9 @@ def _background(rng, side: int) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def sample_scene(label: int, index: int, size: int = 32, frames: int = 24, seed: int = 0,
-                 camera_motion: str = "none") -> Scene:
+def sample_scene(
+    label: int, index: int, size: int = 32, frames: int = 24, seed: int = 0, camera_motion: str = "none"
+) -> Scene:
     """The scene of video `index` of class `label`; a pure function of its arguments."""
     rng = np.random.default_rng([seed, label, index, size, frames, CAMERA_MOTIONS.index(camera_motion)])
     pose, camera, mode = _sample_motion(rng, label, size, frames, camera_motion)
@@ -260,9 +269,19 @@ def sample_scene(label: int, index: int, size: int = 32, frames: int = 24, seed:
     largest = 2 * pose[..., 3].max(0) * camera[:, 0, 0].max()  # (N,) on-screen diameter, px
     sprites = [_sprite(rng, SHAPES[k], max(8, int(np.ceil(d)))) for k, d in zip(shapes, largest)]
     margin = round(CANVAS_MARGIN * size)
-    return Scene(label, pose.astype(np.float32), camera.astype(np.float32), shapes, sprites,
-                 _background(rng, size + 2 * margin), margin, float(rng.uniform(*NOISE)),
-                 int(rng.integers(2**63)), size, mode)
+    return Scene(
+        label,
+        pose.astype(np.float32),
+        camera.astype(np.float32),
+        shapes,
+        sprites,
+        _background(rng, size + 2 * margin),
+        margin,
+        float(rng.uniform(*NOISE)),
+        int(rng.integers(2**63)),
+        size,
+        mode,
+    )
 
 
 # ---------------------------------------------------------------- rendering
@@ -290,8 +309,9 @@ def render(scene: Scene, noise: bool = True, times=None) -> tuple[np.ndarray, np
     mask = np.zeros((len(times), size, size), np.uint8)
     for i, t in enumerate(times):
         warp = (scene.camera[t].astype(np.float64) @ canvas)[:2]
-        image = cv2.warpAffine(scene.background, warp, (size, size), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT)
+        image = cv2.warpAffine(
+            scene.background, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
         for k in order:
             patch = scene.sprites[k].shape[0]
             local = _affine(2 / patch, 0, 0, 2 / patch, 1 / patch - 1, 1 / patch - 1)  # sprite px -> local
@@ -328,8 +348,9 @@ def _ground_truth(scene: Scene, mask: np.ndarray, index: int) -> dict:
     }
 
 
-def render_video(label: int | str, index: int, size: int = 32, frames: int = 24, seed: int = 0,
-                 camera_motion: str = "none") -> tuple[np.ndarray, dict]:
+def render_video(
+    label: int | str, index: int, size: int = 32, frames: int = 24, seed: int = 0, camera_motion: str = "none"
+) -> tuple[np.ndarray, dict]:
     """One video in memory: frames uint8 (T, S, S, 3) RGB and its ground truth.
 
     Ground truth (what the .npz beside each written video holds):
@@ -353,8 +374,14 @@ def render_video(label: int | str, index: int, size: int = 32, frames: int = 24,
 def reverse_truth(truth: dict) -> dict:
     """Ground truth of the same clip played backwards (time-indexed arrays flipped)."""
     frames = len(truth["pose"])
-    return {key: (value[::-1].copy() if isinstance(value, np.ndarray) and value.ndim and len(value) == frames
-                  and key != "shapes" else value) for key, value in truth.items()}
+    return {
+        key: (
+            value[::-1].copy()
+            if isinstance(value, np.ndarray) and value.ndim and len(value) == frames and key != "shapes"
+            else value
+        )
+        for key, value in truth.items()
+    }
 
 
 def motion_class(truth: dict) -> str:
@@ -399,8 +426,10 @@ def true_flow(truth: dict) -> np.ndarray:
     flow = np.zeros((len(pose) - 1, size, size, 2), np.float32)
     for t in range(len(pose) - 1):
         maps = [camera[t + 1] @ np.linalg.inv(camera[t])]
-        maps += [_object_to_image(pose[t + 1, k], camera[t + 1]) @ np.linalg.inv(_object_to_image(pose[t, k], camera[t]))
-                 for k in range(pose.shape[1])]
+        maps += [
+            _object_to_image(pose[t + 1, k], camera[t + 1]) @ np.linalg.inv(_object_to_image(pose[t, k], camera[t]))
+            for k in range(pose.shape[1])
+        ]
         moved = np.einsum("hwij,hwj->hwi", np.stack(maps)[mask[t]][..., :2, :], points)
         flow[t] = moved - points[..., :2]
     return flow
@@ -433,8 +462,14 @@ def _arguments(videos_per_class, size, frames, fps, seed, camera_motion) -> dict
         raise SyntheticError(f"--fps must be at least 1, got {fps}")
     if camera_motion not in CAMERA_MOTIONS:
         raise SyntheticError(f"--camera-motion must be one of {', '.join(CAMERA_MOTIONS)}, got {camera_motion!r}")
-    return {"videos_per_class": int(videos_per_class), "size": int(size), "frames": int(frames),
-            "fps": int(fps), "seed": int(seed), "camera_motion": camera_motion}
+    return {
+        "videos_per_class": int(videos_per_class),
+        "size": int(size),
+        "frames": int(frames),
+        "fps": int(fps),
+        "seed": int(seed),
+        "camera_motion": camera_motion,
+    }
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -454,13 +489,19 @@ def _prepare_out(out: Path, meta: dict) -> None:
             old = json.loads(meta_path.read_text())
         except (OSError, ValueError) as err:
             raise SyntheticError(f"OUT {out} has an unreadable meta.json ({err})") from None
-        if old.get("generator") != meta["generator"] or old.get("version") != meta["version"] \
-                or old.get("arguments") != meta["arguments"]:
+        if (
+            old.get("generator") != meta["generator"]
+            or old.get("version") != meta["version"]
+            or old.get("arguments") != meta["arguments"]
+        ):
             theirs = old.get("arguments") or {}
-            diff = ", ".join(f"{k}={theirs.get(k)!r} there, {v!r} asked"
-                             for k, v in meta["arguments"].items() if theirs.get(k) != v)
+            diff = ", ".join(
+                f"{k}={theirs.get(k)!r} there, {v!r} asked" for k, v in meta["arguments"].items() if theirs.get(k) != v
+            )
             if old.get("version") != meta["version"]:
-                diff = f"generator version {old.get('version')!r} there, {meta['version']} here" + (", " + diff if diff else "")
+                diff = f"generator version {old.get('version')!r} there, {meta['version']} here" + (
+                    ", " + diff if diff else ""
+                )
             raise SyntheticError(f"OUT {out} holds a different data set ({diff}); choose another OUT")
         return
     if out.is_dir() and any(out.iterdir()):
@@ -478,8 +519,7 @@ def _finished(out: Path, label: int, index: int) -> bool:
     return video.is_file() and video.with_suffix(".npz").is_file()
 
 
-def write_one(out, label: int, index: int, size: int, frames: int, fps: int, seed: int,
-              camera_motion: str) -> None:
+def write_one(out, label: int, index: int, size: int, frames: int, fps: int, seed: int, camera_motion: str) -> None:
     """Render one video and write its .mp4, then its .npz (the .npz marks it finished)."""
     from motionmae.io.video import write_video
 
@@ -493,8 +533,17 @@ def _write_job(job: tuple) -> None:
     write_one(*job)
 
 
-def make_dataset(out, videos_per_class: int = 100, size: int = 32, frames: int = 24, fps: int = 25,
-                 seed: int = 0, camera_motion: str = "none", workers: int = 1, progress: bool = True) -> Path:
+def make_dataset(
+    out,
+    videos_per_class: int = 100,
+    size: int = 32,
+    frames: int = 24,
+    fps: int = 25,
+    seed: int = 0,
+    camera_motion: str = "none",
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
     """Write the data set to `out` (resuming a partial one); returns the folder.
 
     Videos already finished (both .mp4 and .npz present) are kept; the lists are
@@ -506,16 +555,31 @@ def make_dataset(out, videos_per_class: int = 100, size: int = 32, frames: int =
     if workers < 1:
         raise SyntheticError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
-    meta = {"generator": "motionmae.synthetic", "version": GENERATOR_VERSION, "arguments": arguments,
-            "seed": int(seed), "classes": CLASSES, "val_per_class": val_count(videos_per_class)}
+    meta = {
+        "generator": "motionmae.synthetic",
+        "version": GENERATOR_VERSION,
+        "arguments": arguments,
+        "seed": int(seed),
+        "classes": CLASSES,
+        "val_per_class": val_count(videos_per_class),
+    }
     _prepare_out(out, meta)
     for leftover in (out / "videos").glob("*/.*.tmp.*"):  # temp files of an interrupted run
         leftover.unlink()
     everything = [(label, i) for label in range(len(CLASSES)) for i in range(videos_per_class)]
-    todo = [(str(out), label, i, size, frames, fps, seed, camera_motion)
-            for label, i in everything if not _finished(out, label, i)]
-    bar = tqdm(total=len(everything), initial=len(everything) - len(todo), unit="video",
-               desc="make-synthetic", disable=not progress, dynamic_ncols=True)
+    todo = [
+        (str(out), label, i, size, frames, fps, seed, camera_motion)
+        for label, i in everything
+        if not _finished(out, label, i)
+    ]
+    bar = tqdm(
+        total=len(everything),
+        initial=len(everything) - len(todo),
+        unit="video",
+        desc="make-synthetic",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     with bar:
         workers = min(workers, len(todo))
         if workers <= 1:

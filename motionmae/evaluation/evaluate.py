@@ -40,16 +40,28 @@ def evaluate(checkpoint, config: EvaluateConfig | None = None, progress: bool = 
     num_classes = model.head.out_features
     check_labels(items, num_classes, val_list)
     env = setup_distributed(config.run.device)
-    dataset = clip_dataset(items, ClipSpec(d.frames, d.sampling, d.stride, d.size, d.short_side),
-                           clips=clips, crops=crops)
+    dataset = clip_dataset(
+        items, ClipSpec(d.frames, d.sampling, d.stride, d.size, d.short_side), clips=clips, crops=crops
+    )
     scores = predict(model.to(env.device), dataset, env, config.data.batch_size, config.data.workers, progress)
     report = accuracy(scores.probs, scores.labels, num_classes)
     names = class_names(val_list, num_classes)
-    report.update({"views": clips * crops, "clips": clips, "crops": crops, "videos": scores.videos.to_dict(),
-                   "class_names": names, "checkpoint": str(checkpoint), "figure": str(out / "confusion.png")})
+    report.update(
+        {
+            "views": clips * crops,
+            "clips": clips,
+            "crops": crops,
+            "videos": scores.videos.to_dict(),
+            "class_names": names,
+            "checkpoint": str(checkpoint),
+            "figure": str(out / "confusion.png"),
+        }
+    )
     if env.main:
-        title = (f"{checkpoint.parent.name}: top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%} "
-                 f"({len(scores.labels)} videos, {clips}x{crops} views)")
+        title = (
+            f"{checkpoint.parent.name}: top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%} "
+            f"({len(scores.labels)} videos, {clips}x{crops} views)"
+        )
         save_figure(out / "confusion.png", confusion_figure(np.array(report["confusion"]), names, title))
         (out / "evaluate.json").write_text(json.dumps(report, indent=1))
     return report

@@ -55,8 +55,10 @@ def _load(checkpoint):
     """Config, target builder and model (eval mode, CPU) of one of our pretraining checkpoints."""
     state = checkpoints.load(checkpoint)
     if not isinstance(state, dict) or "config" not in state or "target" not in state:
-        raise VisualizeError(f"{checkpoint}: not a motionmae pretraining checkpoint (no config and target "
-                             f"recorded); visualize needs the decoder of `motionmae pretrain`")
+        raise VisualizeError(
+            f"{checkpoint}: not a motionmae pretraining checkpoint (no config and target "
+            f"recorded); visualize needs the decoder of `motionmae pretrain`"
+        )
     config = config_from_dict(state["config"])
     m = config.model
     target = build_target(config.target.name, tubelet=m.tubelet, patch=m.patch, **config.target.options)
@@ -78,14 +80,24 @@ def _clip(config, target, masks: MaskGenerator, video, start: int | None, rng: n
     span = target.raw_span(d.frames, d.stride)
     count = probe(video).num_frames
     if count < span:
-        raise VisualizeError(f"{video}: has {count} frames; a clip of {d.frames} frames at stride {d.stride} "
-                             f"with its {target.name} target needs {span}")
+        raise VisualizeError(
+            f"{video}: has {count} frames; a clip of {d.frames} frames at stride {d.stride} "
+            f"with its {target.name} target needs {span}"
+        )
     start = (count - span) // 2 if start is None else start
     if not 0 <= start <= count - span:
-        raise VisualizeError(f"{video}: start {start} out of range; the clip needs {span} of its {count} frames, "
-                             f"so start at 0 .. {count - span}")
-    dataset = PretrainDataset([], dataclasses.replace(d, flow_on_the_fly=True), span, masks,
-                              needs_flow=target.needs_flow or masks.needs_flow, train=False)
+        raise VisualizeError(
+            f"{video}: start {start} out of range; the clip needs {span} of its {count} frames, "
+            f"so start at 0 .. {count - span}"
+        )
+    dataset = PretrainDataset(
+        [],
+        dataclasses.replace(d, flow_on_the_fly=True),
+        span,
+        masks,
+        needs_flow=target.needs_flow or masks.needs_flow,
+        train=False,
+    )
     root = Path(d.train) if Path(d.train).is_dir() else Path(d.train).parent
     sample, box = dataset.sample(Item(Path(video), -1, video_key(video, root)), rng, start)
     flow = sample["flow"].numpy() if target.needs_flow else None
@@ -114,8 +126,12 @@ def _trajectories(target, config, frames, flow, prediction, grid):
     displacements' mean and std per token, then summed from the start points.
     """
     d, steps = config.data, target.traj_len
-    raw = build_target("traj", **{**config.target.options, "traj_norm": "none", "shape": False},
-                       tubelet=target.tubelet, patch=target.patch)
+    raw = build_target(
+        "traj",
+        **{**config.target.options, "traj_norm": "none", "shape": False},
+        tubelet=target.tubelet,
+        patch=target.patch,
+    )
     displacement, ok = raw(frames, flow, d.frames, d.stride)  # (1, N, K*L*2) px, zero where invalid
     displacement = displacement.view(-1, target.num_points, steps, 2)
     valid = ok.view(-1, target.num_points, steps, 2)[..., 0, 0]
@@ -151,8 +167,9 @@ def _reconstruction(target, config, frames, prediction, mask, grid):
 
 
 @torch.no_grad()
-def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, seed: int = 0,
-                         mask_ratio: float | None = None, rows: int = 4) -> Prediction:
+def visualize_checkpoint(
+    checkpoint, video, out=None, start: int | None = None, seed: int = 0, mask_ratio: float | None = None, rows: int = 4
+) -> Prediction:
     """Run a pretraining checkpoint on one clip of `video`, draw what it predicts, write it to `out` (PNG).
 
     The clip is cut like a pretraining sample without augmentation: `data.frames` frames
@@ -175,8 +192,9 @@ def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, 
     grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
     ratio = config.mask.ratio if mask_ratio is None else mask_ratio
     try:
-        masks = MaskGenerator(config.mask.kind, ratio, grid, prefer=config.mask.guidance,
-                              options=dict(config.mask.options))
+        masks = MaskGenerator(
+            config.mask.kind, ratio, grid, prefer=config.mask.guidance, options=dict(config.mask.options)
+        )
     except ValueError as err:
         raise VisualizeError(f"mask ratio {ratio}: {err}") from None
     rng = np.random.default_rng(seed)
@@ -195,16 +213,18 @@ def visualize_checkpoint(checkpoint, video, out=None, start: int | None = None, 
     error = ((prediction - y[0])[:, part] ** 2).view(grid[0], -1)
     errors = ((error * weight).sum(1) / weight.sum(1).clamp(min=1)).numpy()
     mask = mask.reshape(grid)
-    shown = frames[0:(d.frames - 1) * d.stride + 1:m.tubelet * d.stride]  # raw frame r_j of each slice
-    title = (f"{Path(video).name} frames {start}..{start + len(frames) - 1}, {target.name} target, "
-             f"{config.mask.kind} mask {masks.ratio:g} ({int(mask.sum())}/{mask.size}), step {step}")
+    shown = frames[0 : (d.frames - 1) * d.stride + 1 : m.tubelet * d.stride]  # raw frame r_j of each slice
+    title = (
+        f"{Path(video).name} frames {start}..{start + len(frames) - 1}, {target.name} target, "
+        f"{config.mask.kind} mask {masks.ratio:g} ({int(mask.sum())}/{mask.size}), step {step}"
+    )
     if target.name == "traj":
         truth, predicted, inside = _trajectories(target, config, frames_t, flow_t, prediction, grid)
         image = trajectory_figure(shown, mask, truth, predicted, inside, m.patch, title, errors, rows)
         result = Prediction(image, target.name, start, box, frames, mask, truth, predicted, inside)
     else:
         reconstruction = _reconstruction(target, config, frames_t, prediction, mask_t[0], grid)
-        image = reconstruction_figure(shown, mask, reconstruction[::m.tubelet], m.patch, title, errors, rows)
+        image = reconstruction_figure(shown, mask, reconstruction[:: m.tubelet], m.patch, title, errors, rows)
         result = Prediction(image, target.name, start, box, frames, mask, reconstruction=reconstruction)
     if out is not None:
         save_png(out, result.image)

@@ -61,13 +61,24 @@ def confusion_figure(confusion: np.ndarray, names: list[str], title: str) -> Fig
     if C <= COUNTED_CLASSES:
         for (i, j), count in np.ndenumerate(confusion):
             if count:
-                ax.text(j, i, str(int(count)), ha="center", va="center", fontsize="small",
-                        color="black" if rates[i, j] > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    str(int(count)),
+                    ha="center",
+                    va="center",
+                    fontsize="small",
+                    color="black" if rates[i, j] > 0.6 else "white",
+                )
     return figure
 
 
-def bar_chart(groups: dict[str, dict[str, tuple[float, float | None]]], title: str,
-              line: tuple[str, float] | None = None, ylabel: str | None = None) -> Figure:
+def bar_chart(
+    groups: dict[str, dict[str, tuple[float, float | None]]],
+    title: str,
+    line: tuple[str, float] | None = None,
+    ylabel: str | None = None,
+) -> Figure:
     """Grouped bars {group: {series: (value, error or None)}} from 0 with +-error bars, as a figure.
 
     One colour per series (the axes' colour cycle) with a legend above the plot; group names
@@ -88,12 +99,28 @@ def bar_chart(groups: dict[str, dict[str, tuple[float, float | None]]], title: s
         ax.bar(x, values, width, label=name)
         shown = [i for i, error in enumerate(errors) if error]
         if shown:
-            ax.errorbar([x[i] for i in shown], [values[i] for i in shown], [float(errors[i] or 0) for i in shown],
-                        fmt="none", ecolor="0.15", elinewidth=1, capsize=3)
+            ax.errorbar(
+                [x[i] for i in shown],
+                [values[i] for i in shown],
+                [float(errors[i] or 0) for i in shown],
+                fmt="none",
+                ecolor="0.15",
+                elinewidth=1,
+                capsize=3,
+            )
     if line:
         ax.axhline(line[1], color="0.4", linestyle="--", linewidth=1)
-        ax.annotate(line[0], xy=(1, line[1]), xycoords=("axes fraction", "data"), xytext=(4, 0),
-                    textcoords="offset points", ha="left", va="center", color="0.3", annotation_clip=False)
+        ax.annotate(
+            line[0],
+            xy=(1, line[1]),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            ha="left",
+            va="center",
+            color="0.3",
+            annotation_clip=False,
+        )
     ax.set_xticks(range(len(groups)), list(groups), rotation=45, ha="right", rotation_mode="anchor")
     ax.set_ylim(bottom=0)
     if ylabel:

@@ -24,7 +24,7 @@ def grid_image(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
     out = np.zeros((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), np.uint8)
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
-            out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = image
+            out[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = image
     return out
 
 

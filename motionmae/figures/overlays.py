@@ -11,7 +11,6 @@ import numpy as np
 
 from motionmae.figures.images import caption, grid_image
 
-
 MASK_COLOR = (40, 90, 230)  # RGB of masked tokens
 
 
@@ -20,8 +19,9 @@ def upsample_tokens(tokens: np.ndarray, patch: tuple[int, int]) -> np.ndarray:
     return np.kron(tokens, np.ones(patch, dtype=tokens.dtype))
 
 
-def token_overlay(frame: np.ndarray, mask: np.ndarray, patch: tuple[int, int],
-                  color=MASK_COLOR, alpha: float = 0.65) -> np.ndarray:
+def token_overlay(
+    frame: np.ndarray, mask: np.ndarray, patch: tuple[int, int], color=MASK_COLOR, alpha: float = 0.65
+) -> np.ndarray:
     """Blend `color` over the pixels of masked tokens. mask: bool (Hp, Wp)."""
     pixels = upsample_tokens(mask.astype(np.uint8), patch).astype(bool)
     out = frame.astype(np.float32)
@@ -29,8 +29,9 @@ def token_overlay(frame: np.ndarray, mask: np.ndarray, patch: tuple[int, int],
     return out.astype(np.uint8)
 
 
-def outline(image: np.ndarray, mask: np.ndarray, patch: tuple[int, int],
-            color=(255, 255, 255), thickness: int = 2) -> np.ndarray:
+def outline(
+    image: np.ndarray, mask: np.ndarray, patch: tuple[int, int], color=(255, 255, 255), thickness: int = 2
+) -> np.ndarray:
     """Draw the border of a token mask (Hp, Wp) on a copy of `image`."""
     pixels = upsample_tokens(mask.astype(np.uint8), patch)
     contours, _ = cv2.findContours(pixels, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -45,8 +46,9 @@ def heatmap(values: np.ndarray, patch: tuple[int, int], vmax: float | None = Non
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
-def mask_figure(frames: np.ndarray, mask: np.ndarray, magnitude: np.ndarray, title: str,
-                patch: tuple[int, int] = (16, 16)) -> np.ndarray:
+def mask_figure(
+    frames: np.ndarray, mask: np.ndarray, magnitude: np.ndarray, title: str, patch: tuple[int, int] = (16, 16)
+) -> np.ndarray:
     """Masks over frames beside the motion magnitude they followed (MGM's Figure 5).
 
     frames: uint8 (T, H, W, 3) with H = Hp*ph, W = Wp*pw; mask: bool (T', Hp, Wp);
@@ -59,11 +61,15 @@ def mask_figure(frames: np.ndarray, mask: np.ndarray, magnitude: np.ndarray, tit
     rows = []
     for j, (slice_mask, slice_magnitude) in enumerate(zip(mask, magnitude)):
         frame = frames[j * per_slice]
-        rows.append([
-            caption(token_overlay(frame, slice_mask, patch), f"slice {j}: {int(slice_mask.sum())} masked"),
-            caption(outline(heatmap(slice_magnitude, patch, vmax), slice_mask, patch),
-                    f"motion, max {slice_magnitude.max():.2f}"),
-        ])
+        rows.append(
+            [
+                caption(token_overlay(frame, slice_mask, patch), f"slice {j}: {int(slice_mask.sum())} masked"),
+                caption(
+                    outline(heatmap(slice_magnitude, patch, vmax), slice_mask, patch),
+                    f"motion, max {slice_magnitude.max():.2f}",
+                ),
+            ]
+        )
     return caption(grid_image(rows), title, height=28)
 
 
@@ -89,8 +95,15 @@ def draw_trajectories(image: np.ndarray, positions: np.ndarray, scale: int) -> n
     thickness = 2 if scale >= 3 else 1
     for trajectory in points:
         for step, color in enumerate(colors):
-            cv2.line(out, tuple(map(int, trajectory[step])), tuple(map(int, trajectory[step + 1])), color, thickness,
-                     cv2.LINE_AA, shift=4)
+            cv2.line(
+                out,
+                tuple(map(int, trajectory[step])),
+                tuple(map(int, trajectory[step + 1])),
+                color,
+                thickness,
+                cv2.LINE_AA,
+                shift=4,
+            )
     return out
 
 
@@ -109,8 +122,17 @@ def _rows(slices: int, rows: int) -> list[int]:
     return sorted(set(np.linspace(0, slices - 1, min(rows, slices)).round().astype(int).tolist()))
 
 
-def trajectory_figure(frames: np.ndarray, mask: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
-                      valid: np.ndarray, patch: int, title: str, errors=None, rows: int = 4) -> np.ndarray:
+def trajectory_figure(
+    frames: np.ndarray,
+    mask: np.ndarray,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    valid: np.ndarray,
+    patch: int,
+    title: str,
+    errors=None,
+    rows: int = 4,
+) -> np.ndarray:
     """MME's Figure 4: per temporal token slice, (a) masked frame, (b) true and (c) predicted trajectories, (d) frame.
 
     frames: uint8 (T', S, S, 3), the raw frame each slice's trajectories start on;
@@ -126,17 +148,20 @@ def trajectory_figure(frames: np.ndarray, mask: np.ndarray, truth: np.ndarray, p
         frame, shown = frames[j], (mask[j].reshape(-1, 1) & valid[j])
         background = outline(_enlarge(_dimmed(frame), scale), mask[j], (patch * scale,) * 2, (150, 150, 150), 1)
         error = "" if errors is None else f", loss {errors[j]:.2f}"
-        grid.append([
-            caption(_enlarge(token_overlay(frame, mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"),
-            caption(draw_trajectories(background, truth[j][shown], scale), "(b) ground truth"),
-            caption(draw_trajectories(background, predicted[j][shown], scale), f"(c) prediction{error}"),
-            caption(_enlarge(frame, scale), "(d) original frame"),
-        ])
+        grid.append(
+            [
+                caption(_enlarge(token_overlay(frame, mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"),
+                caption(draw_trajectories(background, truth[j][shown], scale), "(b) ground truth"),
+                caption(draw_trajectories(background, predicted[j][shown], scale), f"(c) prediction{error}"),
+                caption(_enlarge(frame, scale), "(d) original frame"),
+            ]
+        )
     return caption(grid_image(grid), title, height=28)
 
 
-def reconstruction_figure(frames: np.ndarray, mask: np.ndarray, reconstruction: np.ndarray, patch: int, title: str,
-                          errors=None, rows: int = 4) -> np.ndarray:
+def reconstruction_figure(
+    frames: np.ndarray, mask: np.ndarray, reconstruction: np.ndarray, patch: int, title: str, errors=None, rows: int = 4
+) -> np.ndarray:
     """Pixel targets (VideoMAE): per temporal token slice, (a) masked frame, (b) reconstruction, (c) frame.
 
     frames, reconstruction: uint8 (T', S, S, 3), the first frame of each slice (the
@@ -147,10 +172,16 @@ def reconstruction_figure(frames: np.ndarray, mask: np.ndarray, reconstruction: 
     grid = []
     for j in _rows(len(frames), rows):
         error = "" if errors is None else f", loss {errors[j]:.2f}"
-        grid.append([
-            caption(_enlarge(token_overlay(frames[j], mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"),
-            caption(outline(_enlarge(reconstruction[j], scale), mask[j], (patch * scale,) * 2, (150, 150, 150), 1),
-                    f"(b) reconstruction{error}"),
-            caption(_enlarge(frames[j], scale), "(c) original frame"),
-        ])
+        grid.append(
+            [
+                caption(
+                    _enlarge(token_overlay(frames[j], mask[j], (patch, patch)), scale), f"(a) slice {j}: masked input"
+                ),
+                caption(
+                    outline(_enlarge(reconstruction[j], scale), mask[j], (patch * scale,) * 2, (150, 150, 150), 1),
+                    f"(b) reconstruction{error}",
+                ),
+                caption(_enlarge(frames[j], scale), "(c) original frame"),
+            ]
+        )
     return caption(grid_image(grid), title, height=28)

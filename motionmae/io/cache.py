@@ -120,7 +120,7 @@ def encode_field(flow: np.ndarray, params: CacheParams) -> bytes:
     rows = -(-height // 8) * 8  # pad each plane to whole JPEG blocks so dx and dy never share one
     image = np.empty((2, rows, width), np.uint8)
     image[:, :height] = np.moveaxis(np.clip(np.rint(flow / params.step), -127, 127) + 128, 2, 0)
-    image[:, height:] = image[:, height - 1:height]
+    image[:, height:] = image[:, height - 1 : height]
     options = [cv2.IMWRITE_JPEG_QUALITY, params.quality] if params.codec == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 6]
     ok, data = cv2.imencode(CODECS[params.codec], image.reshape(2 * rows, width), options)
     if not ok:
@@ -135,7 +135,7 @@ def decode_field(data: bytes, grid_size: tuple[int, int], step: float) -> np.nda
     if image is None:
         raise CacheError("a flow field does not decode")
     rows = image.shape[0] // 2
-    codes = np.stack([image[:height], image[rows:rows + height]], axis=-1)
+    codes = np.stack([image[:height], image[rows : rows + height]], axis=-1)
     return (codes.astype(np.float32) - 128) * step
 
 
@@ -163,8 +163,10 @@ class MotionCache:
             values = dict(json.loads((path / "params.json").read_text()))
             version = values.pop("version", "2 or older")
             if version != FORMAT_VERSION:
-                raise CacheError(f"{path}: motion cache of format {version}; this motionmae reads format "
-                                 f"{FORMAT_VERSION}: run `motionmae prepare` again to rebuild it")
+                raise CacheError(
+                    f"{path}: motion cache of format {version}; this motionmae reads format "
+                    f"{FORMAT_VERSION}: run `motionmae prepare` again to rebuild it"
+                )
             params = CacheParams.from_dict(values)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise CacheError(f"{path}: not a motion cache folder ({err})") from None
@@ -218,9 +220,16 @@ class MotionCache:
         except (OSError, ValueError, KeyError, IndexError, struct.error) as err:
             raise CacheError(f"{video}: unreadable cache entry {path} ({err.__class__.__name__}: {err})") from None
 
-    def read(self, video: str, start: int, stop: int, size: tuple[int, int] | None = None,
-             crop: tuple[int, int, int, int] | None = None, flip: bool = False,
-             out: np.ndarray | None = None) -> np.ndarray:
+    def read(
+        self,
+        video: str,
+        start: int,
+        stop: int,
+        size: tuple[int, int] | None = None,
+        crop: tuple[int, int, int, int] | None = None,
+        flip: bool = False,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Flow fields `start..stop-1` (field t carries frame t to t+1): float32 `(stop-start, H, W, 2)`.
 
         `crop = (x, y, width, height)` is a box in pixels of the decoded frames
@@ -249,12 +258,20 @@ class MotionCache:
             f.seek(base)
             data = f.read(int(info.offsets[flows[-1] + 1]) - base)
         for t, field_ in zip(flows, fields):
-            field_[...] = decode_field(data[info.offsets[t] - base:info.offsets[t + 1] - base], info.grid_size,
-                                       self.params.step)
+            field_[...] = decode_field(
+                data[info.offsets[t] - base : info.offsets[t + 1] - base], info.grid_size, self.params.step
+            )
         return fields
 
-    def resample(self, video: str, fields: np.ndarray, size: tuple[int, int] | None = None,
-                 crop: tuple[int, int, int, int] | None = None, flip: bool = False, out=None):
+    def resample(
+        self,
+        video: str,
+        fields: np.ndarray,
+        size: tuple[int, int] | None = None,
+        crop: tuple[int, int, int, int] | None = None,
+        flip: bool = False,
+        out=None,
+    ):
         """Stored fields `(n, h, w, 2)` (`stored`) bilinearly resampled onto the output pixels of `crop`
         resized to `size`, mirrored when `flip` (arguments as in `read`): float32 `(n, H, W, 2)`, vectors
         in output px. `out`: an array of that shape, or a list of n `(H, W, 2)` arrays, to write into.
@@ -277,12 +294,17 @@ class MotionCache:
         matrix = np.array([row, [0, sy * gy, (y0 + 0.5 * sy) * gy - 0.5]])
         scale = (-1 / sx if flip else 1 / sx, 1 / sy) * 2  # vectors in output px, per channel
         for i in range(0, len(fields), 2):
-            pair = fields[i:i + 2]
+            pair = fields[i : i + 2]
             four = cv2.multiply(cv2.merge([pair[0], pair[-1]]), scale)  # type: ignore[call-overload]  # a per-channel scalar
-            warped = cv2.warpAffine(four, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                    borderMode=cv2.BORDER_REPLICATE)
+            warped = cv2.warpAffine(
+                four,
+                matrix,
+                (out_w, out_h),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
             targets = [out[i + k] for k in range(len(pair))]
-            cv2.mixChannels([warped], targets, [0, 0, 1, 1, 2, 2, 3, 3][:4 * len(pair)])
+            cv2.mixChannels([warped], targets, [0, 0, 1, 1, 2, 2, 3, 3][: 4 * len(pair)])
         return out
 
     def _open_entry(self, video: str):

@@ -86,8 +86,13 @@ def _extract_job(job: tuple[int, str, str]) -> tuple[int, int, str | None, tuple
         return position, 0, None, (skip_kind(err), f"{err.__class__.__name__}: {err}")
 
 
-def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1, progress: bool = True,
-            report_name: str = "report.json") -> PrepareReport:
+def prepare(
+    videos: list[tuple[str, Path]],
+    cache: MotionCache,
+    workers: int = 1,
+    progress: bool = True,
+    report_name: str = "report.json",
+) -> PrepareReport:
     """Extract every video not yet in `cache`; skip and report the ones that fail.
 
     `videos` are `(key, path)` pairs (see `list_videos` and `shard`). Finished
@@ -109,8 +114,11 @@ def prepare(videos: list[tuple[str, Path]], cache: MotionCache, workers: int = 1
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     # spawned, not forked: a forked worker inherits the parent's FFmpeg state and can hang
     workers = min(workers, len(todo))
-    pool = (multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cache.root, cache.params))
-            if workers > 1 else None)
+    pool = (
+        multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cache.root, cache.params))
+        if workers > 1
+        else None
+    )
     if pool is None:
         _init_worker(cache.root, cache.params)
     try:

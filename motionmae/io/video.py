@@ -46,10 +46,10 @@ from pathlib import Path
 from typing import cast
 
 import av
-from av.video.reformatter import VideoReformatter
-from av.video.stream import VideoStream
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
+from av.video.stream import VideoStream
 
 from motionmae.errors import MotionMAEError
 
@@ -96,7 +96,6 @@ class NoVideoStreamError(VideoError):
 
 class FrameIndexError(VideoError, IndexError):
     """A requested frame index is out of range or could not be decoded."""
-
 
 
 # ---------------------------------------------------------------- metadata
@@ -298,21 +297,21 @@ def mpeg4_time_bits(data: bytes) -> int | None:
     found = _VOL.search(data)
     if found is None:
         return None
-    b, p = _bits(data[found.end():found.end() + 24]), 9  # random_accessible_vol, object type
+    b, p = _bits(data[found.end() : found.end() + 24]), 9  # random_accessible_vol, object type
     if len(b) < 144:  # the longest header up to the field we need
         return None
     verid = 1
     if b[p] == "1":  # is_object_layer_identifier: verid, priority
-        verid, p = int(b[p + 1:p + 5], 2), p + 8
+        verid, p = int(b[p + 1 : p + 5], 2), p + 8
     else:
         p += 1
-    p += 4 + (16 if b[p:p + 4] == "1111" else 0)  # aspect ratio, extended pixel aspect
+    p += 4 + (16 if b[p : p + 4] == "1111" else 0)  # aspect ratio, extended pixel aspect
     if b[p] == "1":  # vol_control_parameters: chroma format, low delay, vbv parameters
         p += 5 + (79 if b[p + 4] == "1" else 0)
     else:
         p += 1
-    p += 2 + (4 if b[p:p + 2] == "11" and verid != 1 else 0) + 1  # shape (+ extension), marker
-    resolution = int(b[p:p + 16], 2)  # vop_time_increment_resolution
+    p += 2 + (4 if b[p : p + 2] == "11" and verid != 1 else 0) + 1  # shape (+ extension), marker
+    resolution = int(b[p : p + 16], 2)  # vop_time_increment_resolution
     return max(1, (resolution - 1).bit_length())
 
 
@@ -321,7 +320,7 @@ def mpeg4_vop(data: bytes, time_bits: int) -> tuple[int, bool] | None:
     at = data.find(_VOP)
     if at < 0:
         return None
-    b = _bits(data[at + 4:at + 16])
+    b = _bits(data[at + 4 : at + 16])
     p = 2
     while p < len(b) and b[p] == "1":  # modulo_time_base
         p += 1
@@ -332,8 +331,23 @@ def mpeg4_vop(data: bytes, time_bits: int) -> tuple[int, bool] | None:
 # Codecs whose packets each show one frame, but for the kinds `_Shows` recognizes: access units
 # (H.264, HEVC), pictures (MPEG-1/2, MPEG-4 part 2), superframes (VP9), temporal units (AV1),
 # intra-only codecs. Other codecs, and MPEG-4 with packed B-frames, get a learned timeline.
-_PREDICTABLE = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vp8", "vp9", "av1", "libdav1d", "mjpeg",
-                "prores", "dnxhd", "ffv1", "rawvideo", "png"}
+_PREDICTABLE = {
+    "h264",
+    "hevc",
+    "mpeg1video",
+    "mpeg2video",
+    "mpeg4",
+    "vp8",
+    "vp9",
+    "av1",
+    "libdav1d",
+    "mjpeg",
+    "prores",
+    "dnxhd",
+    "ffv1",
+    "rawvideo",
+    "png",
+}
 
 
 class _Shows:
@@ -680,8 +694,9 @@ class VideoReader:
     def _relearn(self) -> None:
         """Replace the predicted timeline by the one of a full decode (its count included)."""
         self.timeline = _learn(self.source, self.tally)
-        self.info = dataclasses.replace(self.info, num_frames=len(self.timeline),
-                                        truncated=self.info.truncated or self.tally.damaged)
+        self.info = dataclasses.replace(
+            self.info, num_frames=len(self.timeline), truncated=self.info.truncated or self.tally.damaged
+        )
         _remember(self.source, self.info, self.timeline)
 
     def sequential(self, motion: bool = False, gray: bool = False):
@@ -731,8 +746,11 @@ class VideoReader:
             else:
                 for b_index, b_frame, b_previous in pending:
                     if want is None or b_index in want:
-                        yield (b_index, self._pixels(b_frame, gray),
-                               *self._field(b_frame, b_index, b_previous, next_anchor=index))
+                        yield (
+                            b_index,
+                            self._pixels(b_frame, gray),
+                            *self._field(b_frame, b_index, b_previous, next_anchor=index),
+                        )
                 pending = []
                 if want is None or index in want:
                     yield index, self._pixels(frame, gray), *self._field(frame, index, previous_anchor, None)
@@ -832,8 +850,14 @@ def motion_vector_stats(path, short_side: int | None = None) -> dict:
 # ---------------------------------------------------------------- writing
 
 
-def write_video(path, frames: np.ndarray, fps: int = 25, codec: str = "libx264",
-                options: dict | None = None, pix_fmt: str = "yuv420p") -> None:
+def write_video(
+    path,
+    frames: np.ndarray,
+    fps: int = 25,
+    codec: str = "libx264",
+    options: dict | None = None,
+    pix_fmt: str = "yuv420p",
+) -> None:
     """Encode RGB uint8 (T, H, W, 3) frames; written to a temp file, then renamed.
 
     Defaults give H.264 with B-frames (bf=2, GOP 12) so P- and B-frame vectors exist,

@@ -37,8 +37,12 @@ class Sample:
     rewrite: str = ""  # pts-dts | hidden | packed | nvop: packets changed after encoding
 
 
-_X264 = {"bf": "3", "crf": "20", "preset": "fast",
-         "x264-params": "b-pyramid=normal:ref=4:open-gop=1:keyint={gop}:min-keyint={gop}:scenecut=0"}
+_X264 = {
+    "bf": "3",
+    "crf": "20",
+    "preset": "fast",
+    "x264-params": "b-pyramid=normal:ref=4:open-gop=1:keyint={gop}:min-keyint={gop}:scenecut=0",
+}
 _MPEG4 = {"bf": "2", "g": "{gop}", "qscale": "3"}
 
 SAMPLES = {
@@ -47,19 +51,33 @@ SAMPLES = {
     "h264-us-mp4": Sample("H.264 in MP4, time base 1/1e6, 33/34 ms steps", ("libx264",), ".mp4", _X264, timing="us"),
     "h264-edit-mp4": Sample("H.264 in MP4, edit list cuts 2 frames", ("libx264",), ".mp4", _X264, timing="edit"),
     "h264-vfr-mkv": Sample("H.264 in MKV, variable frame rate", ("libx264",), ".mkv", _X264, timing="vfr"),
-    "h264-ptsdts-mp4": Sample("H.264 in MP4, B-frames with pts = dts", ("libx264",), ".mp4", _X264,
-                              rewrite="pts-dts"),
-    "hevc-mp4": Sample("HEVC in MP4, open GOP, B-frames", ("libx265",), ".mp4", {
-        "preset": "fast", "x265-params": "keyint={gop}:min-keyint={gop}:open-gop=1:bframes=3:log-level=error"}),
+    "h264-ptsdts-mp4": Sample("H.264 in MP4, B-frames with pts = dts", ("libx264",), ".mp4", _X264, rewrite="pts-dts"),
+    "hevc-mp4": Sample(
+        "HEVC in MP4, open GOP, B-frames",
+        ("libx265",),
+        ".mp4",
+        {"preset": "fast", "x265-params": "keyint={gop}:min-keyint={gop}:open-gop=1:bframes=3:log-level=error"},
+    ),
     "vp9-webm": Sample("VP9 in WebM", ("libvpx-vp9",), ".webm", {"g": "{gop}", "cpu-used": "8", "crf": "30", "b": "0"}),
-    "vp8-webm": Sample("VP8 in WebM, hidden frames", ("libvpx",), ".webm", {
-        "g": "{gop}", "cpu-used": "8", "crf": "30", "b": "1M"}, rewrite="hidden"),
-    "av1-mkv": Sample("AV1 in MKV", ("libsvtav1", "libaom-av1", "librav1e"), ".mkv", {
-        "g": "{gop}", "preset": "12", "cpu-used": "8", "speed": "10"}),
-    "mpeg4-packed-avi": Sample("MPEG-4 part 2 in AVI, packed B-frames, final N-VOP", ("mpeg4",), ".avi", _MPEG4,
-                               rewrite="packed"),
-    "mpeg4-nvop-avi": Sample("MPEG-4 part 2 in AVI, N-VOP drop frames", ("mpeg4",), ".avi",
-                             {**_MPEG4, "bf": "0"}, rewrite="nvop"),
+    "vp8-webm": Sample(
+        "VP8 in WebM, hidden frames",
+        ("libvpx",),
+        ".webm",
+        {"g": "{gop}", "cpu-used": "8", "crf": "30", "b": "1M"},
+        rewrite="hidden",
+    ),
+    "av1-mkv": Sample(
+        "AV1 in MKV",
+        ("libsvtav1", "libaom-av1", "librav1e"),
+        ".mkv",
+        {"g": "{gop}", "preset": "12", "cpu-used": "8", "speed": "10"},
+    ),
+    "mpeg4-packed-avi": Sample(
+        "MPEG-4 part 2 in AVI, packed B-frames, final N-VOP", ("mpeg4",), ".avi", _MPEG4, rewrite="packed"
+    ),
+    "mpeg4-nvop-avi": Sample(
+        "MPEG-4 part 2 in AVI, N-VOP drop frames", ("mpeg4",), ".avi", {**_MPEG4, "bf": "0"}, rewrite="nvop"
+    ),
     "mpeg2-ts": Sample("MPEG-2 in MPEG-TS (starts at 1.4 s)", ("mpeg2video",), ".ts", _MPEG4),
     "mjpeg-avi": Sample("MJPEG in AVI", ("mjpeg",), ".avi", {}, pix_fmt="yuvj420p"),
 }
@@ -78,8 +96,9 @@ def moving_texture(frames: int, height: int, width: int, seed: int = 0) -> np.nd
     return np.stack([np.roll(texture, (t, 2 * t), axis=(0, 1)) for t in range(frames)])
 
 
-def write_samples(folder, frames: int = 60, width: int = 96, height: int = 64, gop: int = 12,
-                  names=None) -> dict[str, Path]:
+def write_samples(
+    folder, frames: int = 60, width: int = 96, height: int = 64, gop: int = 12, names=None
+) -> dict[str, Path]:
     """Write the samples `names` (default: all whose encoder exists) into `folder`: {name: path}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,8 +128,12 @@ def write_sample(path: Path, name: str, video: np.ndarray, gop: int) -> None:
             packets += stream.encode(frame)
         packets += stream.encode()
         if sample.rewrite:
-            packets = [_packet(data, pts, dts, key, time_base) for data, pts, dts, key in _REWRITES[sample.rewrite]([
-                (bytes(p), p.pts, p.dts, p.is_keyframe) for p in packets], stream)]
+            packets = [
+                _packet(data, pts, dts, key, time_base)
+                for data, pts, dts, key in _REWRITES[sample.rewrite](
+                    [(bytes(p), p.pts, p.dts, p.is_keyframe) for p in packets], stream
+                )
+            ]
         for packet in packets:
             packet.stream = stream
             container.mux(packet)
@@ -142,8 +165,10 @@ def _pts_as_dts(packets, stream):
 
 def _hidden(packets, stream, every: int = 7):
     """Every `every`-th VP8 inter frame hidden (show_frame 0, as alt-ref frames are): decoded, never shown."""
-    return [(bytes([data[0] & ~0x10]) + data[1:] if i % every == every - 1 and not key else data, pts, dts, key)
-            for i, (data, pts, dts, key) in enumerate(packets)]
+    return [
+        (bytes([data[0] & ~0x10]) + data[1:] if i % every == every - 1 and not key else data, pts, dts, key)
+        for i, (data, pts, dts, key) in enumerate(packets)
+    ]
 
 
 def _time_bits(packets, stream) -> int:
@@ -157,7 +182,7 @@ def _time_bits(packets, stream) -> int:
 def _n_vop(vop: bytes, time_bits: int) -> bytes:
     """A not-coded VOP (N-VOP) with the coding type and time of the VOP `vop`."""
     at = vop.find(b"\x00\x00\x01\xb6") + 4
-    bits = "".join(f"{b:08b}" for b in vop[at:at + 12])
+    bits = "".join(f"{b:08b}" for b in vop[at : at + 12])
     end = bits.index("0", 2) + 2 + time_bits + 1  # modulo_time_base, marker, vop_time_increment, marker
     header = bits[:end] + "0"  # vop_coded = 0
     header += "0" + "1" * (-(len(header) + 1) % 8)  # stuffing to the byte boundary
@@ -184,7 +209,7 @@ def _packed(packets, stream):
         j = i + 1
         while j < len(packets) and mpeg4_vop(packets[j][0], bits)[0] == 2:  # B-VOPs
             j += 1
-        run = [p[0] for p in packets[i + 1:j]]
+        run = [p[0] for p in packets[i + 1 : j]]
         if run:
             payloads += [(data + run[0], key), *((b, False) for b in run[1:]), (_n_vop(run[-1], bits), False)]
         else:

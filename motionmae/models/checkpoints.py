@@ -30,9 +30,13 @@ from motionmae.errors import MotionMAEError, UsageError
 SAFE_GLOBALS = [argparse.Namespace]
 # motionmae 0.1 pickled NumPy's RNG state as an array; `upgrade` alone accepts the globals that rebuild one
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whichever module holds it
-NUMPY_ARRAY_GLOBALS = [(_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
-                       (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype,
-                       type(np.dtype(np.uint32))]  # the key's dtype class (numpy.dtypes.UInt32DType in NumPy 2)
+NUMPY_ARRAY_GLOBALS = [
+    (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
+    (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]  # the key's dtype class (numpy.dtypes.UInt32DType in NumPy 2)
 
 
 class CheckpointError(MotionMAEError):
@@ -97,11 +101,15 @@ def _refused(path: Path, err: Exception) -> str:
         return f"{path}: not a readable checkpoint, or one that needs unsafe unpickling ({_one_line(err)})"
     name = found.group(1)
     if name.startswith("numpy."):
-        return (f"{path}: holds NumPy arrays ({name}), which safe loading refuses; pretraining checkpoints of "
-                f"motionmae 0.1 keep their RNG state so: if you made this file, convert it once with "
-                f"`motionmae upgrade-checkpoint {path}`")
-    return (f"{path}: refused: unpickling it would call {name}, and a pickle can run code; motionmae reads "
-            f"checkpoints of tensors and plain values only (torch.load weights_only=True) or .safetensors")
+        return (
+            f"{path}: holds NumPy arrays ({name}), which safe loading refuses; pretraining checkpoints of "
+            f"motionmae 0.1 keep their RNG state so: if you made this file, convert it once with "
+            f"`motionmae upgrade-checkpoint {path}`"
+        )
+    return (
+        f"{path}: refused: unpickling it would call {name}, and a pickle can run code; motionmae reads "
+        f"checkpoints of tensors and plain values only (torch.load weights_only=True) or .safetensors"
+    )
 
 
 def load(path, map_location="cpu", extra_globals=()) -> dict:
@@ -131,8 +139,9 @@ def load_training_state(path, keys) -> dict:
     state = load(path)
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"{path}: cannot resume from it (no {', '.join(missing)}); --resume takes the "
-                              f"checkpoint.pt of a run folder")
+        raise CheckpointError(
+            f"{path}: cannot resume from it (no {', '.join(missing)}); --resume takes the checkpoint.pt of a run folder"
+        )
     return state
 
 
@@ -149,8 +158,9 @@ def upgrade(path, out=None) -> Path:
         try:
             load(tmp)
         except CheckpointError:
-            raise CheckpointError(f"{path}: holds NumPy arrays outside its RNG state (not a motionmae 0.1 "
-                                  f"checkpoint); left unchanged") from None
+            raise CheckpointError(
+                f"{path}: holds NumPy arrays outside its RNG state (not a motionmae 0.1 checkpoint); left unchanged"
+            ) from None
 
     return _atomic(out or path, lambda tmp: torch.save(state, tmp), check)
 
@@ -163,8 +173,11 @@ def _plain_numpy_state(state) -> dict:
 
 def rng_state() -> dict:
     """Python, NumPy, torch CPU and CUDA generator states, as plain values and uint8 tensors."""
-    state = {"python": random.getstate(), "numpy": _plain_numpy_state(np.random.get_state()),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": _plain_numpy_state(np.random.get_state()),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -186,13 +199,17 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict, source: str) -> 
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or shapes:
+
         def show(keys):
             return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
         problems = []
         if shapes:
-            problems.append("shape mismatch: " + ", ".join(
-                f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes[:6])
-                + (f" (+{len(shapes) - 6} more)" if len(shapes) > 6 else ""))
+            problems.append(
+                "shape mismatch: "
+                + ", ".join(f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes[:6])
+                + (f" (+{len(shapes) - 6} more)" if len(shapes) > 6 else "")
+            )
         if missing:
             problems.append(f"missing: {show(missing)}")
         if unexpected:
@@ -210,8 +227,10 @@ def encoder_state(checkpoint: dict, source) -> dict:
     model = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(model, dict):
         raise CheckpointError(f"{source}: holds no 'model' state dict (not a motionmae checkpoint?)")
-    state = {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
+    state = {k[len("encoder.") :]: v for k, v in model.items() if k.startswith("encoder.")}
     if not state:
-        raise CheckpointError(f"{source}: its model has no encoder.* weights "
-                              f"(keys start with {', '.join(sorted({k.split('.')[0] for k in model})[:6])})")
+        raise CheckpointError(
+            f"{source}: its model has no encoder.* weights "
+            f"(keys start with {', '.join(sorted({k.split('.')[0] for k in model})[:6])})"
+        )
     return state

@@ -68,7 +68,8 @@ class Loaded:
 
     def __str__(self):
         def parts(keys):  # module names: decoder, head, encoder.norm, ...
-            return ", ".join(sorted({".".join(k.split(".")[:2 if k.startswith("encoder.") else 1]) for k in keys}))
+            return ", ".join(sorted({".".join(k.split(".")[: 2 if k.startswith("encoder.") else 1]) for k in keys}))
+
         text = f"loaded {self.layout}"
         if self.initialized:
             text += f"; left as initialized: {parts(self.initialized)}"
@@ -96,12 +97,12 @@ def rename(key: str, to_hf: bool) -> str:
     src, dst = (0, 1) if to_hf else (1, 0)
     for module in HF_MODULES:
         if key.startswith(module[src]):
-            key = module[dst] + key[len(module[src]):]
+            key = module[dst] + key[len(module[src]) :]
             if module[0].endswith("blocks."):
-                index, rest = key[len(module[dst]):].split(".", 1)
+                index, rest = key[len(module[dst]) :].split(".", 1)
                 for inner in HF_BLOCK:
                     if rest.startswith(inner[src]):
-                        return f"{module[dst]}{index}.{inner[dst]}{rest[len(inner[src]):]}"
+                        return f"{module[dst]}{index}.{inner[dst]}{rest[len(inner[src]) :]}"
             return key
     return key
 
@@ -110,7 +111,7 @@ def _split_qkv(state: dict) -> dict:
     out = {}
     for key, value in state.items():
         if key.endswith(".attention.attention.qkv.weight"):
-            base = key[:-len("qkv.weight")]
+            base = key[: -len("qkv.weight")]
             for name, part in zip(("query", "key", "value"), value.chunk(3)):
                 out[f"{base}{name}.weight"] = part
         else:
@@ -122,7 +123,7 @@ def _merge_qkv(state: dict, name: str) -> dict:
     out = {}
     for key, value in state.items():
         if key.endswith(".attention.attention.query.weight"):
-            base = key[:-len("query.weight")]
+            base = key[: -len("query.weight")]
             parts = [f"{base}{n}.weight" for n in ("query", "key", "value")]
             missing = [p for p in parts if p not in state]
             if missing:
@@ -139,9 +140,10 @@ def from_hf(state: dict, name: str = "state dict") -> dict:
     if any(k.startswith(bare[:2]) for k in state):
         state = {("videomae." + k if k.startswith(bare) else k): v for k, v in state.items()}
     # transformers >= 5 names the biases query.bias / value.bias; the Hub's files say q_bias / v_bias
-    state = {k.replace(".attention.query.bias", ".attention.q_bias").replace(".attention.value.bias",
-                                                                             ".attention.v_bias"): v
-             for k, v in state.items()}
+    state = {
+        k.replace(".attention.query.bias", ".attention.q_bias").replace(".attention.value.bias", ".attention.v_bias"): v
+        for k, v in state.items()
+    }
     return {rename(k, to_hf=False): v for k, v in _merge_qkv(state, name).items()}
 
 
@@ -155,7 +157,7 @@ def _from_official(state: dict) -> dict:
     out = {}
     for key, value in state.items():
         if key.startswith("backbone."):
-            key = "encoder." + key[len("backbone."):]
+            key = "encoder." + key[len("backbone.") :]
         elif key.startswith(BACKBONE):
             key = "encoder." + key
         out[key] = value
@@ -166,10 +168,13 @@ def _drop_fixed_pos_embed(state: dict, name: str) -> dict:
     """A saved sinusoid table is redundant (we compute it); a learned one has no place here."""
     for key in [k for k in state if k.endswith("pos_embed")]:
         table = state[key]
-        if table.dim() != 3 or not torch.allclose(table.float(), sincos_table(table.shape[1], table.shape[2]),
-                                                  atol=1e-4):
-            raise CheckpointError(f"{name}: {key} {tuple(table.shape)} is a learned position embedding; "
-                                  f"motionmae models use VideoMAE's fixed sinusoid table")
+        if table.dim() != 3 or not torch.allclose(
+            table.float(), sincos_table(table.shape[1], table.shape[2]), atol=1e-4
+        ):
+            raise CheckpointError(
+                f"{name}: {key} {tuple(table.shape)} is a learned position embedding; "
+                f"motionmae models use VideoMAE's fixed sinusoid table"
+            )
         del state[key]
     return state
 
@@ -197,10 +202,12 @@ def _tensors(obj, name: str) -> dict:
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        raise CheckpointError(f"{name}: holds no state dict of tensors (looked at the top level and under "
-                              f"'model', 'module', 'state_dict')")
+        raise CheckpointError(
+            f"{name}: holds no state dict of tensors (looked at the top level and under "
+            f"'model', 'module', 'state_dict')"
+        )
     if all(k.startswith("module.") for k in obj):  # saved from a DistributedDataParallel wrapper
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
 
 
@@ -228,10 +235,16 @@ def read_checkpoint(source) -> Checkpoint:
     state = _tensors(obj, name)
 
     if any(k.startswith(("videomae.", "embeddings.patch_embeddings.")) for k in state):
-        kind = ("VideoMAEForPreTraining" if any(k.startswith("decoder.") for k in state)
-                else "VideoMAEForVideoClassification" if "classifier.weight" in state else "VideoMAEModel")
-        return Checkpoint(_drop_fixed_pos_embed(from_hf(state, name), name), f"Hugging Face {kind}", name, config,
-                          extra)
+        kind = (
+            "VideoMAEForPreTraining"
+            if any(k.startswith("decoder.") for k in state)
+            else "VideoMAEForVideoClassification"
+            if "classifier.weight" in state
+            else "VideoMAEModel"
+        )
+        return Checkpoint(
+            _drop_fixed_pos_embed(from_hf(state, name), name), f"Hugging Face {kind}", name, config, extra
+        )
     state = _drop_fixed_pos_embed(_from_official(state), name)
     if config is not None and "model" in config:
         layout = "motionmae checkpoint"
@@ -259,7 +272,7 @@ def _encoder(model: nn.Module) -> VisionTransformer:
 
 def _pixels(encoder: VisionTransformer) -> int:
     """Pixel values in one token's tubelet: channels x t x p x p (a pixel target's outputs per token)."""
-    return encoder.patch_embed.proj.in_channels * encoder.tubelet * encoder.patch ** 2
+    return encoder.patch_embed.proj.in_channels * encoder.tubelet * encoder.patch**2
 
 
 def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loaded:
@@ -275,7 +288,7 @@ def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loa
     """
     ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
     encoder = _encoder(model)
-    backbone = {k[len("encoder."):]: v for k, v in ckpt.state.items() if k.startswith("encoder.")}
+    backbone = {k[len("encoder.") :]: v for k, v in ckpt.state.items() if k.startswith("encoder.")}
     rest = {k: v for k, v in ckpt.state.items() if not k.startswith("encoder.")}
     ignored = []
     if isinstance(encoder.norm, nn.Identity):
@@ -285,10 +298,15 @@ def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loa
     whole = False
     if isinstance(model, PretrainModel) and not encoder_only:
         if not any(k.startswith("decoder.blocks.") or k == "decoder.head.weight" for k in rest):
-            hint = ("its decoders are MME's MLP heads, which have no counterpart here"
-                    if ckpt.layout.startswith("MME") else "it has no pretraining decoder")
-            raise CheckpointError(f"{ckpt.name} ({ckpt.layout}) does not fit a PretrainModel: {hint}; "
-                                  f"load its encoder only (encoder_only=True) to train a new decoder")
+            hint = (
+                "its decoders are MME's MLP heads, which have no counterpart here"
+                if ckpt.layout.startswith("MME")
+                else "it has no pretraining decoder"
+            )
+            raise CheckpointError(
+                f"{ckpt.name} ({ckpt.layout}) does not fit a PretrainModel: {hint}; "
+                f"load its encoder only (encoder_only=True) to train a new decoder"
+            )
         whole = True
     elif isinstance(model, VideoClassifier) and not encoder_only:
         whole = "head.weight" in rest
@@ -301,8 +319,11 @@ def load_pretrained(source, model: nn.Module, encoder_only: bool = False) -> Loa
             load_state_dict_strict(encoder, backbone, f"{source_text}, encoder part")
     except CheckpointError as err:
         own = {f"encoder.{k}": v for k, v in model.state_dict().items()} if encoder is model else model.state_dict()
-        hint = ("; to start a new head on this encoder, load the encoder only (encoder_only=True)"
-                if whole and isinstance(model, VideoClassifier) else "")
+        hint = (
+            "; to start a new head on this encoder, load the encoder only (encoder_only=True)"
+            if whole and isinstance(model, VideoClassifier)
+            else ""
+        )
         raise CheckpointError(f"{err}. Checkpoint: {summary(ckpt.state)}; model: {summary(own)}{hint}") from None
     if whole:
         return Loaded(ckpt.layout, [], ignored)
@@ -364,9 +385,17 @@ def model_from_checkpoint(source, frames: int = 16, img_size: int = 224) -> tupl
     else:
         decoder_dim = s["encoder_to_decoder.weight"].shape[0]
         heads = config.get("decoder_num_attention_heads") or config.get("model", {}).get("decoder_heads")
-        model = PretrainModel(s["decoder.head.weight"].shape[0], size, frames, img_size, tubelet, patch,
-                              decoder_depth=_blocks(s, "decoder."),
-                              decoder_dim=decoder_dim, decoder_heads=heads)
+        model = PretrainModel(
+            s["decoder.head.weight"].shape[0],
+            size,
+            frames,
+            img_size,
+            tubelet,
+            patch,
+            decoder_depth=_blocks(s, "decoder."),
+            decoder_dim=decoder_dim,
+            decoder_heads=heads,
+        )
     return model, load_pretrained(ckpt, model)
 
 
@@ -384,34 +413,49 @@ def to_hf(model: nn.Module) -> tuple[dict, dict]:
     block = cast(Block, encoder.blocks[0])
     frames, rows, _ = encoder.grid
     config = {
-        "model_type": "videomae", "image_size": rows * encoder.patch, "patch_size": encoder.patch,
-        "num_channels": encoder.patch_embed.proj.in_channels, "num_frames": frames * encoder.tubelet,
-        "tubelet_size": encoder.tubelet, "hidden_size": encoder.dim, "num_hidden_layers": len(encoder.blocks),
-        "num_attention_heads": block.attn.heads, "intermediate_size": block.mlp.fc1.out_features,
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-        "layer_norm_eps": block.norm1.eps, "qkv_bias": True, "norm_pix_loss": True,
+        "model_type": "videomae",
+        "image_size": rows * encoder.patch,
+        "patch_size": encoder.patch,
+        "num_channels": encoder.patch_embed.proj.in_channels,
+        "num_frames": frames * encoder.tubelet,
+        "tubelet_size": encoder.tubelet,
+        "hidden_size": encoder.dim,
+        "num_hidden_layers": len(encoder.blocks),
+        "num_attention_heads": block.attn.heads,
+        "intermediate_size": block.mlp.fc1.out_features,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "layer_norm_eps": block.norm1.eps,
+        "qkv_bias": True,
+        "norm_pix_loss": True,
         "use_mean_pooling": isinstance(encoder.norm, nn.Identity),
     }
     pixels = _pixels(encoder)
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     if isinstance(model, VideoClassifier):
         classes = model.head.out_features
-        config.update(architectures=["VideoMAEForVideoClassification"],
-                      id2label={str(i): f"LABEL_{i}" for i in range(classes)},
-                      label2id={f"LABEL_{i}": i for i in range(classes)})
+        config.update(
+            architectures=["VideoMAEForVideoClassification"],
+            id2label={str(i): f"LABEL_{i}" for i in range(classes)},
+            label2id={f"LABEL_{i}": i for i in range(classes)},
+        )
         state = model.state_dict()
     elif isinstance(model, PretrainModel) and model.decoder.head.out_features == pixels:
         decoder_block = cast(Block, model.decoder.blocks[0])
-        config.update(architectures=["VideoMAEForPreTraining"], decoder_hidden_size=model.mask_token.shape[-1],
-                      decoder_num_hidden_layers=len(model.decoder.blocks),
-                      decoder_num_attention_heads=decoder_block.attn.heads,
-                      decoder_intermediate_size=decoder_block.mlp.fc1.out_features)
+        config.update(
+            architectures=["VideoMAEForPreTraining"],
+            decoder_hidden_size=model.mask_token.shape[-1],
+            decoder_num_hidden_layers=len(model.decoder.blocks),
+            decoder_num_attention_heads=decoder_block.attn.heads,
+            decoder_intermediate_size=decoder_block.mlp.fc1.out_features,
+        )
         state = model.state_dict()
     else:
         config["architectures"] = ["VideoMAEModel"]
     hf = to_hf_names(state)
     if config["architectures"] == ["VideoMAEModel"]:
-        hf = {k[len("videomae."):]: v for k, v in hf.items()}
+        hf = {k[len("videomae.") :]: v for k, v in hf.items()}
     return config, {k: v.detach().cpu().contiguous().clone() for k, v in hf.items()}
 
 
@@ -426,8 +470,9 @@ def export_hf(model: nn.Module, out_dir) -> dict:
     return config
 
 
-def save_motionmae(model: nn.Module, path, source: str, recorded: Checkpoint | None = None,
-                   safetensors: bool = False) -> Path:
+def save_motionmae(
+    model: nn.Module, path, source: str, recorded: Checkpoint | None = None, safetensors: bool = False
+) -> Path:
     """Save a (converted) model as our checkpoint: {"model" (encoder under `encoder.`), "config", "source", ...},
     with torch.save or, `safetensors`, as a .safetensors file (`checkpoints.save_safetensors`).
 

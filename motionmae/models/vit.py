@@ -168,8 +168,16 @@ class VisionTransformer(nn.Module):
     Returns (B, N_visible, D), or (B, N, D) without a mask.
     """
 
-    def __init__(self, size: str = "base", frames: int = 16, img_size: int = 224, tubelet: int = 2,
-                 patch: int = 16, drop_path: float = 0.0, final_norm: bool = True):
+    def __init__(
+        self,
+        size: str = "base",
+        frames: int = 16,
+        img_size: int = 224,
+        tubelet: int = 2,
+        patch: int = 16,
+        drop_path: float = 0.0,
+        final_norm: bool = True,
+    ):
         super().__init__()
         spec = SIZES[size]
         self.size, self.dim, self.tubelet, self.patch = size, spec.dim, tubelet, patch
@@ -208,14 +216,23 @@ class PartHeads(nn.Module):
         activations = activations or {}
         unknown = set(activations) - set(parts)
         if unknown:
-            raise UsageError(f"head activation for unknown target part(s) {', '.join(sorted(unknown))} "
-                             f"(parts: {', '.join(parts)})")
+            raise UsageError(
+                f"head activation for unknown target part(s) {', '.join(sorted(unknown))} (parts: {', '.join(parts)})"
+            )
         bad = {a for a in activations.values() if a not in ACTIVATIONS}
         if bad:
             raise UsageError(f"head activation must be one of {', '.join(ACTIVATIONS)}, got {', '.join(sorted(bad))}")
-        self.heads = nn.ModuleDict({name: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, size),
-                                                        ACTIVATIONS[activations.get(name, "identity")]())
-                                    for name, size in parts.items()})
+        self.heads = nn.ModuleDict(
+            {
+                name: nn.Sequential(
+                    nn.Linear(dim, hidden),
+                    nn.GELU(),
+                    nn.Linear(hidden, size),
+                    ACTIVATIONS[activations.get(name, "identity")](),
+                )
+                for name, size in parts.items()
+            }
+        )
 
     def forward(self, x):
         return torch.cat([head(x) for head in self.heads.values()], dim=-1)
@@ -228,8 +245,16 @@ class Decoder(nn.Module):
     (name -> number of outputs, summing to `out_dim`) is given.
     """
 
-    def __init__(self, dim: int, depth: int, heads: int, out_dim: int, parts: dict[str, int] | None = None,
-                 head_hidden: int = 512, activations: dict | None = None):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        out_dim: int,
+        parts: dict[str, int] | None = None,
+        head_hidden: int = 512,
+        activations: dict | None = None,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -251,10 +276,22 @@ class PretrainModel(nn.Module):
     `head_hidden` and `head_activations`); None: one linear head.
     """
 
-    def __init__(self, target_dim: int, size: str = "base", frames: int = 16, img_size: int = 224,
-                 tubelet: int = 2, patch: int = 16, decoder_depth: int = 4, decoder_dim: int | None = None,
-                 decoder_heads: int | None = None, drop_path: float = 0.0, head_parts: dict[str, int] | None = None,
-                 head_hidden: int = 512, head_activations: dict | None = None):
+    def __init__(
+        self,
+        target_dim: int,
+        size: str = "base",
+        frames: int = 16,
+        img_size: int = 224,
+        tubelet: int = 2,
+        patch: int = 16,
+        decoder_depth: int = 4,
+        decoder_dim: int | None = None,
+        decoder_heads: int | None = None,
+        drop_path: float = 0.0,
+        head_parts: dict[str, int] | None = None,
+        head_hidden: int = 512,
+        head_activations: dict | None = None,
+    ):
         super().__init__()
         spec = SIZES[size]
         decoder_dim = decoder_dim or spec.decoder_dim
@@ -262,10 +299,10 @@ class PretrainModel(nn.Module):
         self.encoder = VisionTransformer(size, frames, img_size, tubelet, patch, drop_path)
         self.encoder_to_decoder = nn.Linear(spec.dim, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.register_buffer("decoder_pos_embed", sincos_table(self.encoder.num_tokens, decoder_dim),
-                             persistent=False)
-        self.decoder = Decoder(decoder_dim, decoder_depth, decoder_heads, target_dim, head_parts, head_hidden,
-                               head_activations)
+        self.register_buffer("decoder_pos_embed", sincos_table(self.encoder.num_tokens, decoder_dim), persistent=False)
+        self.decoder = Decoder(
+            decoder_dim, decoder_depth, decoder_heads, target_dim, head_parts, head_hidden, head_activations
+        )
         init_weights(self.encoder_to_decoder)
         init_weights(self.decoder)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
@@ -283,8 +320,17 @@ class PretrainModel(nn.Module):
 class VideoClassifier(nn.Module):
     """Encoder + mean pool + fc_norm + linear head (VideoMAE's fine-tuning model): logits (B, classes)."""
 
-    def __init__(self, num_classes: int, size: str = "base", frames: int = 16, img_size: int = 224,
-                 tubelet: int = 2, patch: int = 16, drop_path: float = 0.0, head_dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        size: str = "base",
+        frames: int = 16,
+        img_size: int = 224,
+        tubelet: int = 2,
+        patch: int = 16,
+        drop_path: float = 0.0,
+        head_dropout: float = 0.0,
+    ):
         super().__init__()
         self.encoder = VisionTransformer(size, frames, img_size, tubelet, patch, drop_path, final_norm=False)
         self.fc_norm = nn.LayerNorm(self.encoder.dim, eps=1e-6)
@@ -299,4 +345,3 @@ class VideoClassifier(nn.Module):
 
     def forward(self, video):
         return self.head(self.head_dropout(self.features(video)))
-

@@ -65,10 +65,11 @@ def find_cuts(scores, params: CutParams = CutParams()) -> np.ndarray:
     for t, score in enumerate(scores):
         if score < params.floor:
             continue
-        around = np.concatenate([scores[max(0, t - params.window):t], scores[t + 1:t + 1 + params.window]])
+        around = np.concatenate([scores[max(0, t - params.window) : t], scores[t + 1 : t + 1 + params.window]])
         neighbours = [scores[i] for i in (t - 1, t + 1) if 0 <= i < len(scores)]
-        cuts[t] = (len(around) == 0 or score >= params.ratio * np.median(around)) and \
-            score >= params.isolation * max(neighbours, default=0.0)
+        cuts[t] = (len(around) == 0 or score >= params.ratio * np.median(around)) and score >= params.isolation * max(
+            neighbours, default=0.0
+        )
     return cuts
 
 

@@ -34,8 +34,10 @@ METHODS = ("dis", "farneback")
 # flow fail on more frame pairs (`bench/flow_bench.py --levers`, docs/benchmarks.md).
 DIS_PRESETS = {
     "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
-    "balanced": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {"VariationalRefinementAlpha": 10.0,
-                                                   "VariationalRefinementIterations": 2}),
+    "balanced": (
+        cv2.DISOPTICAL_FLOW_PRESET_FAST,
+        {"VariationalRefinementAlpha": 10.0, "VariationalRefinementIterations": 2},
+    ),
     "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {}),
     "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),
 }
@@ -76,14 +78,16 @@ class FlowEstimator:
         if self.dis is not None:
             return self.dis.calc(frame0, frame1, None)  # type: ignore[call-overload]
         return cv2.calcOpticalFlowFarneback(  # type: ignore[call-overload]
-            frame0, frame1, None, pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+            frame0, frame1, None, pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0
+        )
 
 
 # ---------------------------------------------------------------- camera motion
 
 
-def homography_from_flow(flow: np.ndarray, points: int = 300, threshold: float = 1.0,
-                         method: int = cv2.USAC_FAST) -> np.ndarray:
+def homography_from_flow(
+    flow: np.ndarray, points: int = 300, threshold: float = 1.0, method: int = cv2.USAC_FAST
+) -> np.ndarray:
     """Camera homography `(3, 3)` fitted by RANSAC to the flow at ~`points` grid positions.
 
     The grid keeps half a cell away from the borders, where flow is least
@@ -92,14 +96,15 @@ def homography_from_flow(flow: np.ndarray, points: int = 300, threshold: float =
     """
     height, width = flow.shape[:2]
     cell = max(2, int(np.sqrt(height * width / points)))
-    ys, xs = np.mgrid[cell // 2:height:cell, cell // 2:width:cell]
+    ys, xs = np.mgrid[cell // 2 : height : cell, cell // 2 : width : cell]
     src = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
     dst = src + flow[ys.ravel(), xs.ravel()]
     return _ransac_homography(src, dst, threshold, (height, width), method)
 
 
-def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: int = 600,
-                             threshold: float = 1.0) -> np.ndarray:
+def homography_from_features(
+    frame0: np.ndarray, frame1: np.ndarray, features: int = 600, threshold: float = 1.0
+) -> np.ndarray:
     """Camera homography `(3, 3)` from corners of `frame0` tracked into `frame1` (gray uint8).
 
     Shi-Tomasi corners matched by pyramidal Lucas-Kanade (sub-pixel, unlike
@@ -110,14 +115,15 @@ def homography_from_features(frame0: np.ndarray, frame1: np.ndarray, features: i
         return np.eye(3)
     # nextPts=None (a new array): OpenCV's stubs refuse it, the function takes it
     tracked, found, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
-        frame0, frame1, corners, None, winSize=(21, 21), maxLevel=3)
+        frame0, frame1, corners, None, winSize=(21, 21), maxLevel=3
+    )
     found = found.ravel() == 1
-    return _ransac_homography(corners.reshape(-1, 2)[found], tracked.reshape(-1, 2)[found], threshold,
-                              frame0.shape[:2])
+    return _ransac_homography(corners.reshape(-1, 2)[found], tracked.reshape(-1, 2)[found], threshold, frame0.shape[:2])
 
 
-def _ransac_homography(src: np.ndarray, dst: np.ndarray, threshold: float, size: tuple[int, int],
-                       method: int = cv2.USAC_FAST) -> np.ndarray:
+def _ransac_homography(
+    src: np.ndarray, dst: np.ndarray, threshold: float, size: tuple[int, int], method: int = cv2.USAC_FAST
+) -> np.ndarray:
     """RANSAC fit (by default OpenCV's USAC_FAST: uniform samples, MSAC score, local optimization;
     500 iterations at most), refitted on the points within 3 robust standard deviations of it. The
     identity when it fails, when it does not cut the median residual of a still camera (a fit to
@@ -188,8 +194,14 @@ class FlowParams:
     clamp: float = CLAMP  # px
 
 
-def pair_flow(frame0: np.ndarray, frame1: np.ndarray, estimator: FlowEstimator, compensation: str = "flow",
-              clamp: float = CLAMP, stride: int = 1) -> np.ndarray:
+def pair_flow(
+    frame0: np.ndarray,
+    frame1: np.ndarray,
+    estimator: FlowEstimator,
+    compensation: str = "flow",
+    clamp: float = CLAMP,
+    stride: int = 1,
+) -> np.ndarray:
     """Compensated, clamped flow float32 `(ceil(H/stride), ceil(W/stride), 2)` of two gray frames.
 
     Vectors stay in full-frame pixels; `stride > 1` area-averages the field
@@ -199,14 +211,21 @@ def pair_flow(frame0: np.ndarray, frame1: np.ndarray, estimator: FlowEstimator, 
     return compensate(estimator(frame0, frame1), frame0, frame1, compensation, clamp, stride)
 
 
-def compensate(flow: np.ndarray, frame0: np.ndarray, frame1: np.ndarray, compensation: str = "flow",
-               clamp: float = CLAMP, stride: int = 1) -> np.ndarray:
+def compensate(
+    flow: np.ndarray,
+    frame0: np.ndarray,
+    frame1: np.ndarray,
+    compensation: str = "flow",
+    clamp: float = CLAMP,
+    stride: int = 1,
+) -> np.ndarray:
     """`pair_flow` of the raw flow `(H, W, 2)` the estimator gave for the gray frames `frame0`, `frame1`."""
     return remove_camera(flow, camera_homography(flow, frame0, frame1, compensation), clamp, stride)
 
 
-def camera_homography(flow: np.ndarray, frame0: np.ndarray, frame1: np.ndarray,
-                      compensation: str = "flow") -> np.ndarray | None:
+def camera_homography(
+    flow: np.ndarray, frame0: np.ndarray, frame1: np.ndarray, compensation: str = "flow"
+) -> np.ndarray | None:
     """The camera homography `(3, 3)` of a frame pair found as `compensation` says, None for "none"."""
     if compensation not in COMPENSATIONS:
         raise ValueError(f"unknown compensation {compensation!r}; choose from {COMPENSATIONS}")
@@ -234,5 +253,6 @@ def video_flow(frames: np.ndarray, params: FlowParams = FlowParams()) -> np.ndar
         raise ValueError(f"flow needs at least 2 frames, got {len(frames)}")
     estimator = FlowEstimator(params.method, params.preset)
     gray = to_gray(frames)
-    return np.stack([pair_flow(gray[t], gray[t + 1], estimator, params.compensation, params.clamp)
-                     for t in range(len(gray) - 1)])
+    return np.stack(
+        [pair_flow(gray[t], gray[t + 1], estimator, params.compensation, params.clamp) for t in range(len(gray) - 1)]
+    )

@@ -135,8 +135,9 @@ def _window_sums(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
 CHUNK_PIXELS = 1 << 16  # `cell_histograms` takes about this many pixels at a time on CPU (so they stay in cache)
 
 
-def cell_histograms(frames: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max",
-                    stride: int = 1) -> torch.Tensor:
+def cell_histograms(
+    frames: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max", stride: int = 1
+) -> torch.Tensor:
     """HOG of the cell around every `stride`-th position of frames `(M, H, W, 3)`, uint8 or float on 0-255.
 
     Returns channels-last `(M, (H - cell)/stride + 1, (W - cell)/stride + 1, C*bins)`: entry
@@ -153,8 +154,14 @@ def cell_histograms(frames: torch.Tensor, cell: int = 8, bins: int = 9, channels
     return torch.cat([maps for _, maps in cell_histogram_chunks(frames, cell, bins, channels, stride)])
 
 
-def cell_histogram_chunks(frames: torch.Tensor, cell: int = 8, bins: int = 9, channels: str = "max", stride: int = 1,
-                          index: torch.Tensor | None = None):
+def cell_histogram_chunks(
+    frames: torch.Tensor,
+    cell: int = 8,
+    bins: int = 9,
+    channels: str = "max",
+    stride: int = 1,
+    index: torch.Tensor | None = None,
+):
     """`cell_histograms` of frames `index` (default: all) of `(M, H, W, 3)`, a chunk at a time.
 
     Yields `(first, maps)`: the maps of frames `index[first:first + len(maps)]`, while they
@@ -171,7 +178,7 @@ def cell_histogram_chunks(frames: torch.Tensor, cell: int = 8, bins: int = 9, ch
     colours = 3 if channels == "each" else 1
     slot = _slot_index(chunk, colours, height, width, stride, bins + 2, frames.device)
     for first in range(0, len(index), chunk):
-        images = frames.index_select(0, index[first:first + chunk])
+        images = frames.index_select(0, index[first : first + chunk])
         yield first, _cell_histograms(images, slot, cell, bins, channels, stride)
 
 
@@ -215,7 +222,7 @@ def _cell_histograms(frames, slot, cell, bins, channels, stride):
     votes.scatter_add_(0, index, magnitude.sub_(upper).view(-1))
     votes[1:].scatter_add_(0, index, upper.view(-1))
     votes = votes.view(n, height // stride, width // stride, dx.shape[0], bins + 2)
-    blocks = votes[..., 1:bins + 1].clone()
+    blocks = votes[..., 1 : bins + 1].clone()
     blocks[..., 0] += votes[..., bins + 1]
     blocks[..., bins - 1] += votes[..., 0]
     blocks = blocks.flatten(3)  # (n, H/stride, W/stride, C*bins)

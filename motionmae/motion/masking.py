@@ -99,8 +99,13 @@ def random_mask(grid, ratio, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def cube_mask(grid, ratio, rng: np.random.Generator, min_area: int = CubeOptions.min_area,
-              min_aspect: float = CubeOptions.min_aspect) -> np.ndarray:
+def cube_mask(
+    grid,
+    ratio,
+    rng: np.random.Generator,
+    min_area: int = CubeOptions.min_area,
+    min_aspect: float = CubeOptions.min_aspect,
+) -> np.ndarray:
     """MaskFeat cube masking: add random space-time blocks until the count is reached.
 
     A block has a spatial area drawn in [min_area, ratio*Hp*Wp] tokens, a
@@ -121,7 +126,7 @@ def cube_mask(grid, ratio, rng: np.random.Generator, min_area: int = CubeOptions
         bw = min(w, max(1, round(math.sqrt(area / aspect))))
         bt = int(rng.integers(1, t + 1))
         t0, y0, x0 = (int(rng.integers(0, n - b + 1)) for n, b in ((t, bt), (h, bh), (w, bw)))
-        block = mask[t0:t0 + bt, y0:y0 + bh, x0:x0 + bw]
+        block = mask[t0 : t0 + bt, y0 : y0 + bh, x0 : x0 + bw]
         free = np.flatnonzero(~block)
         if len(free) > target - count:
             free = rng.choice(free, target - count, replace=False)
@@ -199,8 +204,9 @@ def _take(order_keys: list[np.ndarray], counts: np.ndarray) -> np.ndarray:
     return (rank < counts[:, None]).reshape(-1)
 
 
-def rectangle_mask(boxes: np.ndarray, grid, counts: np.ndarray, rng: np.random.Generator,
-                   priority: np.ndarray | None = None) -> np.ndarray:
+def rectangle_mask(
+    boxes: np.ndarray, grid, counts: np.ndarray, rng: np.random.Generator, priority: np.ndarray | None = None
+) -> np.ndarray:
     """Mask each slice's rectangle, then shrink or grow its border to counts[j] tokens.
 
     boxes: int (T', 4) (x0, y0, x1, y1); counts: int (T',); priority: float
@@ -226,8 +232,14 @@ def rectangle_mask(boxes: np.ndarray, grid, counts: np.ndarray, rng: np.random.G
 # ---------------------------------------------------------------- moving strategies
 
 
-def smm_mask(grid, ratio, rng: np.random.Generator, sparse: bool = SMMOptions.sparse,
-             max_speed: float = SMMOptions.max_speed, max_jitter: int = SMMOptions.max_jitter) -> np.ndarray:
+def smm_mask(
+    grid,
+    ratio,
+    rng: np.random.Generator,
+    sparse: bool = SMMOptions.sparse,
+    max_speed: float = SMMOptions.max_speed,
+    max_jitter: int = SMMOptions.max_jitter,
+) -> np.ndarray:
     """Simulated-motion masking (MGM paper, Sec. 3.2).
 
     Dense: the rectangle of `smm_track`, exact count by the border rule
@@ -247,8 +259,14 @@ def smm_mask(grid, ratio, rng: np.random.Generator, sparse: bool = SMMOptions.sp
     return _take([(distance / scale - gumbel).reshape(t, -1)], counts)
 
 
-def mgm_mask(grid, ratio, rng: np.random.Generator, magnitude: np.ndarray, sparse: bool = MGMOptions.sparse,
-             max_jitter: int = MGMOptions.max_jitter) -> np.ndarray:
+def mgm_mask(
+    grid,
+    ratio,
+    rng: np.random.Generator,
+    magnitude: np.ndarray,
+    sparse: bool = MGMOptions.sparse,
+    max_jitter: int = MGMOptions.max_jitter,
+) -> np.ndarray:
     """Motion-guided masking (MGM paper, Sec. 3.3).
 
     magnitude: float (T', Hp, Wp) motion per token (see `guidance`). Dense:
@@ -272,7 +290,12 @@ def mgm_mask(grid, ratio, rng: np.random.Generator, magnitude: np.ndarray, spars
 
 
 MASKS: dict[str, Callable[..., np.ndarray]] = {
-    "tube": tube_mask, "random": random_mask, "cube": cube_mask, "smm": smm_mask, "mgm": mgm_mask}
+    "tube": tube_mask,
+    "random": random_mask,
+    "cube": cube_mask,
+    "smm": smm_mask,
+    "mgm": mgm_mask,
+}
 
 
 def make_mask(kind: str, grid, ratio: float, rng: np.random.Generator, magnitude=None, **options) -> np.ndarray:
@@ -306,8 +329,9 @@ def token_magnitude(per_frame: np.ndarray, valid: np.ndarray, grid) -> np.ndarra
     n = valid.sum(axis=1)
     if not n.any():
         return np.zeros((t_tokens, h, w), np.float32)
-    pooled = np.stack([cv2.resize(np.asarray(f, np.float32), (w, h), interpolation=cv2.INTER_AREA)
-                       for f in per_frame]).reshape(t_tokens, -1, h, w)
+    pooled = np.stack(
+        [cv2.resize(np.asarray(f, np.float32), (w, h), interpolation=cv2.INTER_AREA) for f in per_frame]
+    ).reshape(t_tokens, -1, h, w)
     slices = np.einsum("sfhw,sf->shw", pooled, valid.astype(np.float32)) / np.maximum(n, 1)[:, None, None]
     have = np.flatnonzero(n)
     nearest = have[np.abs(np.arange(t_tokens)[:, None] - have[None]).argmin(axis=1)]
@@ -319,8 +343,9 @@ def vector_magnitude(motion: np.ndarray, has_motion: np.ndarray) -> tuple[np.nda
     return np.hypot(motion[..., 0], motion[..., 1]), np.asarray(has_motion, bool)
 
 
-def flow_magnitude(flow: np.ndarray, frames: int, stride: int = 1,
-                   cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def flow_magnitude(
+    flow: np.ndarray, frames: int, stride: int = 1, cuts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Flow of a raw span -> magnitude per input frame (T, H, W) and validity (T,).
 
     flow: (F, H, W, 2) px, field f carrying raw frame f to f + 1; input frame i is raw
@@ -330,11 +355,11 @@ def flow_magnitude(flow: np.ndarray, frames: int, stride: int = 1,
     bool (F,)) are left out, and frames left with no field are invalid.
     """
     magnitude = np.hypot(flow[..., 0], flow[..., 1])
-    usable = np.ones(len(flow), bool) if cuts is None else ~np.asarray(cuts[:len(flow)], bool)
+    usable = np.ones(len(flow), bool) if cuts is None else ~np.asarray(cuts[: len(flow)], bool)
     out = np.zeros((frames, *magnitude.shape[1:]), np.float32)
     valid = np.zeros(frames, bool)
     for i in range(frames):
-        fields = magnitude[i * stride:(i + 1) * stride][usable[i * stride:(i + 1) * stride]]
+        fields = magnitude[i * stride : (i + 1) * stride][usable[i * stride : (i + 1) * stride]]
         if len(fields):
             out[i], valid[i] = fields.mean(axis=0), True
     return out, valid
@@ -346,7 +371,7 @@ def after_cut(cuts: np.ndarray | None, frames: int, stride: int = 1) -> np.ndarr
     out = np.zeros(frames, bool)
     if cuts is not None:
         for i in range(1, frames):
-            out[i] = bool(np.any(cuts[(i - 1) * stride:i * stride]))
+            out[i] = bool(np.any(cuts[(i - 1) * stride : i * stride]))
     return out
 
 
@@ -358,8 +383,9 @@ def difference_magnitude(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([np.zeros_like(change[:1]), change]), valid
 
 
-def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv", stride: int = 1,
-             cuts: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+def guidance(
+    clip, grid, flow: np.ndarray | None = None, prefer: str = "mv", stride: int = 1, cuts: np.ndarray | None = None
+) -> tuple[np.ndarray, str]:
     """Per-token motion magnitude (T', Hp, Wp) of a clip and the source used.
 
     clip: anything with `frames` uint8 (T, H, W, 3), `motion` (T, h8, w8, 2)
@@ -377,8 +403,12 @@ def guidance(clip, grid, flow: np.ndarray | None = None, prefer: str = "mv", str
         raise UsageError(f"unknown guidance source {prefer!r}; choose from {', '.join(SOURCES)}")
     same_shot = ~after_cut(cuts, len(clip.frames), stride)
     for source in (prefer, *(s for s in SOURCES if s != prefer)):
-        if source == "mv" and clip.motion is not None and clip.has_motion is not None and \
-                (clip.has_motion & same_shot).any():
+        if (
+            source == "mv"
+            and clip.motion is not None
+            and clip.has_motion is not None
+            and (clip.has_motion & same_shot).any()
+        ):
             magnitude, valid = vector_magnitude(clip.motion, clip.has_motion & same_shot)
         elif source == "flow" and flow is not None:
             magnitude, valid = flow_magnitude(flow, len(clip.frames), stride, cuts)
@@ -432,8 +462,14 @@ class MaskGenerator:
     def __call__(self, rng: np.random.Generator, magnitude: np.ndarray | None = None) -> np.ndarray:
         return make_mask(self.kind, self.grid, self.ratio, rng, magnitude, **self.options)  # type: ignore[arg-type]
 
-    def for_clip(self, clip, rng: np.random.Generator, flow: np.ndarray | None = None, stride: int = 1,
-                 cuts: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    def for_clip(
+        self,
+        clip,
+        rng: np.random.Generator,
+        flow: np.ndarray | None = None,
+        stride: int = 1,
+        cuts: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, str]:
         """Mask bool (N,) for a clip, and the guidance source used (flow, stride, cuts: see `guidance`)."""
         if not self.needs_motion:
             return self(rng), "none"

@@ -42,7 +42,7 @@ from motionmae.motion import trajectory as TR
 
 def input_frames(frames: torch.Tensor, num_frames: int, stride: int) -> torch.Tensor:
     """The T input frames `(B, T, H, W, C)` (raw frames 0, s, 2s, ...) of a raw span `(B, T_raw, H, W, C)`."""
-    return frames[:, 0:(num_frames - 1) * stride + 1:stride]
+    return frames[:, 0 : (num_frames - 1) * stride + 1 : stride]
 
 
 def to_tokens(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
@@ -52,8 +52,13 @@ def to_tokens(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, tubelet * patch * patch, c)
 
 
-def standardize(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None = None, eps: float = 1e-6,
-                unbiased: bool = False) -> torch.Tensor:
+def standardize(
+    x: torch.Tensor,
+    dims: tuple[int, ...],
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    unbiased: bool = False,
+) -> torch.Tensor:
     """Zero mean and unit variance over `dims`, counting only where `weight` (0/1, broadcastable) is 1.
 
     Population variance: `(x - mean) / sqrt(var + eps)`. `unbiased=True` is the official MME
@@ -117,15 +122,21 @@ def _check_span(builder, frames, flow, num_frames, stride, cuts=None):
     b, t_raw, h, w, _ = frames.shape
     need = builder.raw_span(num_frames, stride)
     if num_frames % builder.tubelet or h % builder.patch or w % builder.patch:
-        raise ValueError(f"{num_frames} frames of {h}x{w} do not split into "
-                         f"{builder.tubelet}x{builder.patch}x{builder.patch} tubelets")
+        raise ValueError(
+            f"{num_frames} frames of {h}x{w} do not split into "
+            f"{builder.tubelet}x{builder.patch}x{builder.patch} tubelets"
+        )
     if t_raw < need:
         raise ValueError(f"{builder.name} target needs {need} raw frames for T={num_frames}, s={stride}; got {t_raw}")
     if builder.needs_flow and (flow is None or flow.shape[1] < need - 1 or tuple(flow.shape[2:4]) != (h, w)):
         got = None if flow is None else tuple(flow.shape)
-        raise ValueError(f"{builder.name} target needs flow (B, {need - 1}, {h}, {w}, 2) for T={num_frames}, s={stride}; got {got}")
+        raise ValueError(
+            f"{builder.name} target needs flow (B, {need - 1}, {h}, {w}, 2) for T={num_frames}, s={stride}; got {got}"
+        )
     if cuts is not None and (cuts.dim() != 2 or cuts.shape[0] != b or cuts.shape[1] < need - 1):
-        raise ValueError(f"cuts must be ({b}, >= {need - 1}) bool for T={num_frames}, s={stride}; got {tuple(cuts.shape)}")
+        raise ValueError(
+            f"cuts must be ({b}, >= {need - 1}) bool for T={num_frames}, s={stride}; got {tuple(cuts.shape)}"
+        )
 
 
 class Target:
@@ -154,8 +165,9 @@ class Target:
 
     def loss(self, pred, target, valid, mask):
         """`target_loss` with this builder's parts and weights."""
-        return target_loss(pred, target, valid, mask, self.parts, self.loss_weights, self.element_weight,
-                           self.reduction)
+        return target_loss(
+            pred, target, valid, mask, self.parts, self.loss_weights, self.element_weight, self.reduction
+        )
 
     def __repr__(self):
         return f"{type(self).__name__}(dim={self.dim}, parts={ {k: (s.start, s.stop) for k, s in self.parts.items()} })"
@@ -202,17 +214,42 @@ class TrajectoryTarget(Target):
     name = "traj"
     needs_flow = True
 
-    def __init__(self, *, traj_len, interpolate, shape, merge, traj_norm, traj_scale, dead_zone, shape_norm,
-                 hog_channels, shape_step_weight, validity, lookup, tracker, median, max_flow, position_weight,
-                 shape_weight, bins, cell, hog_stride, tubelet=2, patch=16):
+    def __init__(
+        self,
+        *,
+        traj_len,
+        interpolate,
+        shape,
+        merge,
+        traj_norm,
+        traj_scale,
+        dead_zone,
+        shape_norm,
+        hog_channels,
+        shape_step_weight,
+        validity,
+        lookup,
+        tracker,
+        median,
+        max_flow,
+        position_weight,
+        shape_weight,
+        bins,
+        cell,
+        hog_stride,
+        tubelet=2,
+        patch=16,
+    ):
         super().__init__(tubelet, patch)
-        for option, value, choices in (("merge", merge, (None, "mean", "max")),
-                                       ("traj_norm", traj_norm, ("scale", "token", "across_k", "none")),
-                                       ("shape_norm", shape_norm, ("token", "across_k", "none")),
-                                       ("validity", validity, ("trajectory", "token")),
-                                       ("lookup", lookup, ("bilinear", "nearest", "cell")),
-                                       ("tracker", tracker, ("paper", "release")),
-                                       ("hog_channels", hog_channels, ("max", "each"))):
+        for option, value, choices in (
+            ("merge", merge, (None, "mean", "max")),
+            ("traj_norm", traj_norm, ("scale", "token", "across_k", "none")),
+            ("shape_norm", shape_norm, ("token", "across_k", "none")),
+            ("validity", validity, ("trajectory", "token")),
+            ("lookup", lookup, ("bilinear", "nearest", "cell")),
+            ("tracker", tracker, ("paper", "release")),
+            ("hog_channels", hog_channels, ("max", "each")),
+        ):
             if value not in choices:
                 raise UsageError(f"{option} must be one of {choices}, got {value!r}")
         if traj_scale <= 0 or dead_zone < 0:
@@ -291,11 +328,18 @@ class TrajectoryTarget(Target):
             tracked = tracked.flatten(0, 1)  # (B*S*L, P, 2)
             hogs = tracked.new_empty(*tracked.shape[:2], self.shape_dim)
             hog_lookup = "bilinear" if self.lookup == "bilinear" else "nearest"
-            for first, cells in H.cell_histogram_chunks(frames.flatten(0, 1), self.cell, self.bins, self.hog_channels,
-                                                        self.hog_stride, index=rows):
+            for first, cells in H.cell_histogram_chunks(
+                frames.flatten(0, 1), self.cell, self.bins, self.hog_channels, self.hog_stride, index=rows
+            ):
                 groups = ((which >= first) & (which < first + len(cells))).nonzero()[:, 0]
-                hogs[groups] = TR.sample_maps(cells, which[groups] - first, tracked[groups], hog_lookup,
-                                              offset=(self.cell - 1) / 2, spacing=self.hog_stride)
+                hogs[groups] = TR.sample_maps(
+                    cells,
+                    which[groups] - first,
+                    tracked[groups],
+                    hog_lookup,
+                    offset=(self.cell - 1) / 2,
+                    spacing=self.hog_stride,
+                )
             features.append(hogs.view(b * slices, steps, *hogs.shape[1:]))  # z^s: (B*S, L, P, C*bins)
 
         # To tokens: (B, N, K, L, c) per part, valid (B, N, K).
@@ -311,7 +355,9 @@ class TrajectoryTarget(Target):
         if self.shape:
             features[1] = _normalized(features[1], weight, self.shape_norm)
         target = torch.cat([f.flatten(2) for f in features], dim=-1)
-        mask = torch.cat([valid[..., None].expand(-1, -1, -1, steps * f.shape[-1]).flatten(2) for f in features], dim=-1)
+        mask = torch.cat(
+            [valid[..., None].expand(-1, -1, -1, steps * f.shape[-1]).flatten(2) for f in features], dim=-1
+        )
         return target, mask
 
     def _position(self, moves, weight):
@@ -414,7 +460,7 @@ class HOGTarget(Target):
     def __call__(self, frames, flow, num_frames, stride, cuts=None):
         _check_span(self, frames, flow, num_frames, stride, cuts)
         b = frames.shape[0]
-        middle = frames[:, (self.tubelet // 2) * stride:(num_frames - 1) * stride + 1:self.tubelet * stride]
+        middle = frames[:, (self.tubelet // 2) * stride : (num_frames - 1) * stride + 1 : self.tubelet * stride]
         images = middle.permute(0, 1, 4, 2, 3).flatten(0, 1).float()
         if self.style == "release":  # of the ImageNet-normalized frame, as the encoder sees it
             cells = H.release_hog(images, self.cell, self.bins, [1 / (255 * s) for s in IMAGENET_STD])
@@ -465,7 +511,9 @@ class FlowTarget(_FlowTarget):
     @torch.no_grad()
     def __call__(self, frames, flow, num_frames, stride, cuts=None):
         _check_span(self, frames, flow, num_frames, stride, cuts)
-        x = _normalize(to_tokens(self._input_flow(flow, num_frames, stride), self.tubelet, self.patch), self.norm).flatten(2)
+        x = _normalize(
+            to_tokens(self._input_flow(flow, num_frames, stride), self.tubelet, self.patch), self.norm
+        ).flatten(2)
         return x, self._valid(x, cuts, num_frames, stride)
 
 
@@ -491,7 +539,7 @@ class HOFTarget(_FlowTarget):
         _check_span(self, frames, flow, num_frames, stride, cuts)
         b = flow.shape[0]
         vectors = self._input_flow(flow, num_frames, stride).permute(0, 1, 4, 2, 3).flatten(0, 1)
-        cells = H.cell_grid(self._histograms(vectors), self.cell) / self.cell ** 2  # per-pixel mean
+        cells = H.cell_grid(self._histograms(vectors), self.cell) / self.cell**2  # per-pixel mean
         cells = cells.view(b, num_frames, *cells.shape[1:]).permute(0, 1, 3, 4, 2)
         x = to_tokens(cells, self.tubelet, self.patch // self.cell)  # (B, N, t*K, F)
         x = _normalize(x.unflatten(-1, (-1, self.bins)), self.norm).flatten(2)
@@ -545,8 +593,14 @@ class CombinedTarget(Target):
         return torch.cat([y for y, _ in outputs], dim=-1), torch.cat([v for _, v in outputs], dim=-1)
 
 
-TARGETS = {"traj": TrajectoryTarget, "pixel": PixelTarget, "hog": HOGTarget,
-           "flow": FlowTarget, "hof": HOFTarget, "mbh": MBHTarget}
+TARGETS = {
+    "traj": TrajectoryTarget,
+    "pixel": PixelTarget,
+    "hog": HOGTarget,
+    "flow": FlowTarget,
+    "hof": HOFTarget,
+    "mbh": MBHTarget,
+}
 
 # The official MME release's Kinetics-400 pretraining script (XinyuSun/MME, target 'idt',
 # variant 'base'): `build_target("hog+traj", **RELEASE)` = HOG of each tubelet's second frame
@@ -566,8 +620,10 @@ def build_target(name: str, tubelet: int = 2, patch: int = 16, **options) -> Tar
     errors summed over each masked token's elements, averaged over masked tokens).
     """
     parts, reduction = target_options(name, options)
-    targets = [TARGETS[n](**dataclasses.asdict(typed), tubelet=tubelet, patch=patch)
-               for n, typed in zip(name.split("+"), parts)]
+    targets = [
+        TARGETS[n](**dataclasses.asdict(typed), tubelet=tubelet, patch=patch)
+        for n, typed in zip(name.split("+"), parts)
+    ]
     target = targets[0] if len(targets) == 1 else CombinedTarget(targets)
     target.reduction = reduction
     return target

@@ -18,8 +18,27 @@ import torch.nn.functional as F
 
 # Compare-exchange network whose middle element is the median of 9 values
 # (Paeth, Graphics Gems; the one OpenCV uses): 19 min/max pairs, no sort.
-_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+_MEDIAN9 = (
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 1),
+    (3, 4),
+    (6, 7),
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 3),
+    (5, 8),
+    (4, 7),
+    (3, 6),
+    (1, 4),
+    (2, 5),
+    (4, 7),
+    (4, 2),
+    (6, 4),
+    (4, 2),
+)
 
 
 def raw_span(num_frames: int, stride: int, traj_len: int, tubelet: int = 2, interpolate: bool = True) -> int:
@@ -40,7 +59,7 @@ def median3x3(x: torch.Tensor) -> torch.Tensor:
     """3x3 median filter of `(M, C, H, W)` maps, replicated border; same shape out."""
     height, width = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    return _median9([padded[..., i:i + height, j:j + width] for i in range(3) for j in range(3)])
+    return _median9([padded[..., i : i + height, j : j + width] for i in range(3) for j in range(3)])
 
 
 def start_points(height: int, width: int, patch: int = 16, cell: int = 8, device=None) -> torch.Tensor:
@@ -66,12 +85,20 @@ def sample(field: torch.Tensor, points: torch.Tensor, mode: str = "bilinear", of
     height, width = field.shape[-2:]
     u = points - offset
     grid = torch.stack((2 * u[..., 0] / max(width - 1, 1) - 1, 2 * u[..., 1] / max(height - 1, 1) - 1), dim=-1)
-    values = F.grid_sample(field, grid[:, :, None].to(field.dtype), mode=mode, padding_mode="border", align_corners=True)
+    values = F.grid_sample(
+        field, grid[:, :, None].to(field.dtype), mode=mode, padding_mode="border", align_corners=True
+    )
     return values[..., 0].transpose(1, 2)
 
 
-def sample_maps(maps: torch.Tensor, which: torch.Tensor, points: torch.Tensor, mode: str = "bilinear",
-                offset: float = 0.0, spacing: float = 1.0) -> torch.Tensor:
+def sample_maps(
+    maps: torch.Tensor,
+    which: torch.Tensor,
+    points: torch.Tensor,
+    mode: str = "bilinear",
+    offset: float = 0.0,
+    spacing: float = 1.0,
+) -> torch.Tensor:
     """Read channels-last maps `(M, H, W, C)` at `(x, y)` px positions `(Q, P, 2)`, group q on map `which[q]`
     -> `(Q, P, C)`.
 
@@ -105,8 +132,14 @@ def _median9(v: list[torch.Tensor]) -> torch.Tensor:
     return v[4]
 
 
-def flow_at(flow: torch.Tensor, frame: torch.Tensor, points: torch.Tensor, lookup: str = "bilinear",
-            median: bool = True, max_flow: float | None = None) -> torch.Tensor:
+def flow_at(
+    flow: torch.Tensor,
+    frame: torch.Tensor,
+    points: torch.Tensor,
+    lookup: str = "bilinear",
+    median: bool = True,
+    max_flow: float | None = None,
+) -> torch.Tensor:
     """Flow read at sub-pixel points, 3x3-median-filtered on the fly.
 
     flow `(B, F, H, W, 2)` px; frame `(S,)` long: which field each point group reads;
@@ -132,7 +165,7 @@ def flow_at(flow: torch.Tensor, frame: torch.Tensor, points: torch.Tensor, looku
     if max_flow is not None:
         window = window.clamp(-max_flow, max_flow)
     if median:  # the span x span medians at once, from the 9 shifted span x span views
-        window = _median9([window[u:u + span, v:v + span] for u in range(3) for v in range(3)])
+        window = _median9([window[u : u + span, v : v + span] for u in range(3) for v in range(3)])
     if lookup == "nearest":
         return window[0, 0]
     fx, fy = (x - x0)[..., None], (y - y0)[..., None]
@@ -141,8 +174,15 @@ def flow_at(flow: torch.Tensor, frame: torch.Tensor, points: torch.Tensor, looku
     return top * (1 - fy) + bottom * fy
 
 
-def track(flow: torch.Tensor, starts: torch.Tensor, steps: int, points: torch.Tensor, lookup: str = "bilinear",
-          median: bool = True, max_flow: float | None = None) -> torch.Tensor:
+def track(
+    flow: torch.Tensor,
+    starts: torch.Tensor,
+    steps: int,
+    points: torch.Tensor,
+    lookup: str = "bilinear",
+    median: bool = True,
+    max_flow: float | None = None,
+) -> torch.Tensor:
     """Follow points through `steps` consecutive flow fields: `p_{t+1} = p_t + (M * w_t)(p_t)`.
 
     flow `(B, F, H, W, 2)` px; starts `(S,)` long: group s starts on raw frame starts[s] and
@@ -155,8 +195,9 @@ def track(flow: torch.Tensor, starts: torch.Tensor, steps: int, points: torch.Te
     return torch.stack(positions, dim=2)
 
 
-def track_release(flow: torch.Tensor, starts: torch.Tensor, steps: int, points: torch.Tensor,
-                  max_flow: float | None = 20.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def track_release(
+    flow: torch.Tensor, starts: torch.Tensor, steps: int, points: torch.Tensor, max_flow: float | None = 20.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The official MME release's tracker on whole pixels: no median filter, no sub-pixel reads.
 
     flow `(B, F, H, W, 2)` px, rounded to whole px and clamped to `max_flow`; starts `(S,)` as in

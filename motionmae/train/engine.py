@@ -126,10 +126,22 @@ class Engine:
                 logger.warning("%s; resuming from the previous checkpoint, %s", err, previous)
             return previous, checkpoints.load_training_state(previous, RESUME_KEYS), True
 
-    def fit(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, sampler,
-            loss_of_batch: Callable[[nn.Module, dict], tuple[torch.Tensor, dict]], *, listed: int,
-            left_out: Sequence[dict] = (), extras: dict | None = None, validate: Callable[[int], dict] | None = None,
-            eval_every: int = 0, mask_sources=None, progress: bool = True) -> TrainResult:
+    def fit(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loader,
+        sampler,
+        loss_of_batch: Callable[[nn.Module, dict], tuple[torch.Tensor, dict]],
+        *,
+        listed: int,
+        left_out: Sequence[dict] = (),
+        extras: dict | None = None,
+        validate: Callable[[int], dict] | None = None,
+        eval_every: int = 0,
+        mask_sources=None,
+        progress: bool = True,
+    ) -> TrainResult:
         """Train `model` (on `env.device`) until the last step; see the module docstring.
 
         `loader, sampler`: `shards.epoch_loader`'s; `listed`, `left_out`: the training list's length
@@ -142,7 +154,8 @@ class Engine:
         total_steps = o.epochs * steps_per_epoch
         last_step = min(total_steps, run.max_steps or total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, cosine_schedule(o.warmup_epochs * steps_per_epoch, total_steps, o.min_lr / self.lr))
+            optimizer, cosine_schedule(o.warmup_epochs * steps_per_epoch, total_steps, o.min_lr / self.lr)
+        )
 
         step, val, state = 0, None, self.state
         if state is None:
@@ -168,20 +181,37 @@ class Engine:
             else:
                 rng = [checkpoints.rng_state()]
             if env.main:
-                checkpoints.atomic_save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
-                    "step": step, "epoch": step / steps_per_epoch, "config": config.to_dict(),
-                    "videos": read.state(), "val": val, **(extras or {}),
-                }, self.checkpoint, previous=None if self.replace_latest else previous_path(self.checkpoint))
+                checkpoints.atomic_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict(),
+                        "rng": rng,
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "config": config.to_dict(),
+                        "videos": read.state(),
+                        "val": val,
+                        **(extras or {}),
+                    },
+                    self.checkpoint,
+                    previous=None if self.replace_latest else previous_path(self.checkpoint),
+                )
             self.replace_latest = False
             if env.world > 1:
                 dist.barrier()
 
         log = open_run_folder(self.out, config, step, env)
         samples = SampleLog(self.out, env.rank, step) if run.log_samples else None
-        bar = tqdm(total=last_step, initial=step, desc=self.name, unit="step", disable=not (progress and env.main),
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=last_step,
+            initial=step,
+            desc=self.name,
+            unit="step",
+            disable=not (progress and env.main),
+            dynamic_ncols=True,
+        )
         wait = DataWait(step)
         model.train()
         while step < last_step:
@@ -212,16 +242,25 @@ class Engine:
                 if step % run.log_every == 0 or step == last_step:
                     values = mean_over_ranks(torch.stack([loss, *parts.values()]), env)
                     rate = clips / (time.perf_counter() - started)
-                    record = {"step": step, "epoch": epoch, "loss": values[0].item(),
-                              **{k: v.item() for k, v in zip(parts, values[1:])},
-                              "lr": max(g["lr"] for g in optimizer.param_groups), "clips_per_s": rate,
-                              **wait.flush(step)}
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": values[0].item(),
+                        **{k: v.item() for k, v in zip(parts, values[1:])},
+                        "lr": max(g["lr"] for g in optimizer.param_groups),
+                        "clips_per_s": rate,
+                        **wait.flush(step),
+                    }
                     if mask_sources is not None:
                         record["mask_sources"] = mask_sources.flush()
                     if log is not None:
                         log.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", clips_s=f"{rate:.1f}",
-                                    wait=f"{record['data_wait_s'] / max(record['step_s'], 1e-9):.0%}")
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}",
+                        lr=f"{record['lr']:.2e}",
+                        clips_s=f"{rate:.1f}",
+                        wait=f"{record['data_wait_s'] / max(record['step_s'], 1e-9):.0%}",
+                    )
                 if epoch_end or step == last_step:
                     videos.log(log, step, epoch, last=step == last_step)
                 due = eval_every and epoch_end and (step // steps_per_epoch) % eval_every == 0
@@ -279,8 +318,9 @@ def previous_path(path: Path) -> Path:
 def check_finite(loss: torch.Tensor, step: int, epoch: int, checkpoint: Path) -> None:
     """Stop a run whose loss is NaN or infinite, pointing at the last good checkpoint."""
     if not torch.isfinite(loss):
-        raise TrainingDiverged(f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped, "
-                               f"last good checkpoint kept at {checkpoint}")
+        raise TrainingDiverged(
+            f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped, last good checkpoint kept at {checkpoint}"
+        )
 
 
 class MetricsLog:
@@ -289,12 +329,16 @@ class MetricsLog:
     def __init__(self, out: Path, resume_step: int):
         self.path = out / "metrics.jsonl"
         if self.path.exists():  # drop lines logged after the checkpoint we resume from
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.board: Any  # a SummaryWriter, or None without tensorboard
         try:
             from torch.utils.tensorboard import SummaryWriter
+
             self.board = SummaryWriter(str(out / "tensorboard"))
         except ImportError:
             self.board = None
@@ -324,8 +368,11 @@ class SampleLog:
     def __init__(self, out: Path, rank: int, resume_step: int):
         self.path = out / f"samples-rank{rank}.jsonl"
         out.mkdir(parents=True, exist_ok=True)
-        kept = [line for line in self.path.read_text().splitlines()
-                if json.loads(line)["step"] <= resume_step] if self.path.exists() else []
+        kept = (
+            [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            if self.path.exists()
+            else []
+        )
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, epoch: int, batch: dict) -> None:

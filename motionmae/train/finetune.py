@@ -57,8 +57,9 @@ def build_optimizer(model: VideoClassifier, config: FinetuneConfig, lr: float) -
     return adamw(groups, lr, o.betas)
 
 
-def mix_batch(video: torch.Tensor, labels: torch.Tensor, num_classes: int, aug: AugmentConfig,
-              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_batch(
+    video: torch.Tensor, labels: torch.Tensor, num_classes: int, aug: AugmentConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or CutMix of a batch with its reverse (timm's batch mode) and label-smoothed soft targets.
 
     video (B, 3, T, H, W); labels (B,). Returns the mixed video and targets (B, C) whose rows sum
@@ -101,8 +102,7 @@ def load_pretrained(model: VideoClassifier, path) -> None:
         raise type(err)(f"{err}{hint}") from None
 
 
-def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
-             progress: bool = True) -> TrainResult:
+def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None, progress: bool = True) -> TrainResult:
     """Fine-tune the encoder of `pretrained` (a checkpoint path; None: random initialization) per `config`.
 
     `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint path (see `engine`);
@@ -124,8 +124,9 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
     augment = TrainAugment(tuple(a.crop_area), tuple(a.crop_aspect), a.flip, randaug)
     dataset = clip_dataset(train_items, spec, augment, seed=config.run.seed, repeats=a.repeats)
     val_set = clip_dataset(val_items, spec)
-    loader, sampler = epoch_loader(dataset, o.batch_size, config.run.seed, env.rank, env.world, d.workers,
-                                   env.device.type == "cuda")
+    loader, sampler = epoch_loader(
+        dataset, o.batch_size, config.run.seed, env.rank, env.world, d.workers, env.device.type == "cuda"
+    )
 
     model = build_classifier(config, num_classes)
     if pretrained is not None and engine.state is None:
@@ -145,22 +146,34 @@ def finetune(config: FinetuneConfig, pretrained=None, resume: str | None = None,
         scores = predict(model, val_set, env, o.batch_size, d.workers, progress=False)
         result, videos = accuracy(scores.probs, scores.labels, num_classes), scores.videos.to_dict()
         if env.main:
-            tqdm.write(f"step {step}: val top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%}"
-                       + (f" ({videos['skipped']} videos skipped)" if videos["skipped"] else ""))
+            tqdm.write(
+                f"step {step}: val top-1 {result['top1']:.1%}, top-5 {result['top5']:.1%}"
+                + (f" ({videos['skipped']} videos skipped)" if videos["skipped"] else "")
+            )
         return {"val_top1": result["top1"], "val_top5": result["top5"], "val_videos": videos}
 
-    return engine.fit(model, build_optimizer(model, config, engine.lr), loader, sampler, loss_of_batch,
-                      listed=len(train_items), validate=validate, eval_every=config.run.eval_every,
-                      progress=progress, extras={"num_classes": num_classes,
-                                                 "pretrained": None if pretrained is None else str(pretrained)})
+    return engine.fit(
+        model,
+        build_optimizer(model, config, engine.lr),
+        loader,
+        sampler,
+        loss_of_batch,
+        listed=len(train_items),
+        validate=validate,
+        eval_every=config.run.eval_every,
+        progress=progress,
+        extras={"num_classes": num_classes, "pretrained": None if pretrained is None else str(pretrained)},
+    )
 
 
 def load_classifier(path) -> tuple[VideoClassifier, FinetuneConfig]:
     """The classifier of one of our fine-tuning checkpoints, and its config."""
     state = checkpoints.load(path)
     if not isinstance(state, dict) or (state.get("config") or {}).get("task") != "finetune":
-        raise CheckpointError(f"{path}: not a fine-tuning checkpoint (no classifier head); fine-tune it first "
-                              f"(`motionmae finetune`) or probe it (`motionmae linear-probe`)")
+        raise CheckpointError(
+            f"{path}: not a fine-tuning checkpoint (no classifier head); fine-tune it first "
+            f"(`motionmae finetune`) or probe it (`motionmae linear-probe`)"
+        )
     config = config_from_dict(state["config"])
     model = build_classifier(config, state.get("num_classes") or config.data.num_classes)
     checkpoints.load_state_dict_strict(model, state["model"], str(path))

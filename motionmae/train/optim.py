@@ -30,16 +30,19 @@ def adamw(groups: list[dict], lr: float, betas) -> torch.optim.AdamW:
 
 def cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float):
     """lr multiplier per step: linear warm-up from 0, then cosine decay to `min_ratio`."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
     return factor
 
 
-def apply_gradients(model: torch.nn.Module, optimizer, scheduler, clip_grad: float | None,
-                    scaler: torch.amp.GradScaler | None = None) -> None:
+def apply_gradients(
+    model: torch.nn.Module, optimizer, scheduler, clip_grad: float | None, scaler: torch.amp.GradScaler | None = None
+) -> None:
     """Clip (optionally), step the optimizer and the lr schedule, clear the gradients. An enabled loss
     `scaler` (fp16) unscales the gradients before clipping, and skips a step whose gradients overflowed."""
     scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)  # a disabled one passes the calls through

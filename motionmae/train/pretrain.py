@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 FALLBACK_CAUSES = {  # why a configured MGM guidance source can be missing (diff never is)
     "mv": "the codec has no motion vectors (HEVC, VP9, AV1, MJPEG, ...), the clip's frames carry none, "
-          "or data.shuffle_frames is on",
+    "or data.shuffle_frames is on",
     "flow": "no flow is loaded for the clip (the target needs none)",
 }
 
@@ -69,9 +69,13 @@ class MaskSources:
         others = sorted(s for s in counts if s != self.prefer and counts[s])
         if others and self.env.main and not self.warned:
             self.warned = True
-            logger.warning("MGM masks fall back from %s to %s guidance for some clips: %s; metrics.jsonl counts "
-                           "the sources per record (mask_sources)", self.prefer, " / ".join(others),
-                           FALLBACK_CAUSES[self.prefer])
+            logger.warning(
+                "MGM masks fall back from %s to %s guidance for some clips: %s; metrics.jsonl counts "
+                "the sources per record (mask_sources)",
+                self.prefer,
+                " / ".join(others),
+                FALLBACK_CAUSES[self.prefer],
+            )
 
 
 def build_model(config: Config, target_dim: int, parts: dict | None = None) -> PretrainModel:
@@ -83,24 +87,44 @@ def build_model(config: Config, target_dim: int, parts: dict | None = None) -> P
     head_parts = None
     if m.head == "mlp":
         head_parts = {name: s.stop - s.start for name, s in (parts or {"all": slice(0, target_dim)}).items()}
-    return PretrainModel(target_dim, m.size, d.frames, d.size, m.tubelet, m.patch, m.decoder_depth,
-                         m.decoder_dim, m.decoder_heads, m.drop_path, head_parts, m.head_hidden,
-                         dict(m.head_activations))
+    return PretrainModel(
+        target_dim,
+        m.size,
+        d.frames,
+        d.size,
+        m.tubelet,
+        m.patch,
+        m.decoder_depth,
+        m.decoder_dim,
+        m.decoder_heads,
+        m.drop_path,
+        head_parts,
+        m.head_hidden,
+        dict(m.head_activations),
+    )
 
 
 def build_dataset(config: Config, target) -> PretrainDataset | ShardStream:
     """The training data of `data.train`: a list's videos, or a shard set's samples (`motionmae.data.shards`)."""
     d, m = config.data, config.model
     grid = token_grid(d.frames, d.size, m.tubelet, m.patch)
-    masks = MaskGenerator(config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance,
-                          options=dict(config.mask.options))
-    return pretrain_dataset(read_items(d.train), d, target.raw_span(d.frames, d.stride), masks,
-                            seed=config.run.seed, needs_flow=target.needs_flow or masks.needs_flow,
-                            reads=target.span_reads(d.frames, d.stride))
+    masks = MaskGenerator(
+        config.mask.kind, config.mask.ratio, grid, prefer=config.mask.guidance, options=dict(config.mask.options)
+    )
+    return pretrain_dataset(
+        read_items(d.train),
+        d,
+        target.raw_span(d.frames, d.stride),
+        masks,
+        seed=config.run.seed,
+        needs_flow=target.needs_flow or masks.needs_flow,
+        reads=target.span_reads(d.frames, d.stride),
+    )
 
 
-def batch_loss(model, target, batch: dict, data, device: torch.device,
-               amp: torch.dtype | None = None) -> tuple[torch.Tensor, dict]:
+def batch_loss(
+    model, target, batch: dict, data, device: torch.device, amp: torch.dtype | None = None
+) -> tuple[torch.Tensor, dict]:
     """Loss and its parts for one `PretrainDataset` batch: targets built on `device`, then forward.
 
     batch: "frames" uint8 (B, span, H, W, 3), "flow" (B, span-1, H, W, 2), "mask" bool (B, N),
@@ -124,22 +148,37 @@ def pretrain(config: Config, resume: str | None = None) -> TrainResult:
     path; see `engine` for what resuming restores."""
     engine = Engine(config, "pretrain", resume)
     env = engine.env
-    target = build_target(config.target.name, tubelet=config.model.tubelet, patch=config.model.patch,
-                          **config.target.options)
+    target = build_target(
+        config.target.name, tubelet=config.model.tubelet, patch=config.model.patch, **config.target.options
+    )
     dataset = build_dataset(config, target)
     repeats = config.data.repeats
     if config.optim.batch_size % repeats:
         raise ConfigError(f"optim.batch_size {config.optim.batch_size} is not a multiple of data.repeats {repeats}")
     if repeats > 1 and isinstance(dataset, ShardStream):
         raise ConfigError("data.repeats > 1 is not supported with shards yet; use a list, or data.repeats=1")
-    loader, sampler = epoch_loader(dataset, config.optim.batch_size // repeats, config.run.seed, env.rank,
-                                   env.world, config.data.workers, env.device.type == "cuda")
+    loader, sampler = epoch_loader(
+        dataset,
+        config.optim.batch_size // repeats,
+        config.run.seed,
+        env.rank,
+        env.world,
+        config.data.workers,
+        env.device.type == "cuda",
+    )
     model = build_model(config, target.dim, target.parts).to(env.device)
     o = config.optim
     optimizer = adamw(param_groups(model, o.weight_decay), engine.lr, o.betas)
     needs_motion = dataset.masks is not None and dataset.masks.needs_motion
     sources = MaskSources(config.mask.guidance, env) if needs_motion else None
-    return engine.fit(model, optimizer, loader, sampler,
-                      lambda model, batch: batch_loss(model, target, batch, config.data, env.device, engine.amp),
-                      listed=dataset.listed, left_out=dataset.left_out, mask_sources=sources,
-                      extras={"target": {"name": config.target.name, "dim": target.dim}})
+    return engine.fit(
+        model,
+        optimizer,
+        loader,
+        sampler,
+        lambda model, batch: batch_loss(model, target, batch, config.data, env.device, engine.amp),
+        listed=dataset.listed,
+        left_out=dataset.left_out,
+        mask_sources=sources,
+        extras={"target": {"name": config.target.name, "dim": target.dim}},
+    )

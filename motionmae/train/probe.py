@@ -35,8 +35,9 @@ from motionmae.train.distributed import Distributed, setup_distributed
 from motionmae.train.scores import accuracy, class_names, labelled
 
 
-def probe_encoder(state: dict, source, frames: int, img_size: int,
-                  model_size: str | None = None) -> tuple[VisionTransformer, dict]:
+def probe_encoder(
+    state: dict, source, frames: int, img_size: int, model_size: str | None = None
+) -> tuple[VisionTransformer, dict]:
     """The frozen encoder of one of our checkpoints for clips of `frames` x `img_size`^2 (any size: the
     position table is computed); returns it and its (size, tubelet, patch).
 
@@ -45,12 +46,16 @@ def probe_encoder(state: dict, source, frames: int, img_size: int,
     """
     weights = checkpoints.encoder_state(state, source)
     recorded = (state.get("config") or {}).get("model", {})
-    arch = {"size": model_size or recorded.get("size"), "tubelet": recorded.get("tubelet", 2),
-            "patch": recorded.get("patch", 16)}
+    arch = {
+        "size": model_size or recorded.get("size"),
+        "tubelet": recorded.get("tubelet", 2),
+        "patch": recorded.get("patch", 16),
+    }
     if arch["size"] is None:
         raise CheckpointError(f"{source}: records no model size; give one (model.size)")
-    encoder = VisionTransformer(arch["size"], frames, img_size, arch["tubelet"], arch["patch"],
-                                final_norm="norm.weight" in weights)
+    encoder = VisionTransformer(
+        arch["size"], frames, img_size, arch["tubelet"], arch["patch"], final_norm="norm.weight" in weights
+    )
     checkpoints.load_state_dict_strict(encoder, weights, f"{source} (encoder)")
     return encoder.eval().requires_grad_(False), arch
 
@@ -61,13 +66,29 @@ FEATURE_FORMAT = 2  # part of the feature files' key: bump when what `clip_featu
 def _feature_key(checkpoint: Path, items: list[Item], spec: ClipSpec, views: tuple[int, int], arch: dict) -> str:
     """Hash of what the features depend on: checkpoint file, videos and labels, view parameters, model."""
     stat = checkpoint.resolve().stat()
-    parts = [FEATURE_FORMAT, str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns,
-             [(str(i.path), i.label) for i in items], asdict(spec), list(views), arch]
+    parts = [
+        FEATURE_FORMAT,
+        str(checkpoint.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        [(str(i.path), i.label) for i in items],
+        asdict(spec),
+        list(views),
+        arch,
+    ]
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def clip_features(encoder: VisionTransformer, dataset: ClipDataset | ShardStream, env: Distributed,
-                  cache_file: Path, batch_size: int, workers: int, progress: bool, desc: str) -> tuple[dict, bool]:
+def clip_features(
+    encoder: VisionTransformer,
+    dataset: ClipDataset | ShardStream,
+    env: Distributed,
+    cache_file: Path,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    desc: str,
+) -> tuple[dict, bool]:
     """Mean-pooled features of every view, from `cache_file` when it exists; returns (features, cached).
 
     features: {"features": float32 (N, V, D), "labels": int64 (N,), "ok": bool (N,), "paths": [str],
@@ -92,14 +113,27 @@ def clip_features(encoder: VisionTransformer, dataset: ClipDataset | ShardStream
                 with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=env.device.type == "cuda"):
                     pooled = encoder(video).mean(1)
                 features[rows] = pooled.float().view(int(good.sum()), views, -1).cpu()
-    result = {"features": features, "labels": labels, "ok": ok, "paths": [str(i.path) for i in dataset.items],
-              "videos": videos.state()}
+    result = {
+        "features": features,
+        "labels": labels,
+        "ok": ok,
+        "paths": [str(i.path) for i in dataset.items],
+        "videos": videos.state(),
+    }
     checkpoints.atomic_save(result, cache_file)
     return result, False
 
 
-def train_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 20, lr: float = 0.1,
-                 batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0) -> nn.Sequential:
+def train_linear(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    epochs: int = 20,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> nn.Sequential:
     """Linear classifier on features x (N, D): BatchNorm without affine (the data's statistics) + linear,
     SGD with momentum 0.9 and a cosine schedule; lr is for a batch of 256 (scaled linearly)."""
     norm = nn.BatchNorm1d(x.shape[1], affine=False, eps=1e-6)
@@ -139,8 +173,13 @@ def linear_probe(checkpoint, config: ProbeConfig | None = None, progress: bool =
     out = Path(config.run.out) if config.run.out else checkpoint.parent / "linear-probe"
     state = checkpoints.load(checkpoint)
     recorded = (state.get("config") or {}).get("data", {})
-    spec = ClipSpec(d.frames or recorded.get("frames", 16), d.sampling, d.stride or recorded.get("stride", 4),
-                    d.size or recorded.get("size", 224), d.short_side or recorded.get("short_side", 256))
+    spec = ClipSpec(
+        d.frames or recorded.get("frames", 16),
+        d.sampling,
+        d.stride or recorded.get("stride", 4),
+        d.size or recorded.get("size", 224),
+        d.short_side or recorded.get("short_side", 256),
+    )
     encoder, arch = probe_encoder(state, checkpoint, spec.frames, spec.size, config.model.size)
     env = setup_distributed(config.run.device)
     results = {}
@@ -150,8 +189,9 @@ def linear_probe(checkpoint, config: ProbeConfig | None = None, progress: bool =
         dataset = clip_dataset(items, spec, clips=clips, crops=crops)
         cache_file = out / "features" / f"{split}-{_feature_key(checkpoint, items, spec, (clips, crops), arch)}.pt"
         started = time.perf_counter()
-        splits[split], cached = clip_features(encoder, dataset, env, cache_file, d.batch_size, d.workers, progress,
-                                              f"features {split}")
+        splits[split], cached = clip_features(
+            encoder, dataset, env, cache_file, d.batch_size, d.workers, progress, f"features {split}"
+        )
         results[split] = {"file": str(cache_file), "cached": cached, "seconds": time.perf_counter() - started}
     train, val = splits["train"], splits["val"]
     num_classes = 1 + max(int(train["labels"].max()), int(val["labels"].max()))
@@ -165,13 +205,22 @@ def linear_probe(checkpoint, config: ProbeConfig | None = None, progress: bool =
     v = val["features"][val["ok"]]
     probs = classifier(v.flatten(0, 1)).softmax(-1).view(len(v), v.shape[1], -1).mean(1)
     report = accuracy(probs, val["labels"][val["ok"]], num_classes)
-    report.update({
-        "train_top1": train_top1, "videos": {s: VideoTally.from_state(splits[s]["videos"]).to_dict() for s in splits},
-        "features": results,
-        "checkpoint": str(checkpoint), "model": arch, "clip": asdict(spec), "train_views": list(d.train_views),
-        "val_views": list(d.val_views), "epochs": o.epochs, "lr": o.lr, "batch_size": o.batch_size,
-        "class_names": class_names(d.val, num_classes),
-    })
+    report.update(
+        {
+            "train_top1": train_top1,
+            "videos": {s: VideoTally.from_state(splits[s]["videos"]).to_dict() for s in splits},
+            "features": results,
+            "checkpoint": str(checkpoint),
+            "model": arch,
+            "clip": asdict(spec),
+            "train_views": list(d.train_views),
+            "val_views": list(d.val_views),
+            "epochs": o.epochs,
+            "lr": o.lr,
+            "batch_size": o.batch_size,
+            "class_names": class_names(d.val, num_classes),
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "linear-probe.json").write_text(json.dumps(report, indent=1))
     return report

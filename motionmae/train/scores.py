@@ -34,16 +34,19 @@ class Scores:
 def labelled(items: list[Item], source) -> list[Item]:
     unlabelled = [i for i in items if i.label < 0]
     if unlabelled:
-        raise ListError(f"{source}: {len(unlabelled)} of {len(items)} videos have no label "
-                        f"(first: {unlabelled[0].path}); evaluation needs `path label` lines")
+        raise ListError(
+            f"{source}: {len(unlabelled)} of {len(items)} videos have no label "
+            f"(first: {unlabelled[0].path}); evaluation needs `path label` lines"
+        )
     return items
 
 
 def check_labels(items: list[Item], num_classes: int, source) -> None:
     bad = [i for i in items if i.label >= num_classes]
     if bad:
-        raise ListError(f"{source}: label {bad[0].label} of {bad[0].path} is out of range for a "
-                        f"{num_classes}-class model")
+        raise ListError(
+            f"{source}: label {bad[0].label} of {bad[0].path} is out of range for a {num_classes}-class model"
+        )
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -77,8 +80,15 @@ def _gather(parts: list, env: Distributed) -> list:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: ClipDataset | ShardStream, env: Distributed, batch_size: int = 4,
-            workers: int = 2, progress: bool = True, desc: str = "evaluate") -> Scores:
+def predict(
+    model: nn.Module,
+    dataset: ClipDataset | ShardStream,
+    env: Distributed,
+    batch_size: int = 4,
+    workers: int = 2,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> Scores:
     """Softmax of `model` (video (B, 3, T, H, W) -> logits) averaged over the views of every video."""
     model.eval()
     use_amp = env.device.type == "cuda"
@@ -100,8 +110,11 @@ def predict(model: nn.Module, dataset: ClipDataset | ShardStream, env: Distribut
     for part in _gather([videos], env):
         merged.merge(part)
     num_classes = read[0][1].shape[0] if read else 0
-    return Scores(torch.stack([r[1] for r in read]) if read else torch.zeros(0, num_classes),
-                  torch.stack([r[2] for r in read]) if read else torch.zeros(0, dtype=torch.int64), merged)
+    return Scores(
+        torch.stack([r[1] for r in read]) if read else torch.zeros(0, num_classes),
+        torch.stack([r[2] for r in read]) if read else torch.zeros(0, dtype=torch.int64),
+        merged,
+    )
 
 
 def class_names(list_path, num_classes: int) -> list[str]:
