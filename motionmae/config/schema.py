@@ -136,8 +136,8 @@ class HOFOptions:  # HOFTarget
 
 
 @dataclass
-class MBHOptions(HOFOptions):  # MBHTarget
-    pass
+class MBHOptions(HOFOptions):
+    """MBHTarget: the options of HOF (it histograms the flow's gradients the same way)."""
 
 
 TARGET_OPTIONS = {
@@ -152,13 +152,13 @@ LOSS_REDUCTION = "mean"  # target.options.loss_reduction: mean | sum (motionmae.
 
 
 @dataclass
-class TubeOptions:  # VideoMAE tube masks
-    pass
+class TubeOptions:
+    """VideoMAE tube masks: no options beyond `mask.ratio`."""
 
 
 @dataclass
-class RandomOptions:  # ST-MAE random masks
-    pass
+class RandomOptions:
+    """ST-MAE random masks: no options beyond `mask.ratio`."""
 
 
 @dataclass

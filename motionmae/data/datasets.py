@@ -48,6 +48,7 @@ worker process would keep a copy of its own).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -372,7 +373,7 @@ class MemoryVideo:
         return self
 
     def __exit__(self, *exc):
-        pass
+        """Nothing to close: the frames stay in memory for the next sample."""
 
     def __len__(self) -> int:
         return len(self.clip.frames)
@@ -486,10 +487,8 @@ class PretrainDataset(torch.utils.data.Dataset):
         """Bool `(raw_span - 1,)`: raw frames start + t and start + t + 1 lie across a shot cut
         (from the motion cache; none when the video has no entry)."""
         if self.cut_cache is not None:
-            try:
+            with contextlib.suppress(CacheError):  # no entry: no cuts known
                 return self.cut_cache.cuts(item.key, start, start + self.raw_span - 1)
-            except CacheError:
-                pass
         return np.zeros(self.raw_span - 1, bool)
 
     def __getitem__(self, key):
