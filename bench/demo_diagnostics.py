@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.demo_diagnostics targets [--data data/synthetic] [--cache cache/demo] [--set k=v ...]
     .venv/bin/python -m bench.demo_diagnostics truth   [--data ...] [--cache ...]
     .venv/bin/python -m bench.demo_diagnostics zero    CHECKPOINT [--split val|train] [--clips N]
-    .venv/bin/python -m bench.demo_diagnostics baseline videomae [--target-only] [--set k=v ...]
+    .venv/bin/python -m bench.demo_diagnostics baseline pixel|videomae|... [--target-only] [--set k=v ...]
     .venv/bin/python -m bench.demo_diagnostics supervised [--model cnn|vit] [--steps 1500] [--batch 64]
         [--lr 1e-3] [--data ...] [--set k=v ...]
 
@@ -20,10 +20,10 @@ zero: the loss of a pretrained checkpoint on the middle clip of every validation
     video, beside the loss of predicting zero and of copying each masked token's target
     from the same token at the nearest visible time. A model that learnt nothing sits at
     the zero predictor. For a pixel target, "zero" is the per-patch mean: its trivial predictor.
-baseline: the demo (its data, cache, model, clips, schedule) pretrained with another
-    method's target, mask and decoder depth (a variant of `bench quality`, e.g. videomae:
-    pixels, tube 0.9, decoder 4; --target-only: its target alone, with the demo's mask and
-    decoder) into runs/demo-METHOD[-target], then `zero` on val and the demo's probe.
+baseline: the demo (its data, cache, model, clips, schedule) pretrained as a variant of
+    `bench quality` says (e.g. pixel: VideoMAE's target in the demo's recipe; videomae: pixels,
+    tube 0.9, decoder 4; --target-only: the variant with the demo's mask and decoder) into
+    runs/demo-METHOD[-target], then `zero` on val and the demo's probe.
 supervised: the references of the demo with labels, in its budget (steps x batch clip
     samples): a small 3D CNN (4 conv-BN-ReLU-maxpool blocks, 0.29 M parameters) or the
     demo preset's ViT with VideoMAE's classification head, trained from scratch on clips
@@ -40,7 +40,7 @@ import time
 import numpy as np
 import torch
 
-from bench.quality import METHODS
+from bench.quality import METHODS, method_config
 from bench.timing import machine_line
 from motionmae.common.lists import read_list
 from motionmae.config import config_from_dict, load_config
@@ -233,14 +233,13 @@ def cmd_zero(args):
 
 
 def cmd_baseline(args):
-    """The demo preset with another method's target, mask and decoder depth; then zero and the probe."""
-    method = METHODS[args.method]
-    preset = load_config(method.preset, method.overrides)
+    """The demo preset changed as a `bench quality` method says (--target-only: the demo's mask and
+    decoder kept); then zero and the probe."""
     name = args.method + ("-target" if args.target_only else "")
-    config = load_config("demo", [f"run.out=runs/demo-{name}", *args.set])
-    config.target = preset.target
-    if not args.target_only:
-        config.mask, config.model.decoder_depth = preset.mask, preset.model.decoder_depth
+    config = method_config(args.method, "demo", [f"run.out=runs/demo-{name}", *args.set])
+    if args.target_only:
+        demo = load_config("demo")
+        config.mask, config.model.decoder_depth = demo.mask, demo.model.decoder_depth
     cache = MotionCache(config.data.cache, demo_cache_params(config.data.short_side))
     config.data.cache = str(cache.dir)
     print(
@@ -357,7 +356,9 @@ def main():
         p.add_argument("--cache", default="cache/demo")
         p.add_argument("--set", action="append", default=[], help="config override of the demo preset")
     baseline = sub.add_parser("baseline")
-    baseline.add_argument("method", choices=sorted(METHODS), help="a variant of `bench quality` (videomae: pixels)")
+    baseline.add_argument(
+        "method", choices=sorted(METHODS), help="a variant of `bench quality` (pixel: VideoMAE's target)"
+    )
     baseline.add_argument(
         "--target-only",
         action="store_true",

@@ -28,13 +28,14 @@ DEMO_DATA: dict[str, Any] = {"videos_per_class": 100, "size": 32, "frames": 24} 
 PROBE = "linear-probe-demo"  # the probe's preset
 
 
-def demo_cache_params(short_side: int) -> CacheParams:
-    """The demo's motion cache: flow kept at full resolution (stride 1), no camera compensation.
+def demo_cache_params(short_side: int, compensation: str = "none") -> CacheParams:
+    """The demo's motion cache: flow kept at full resolution (stride 1), no camera compensation
+    (`compensation` "flow" turns it on, for data with camera motion).
 
     The demo's camera is still, and at 32 px, with every object moving together, the camera
     homography fitted to the flow takes up part of their motion (docs/benchmarks.md).
     """
-    return CacheParams(flow=FlowParams(compensation="none"), short_side=short_side, stride=1)
+    return CacheParams(flow=FlowParams(compensation=compensation), short_side=short_side, stride=1)
 
 
 def run_demo(

@@ -13,6 +13,7 @@ A task supplies what differs: the model and its optimizer, the data, the loss of
   gradients of the last one only); the lr is `optim.base_lr * global batch / 256`, warmed up
   over `optim.warmup_epochs` then cosine-decayed to `optim.min_lr`. An epoch is the sampler's
   batches // accum_steps steps; the run stops after `optim.epochs` epochs or `run.max_steps`.
+  `optim.epochs` 0 trains nothing and saves the initialized model: a from-scratch reference.
 - Precision. `run.amp` autocasts the forward pass: bf16 on CUDA (off on CPU); with
   `run.amp_dtype: float16` in fp16 on any device, the loss scaled by a GradScaler.
 - A NaN or infinite loss stops the run (`TrainingDiverged`), the last good checkpoint kept.
@@ -213,6 +214,8 @@ class Engine:
             dynamic_ncols=True,
         )
         wait = DataWait(step)
+        if last_step == 0 and state is None:  # optim.epochs 0: the initialized model
+            save()
         model.train()
         while step < last_step:
             epoch = step // steps_per_epoch

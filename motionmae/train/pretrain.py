@@ -143,9 +143,9 @@ def batch_loss(
     return target.loss(pred.float(), y, valid, mask)
 
 
-def pretrain(config: Config, resume: str | None = None) -> TrainResult:
+def pretrain(config: Config, resume: str | None = None, progress: bool = True) -> TrainResult:
     """Train per `config`. `resume`: None, "auto" (the run folder's checkpoint, if any) or a checkpoint
-    path; see `engine` for what resuming restores."""
+    path; see `engine` for what resuming restores. `progress`: show a progress bar."""
     engine = Engine(config, "pretrain", resume)
     env = engine.env
     target = build_target(
@@ -181,4 +181,5 @@ def pretrain(config: Config, resume: str | None = None) -> TrainResult:
         left_out=dataset.left_out,
         mask_sources=sources,
         extras={"target": {"name": config.target.name, "dim": target.dim}},
+        progress=progress,
     )
