@@ -13,7 +13,7 @@ from motionmae.config import load_config
 
 TINY = Budget(
     {"videos_per_class": 2, "size": 32, "frames": 24},
-    pretrain_epochs=2,
+    pretrain_epochs=4,
     pretrain_warmup=0,
     batch=4,
     probe_epochs=2,
@@ -42,15 +42,15 @@ def test_tiny_budget_runs_reports_and_a_rerun_skips_finished_runs(tmp_path, capf
     assert [(r["method"], r["seed"]) for r in lines] == [("mme", 0), ("pixel-shuffled", 0), ("scratch", 0)]
     mme, shuffled, scratch = lines
     assert all(0 <= r["probe_top1"] <= 1 for r in lines)
-    # 2 epochs of 12 training videos at batch 4; scratch is not pretrained; only mme and scratch are fine-tuned
-    assert (mme["pretrain_steps"], shuffled["pretrain_steps"], scratch["pretrain_steps"]) == (6, 6, 0)
+    # 4 epochs of 12 training videos at batch 4; scratch is not pretrained; only mme and scratch are fine-tuned
+    assert (mme["pretrain_steps"], shuffled["pretrain_steps"], scratch["pretrain_steps"]) == (12, 12, 0)
     assert 0 <= mme["finetune_top1"] <= 1 and 0 <= scratch["finetune_top1"] <= 1 and shuffled["finetune_top1"] is None
     assert not (out / "runs" / "pixel-shuffled-s0" / "finetune").exists()
     assert (out / "runs" / "scratch-s0" / "pretrain" / "checkpoint.pt").is_file()  # the initialized model
     assert (out / "quality.png").stat().st_size > 0 and json.loads((out / "quality.json").read_text()) == report
     table = (out / "quality.md").read_text()
-    assert "| mme | traj (traj_len=4, cell=8, traj_norm=none, shape=False), random 0.75, decoder 1 | 6 |" in table
-    assert "| pixel-shuffled | pixel, random 0.75, decoder 1, shuffled frames | 6 |" in table
+    assert "| mme | traj (traj_len=4, cell=8, traj_norm=none, shape=False), random 0.75, decoder 1 | 12 |" in table
+    assert "| pixel-shuffled | pixel, random 0.75, decoder 1, shuffled frames | 12 |" in table
     assert "| scratch | no pretraining: a random encoder, fine-tuning from scratch | 0 |" in table
     assert (
         "| MME beats pixel (VideoMAE's target) by at least 10 points | no result for pixel | not evaluated |" in table
@@ -80,7 +80,7 @@ def test_tiny_budget_runs_reports_and_a_rerun_skips_finished_runs(tmp_path, capf
     assert report["methods"]["pixel-shuffled"]["seeds"] == 2 and report["methods"]["mme"]["seeds"] == 1
 
     with pytest.raises(QualityError, match="another budget"):
-        run_quality(dataclasses.replace(TINY, pretrain_epochs=4), seeds=1, out=out, methods=["mme"])
+        run_quality(dataclasses.replace(TINY, pretrain_epochs=8), seeds=1, out=out, methods=["mme"])
     with pytest.raises(QualityError, match="unknown method"):
         run_quality(TINY, out=out, methods=["mme", "nonsense"])
 
@@ -124,6 +124,9 @@ def test_claims_are_judged_from_the_means():
     assert tuned["met"] is False and tuned["measured"] == "from MME 55.0 ± 7.1 vs from scratch 46.0: +9.0 points"
     repeats = claims["2 clips per decoded span (data.repeats=2) at the same optimizer steps"]
     assert repeats["met"] is None and not repeats["goal"] and repeats["measured"].endswith("-3.0 points")
+    assert claims["4 clips per decoded span (data.repeats=4) at the same optimizer steps"]["measured"] == (
+        "no result for mme-repeats-4"
+    )
 
     claims = {c["claim"]: c for c in check_claims({"mme-mgm": stats(0.3), "scratch": stats(0.1)})}
     assert claims["MME+MGM beats MME and MGM alone"]["met"] is None
@@ -159,17 +162,24 @@ def test_every_method_changes_one_thing_of_the_base():
     for name, kind in (("mgm", "mgm"), ("pixel-tube-0.75", "tube"), ("mme-mgm", "mgm")):
         assert (config_of(name).mask.kind, config_of(name).mask.ratio) == (kind, 0.75)
     # Equal optimizer steps: twice the clips per decoded span for half the epochs; scratch is not pretrained.
-    repeats = config_of("mme-repeats-2")
-    assert (repeats.data.repeats, repeats.optim.epochs, mme.optim.epochs) == (2, 1, 2)
+    repeats = [config_of(f"mme-repeats-{n}") for n in (2, 4)]
+    assert [(r.data.repeats, r.optim.epochs) for r in repeats] == [(2, 2), (4, 1)] and mme.optim.epochs == 4
     assert config_of("scratch").optim.epochs == 0
     with pytest.raises(QualityError, match="not whole epochs"):
-        config_of("mme-repeats-2", budget=dataclasses.replace(TINY, pretrain_epochs=3))
+        config_of("mme-repeats-4", budget=dataclasses.replace(TINY, pretrain_epochs=6))
     # fine-tuning and the probe keep the run's data, clip, threads and seed
     tuned = quality.finetune_config(config_of("mme", seed=2), TINY, Path("ft"))
     assert (tuned.data.train, tuned.data.frames, tuned.data.size, tuned.model.patch) == ("data/train.csv", 8, 32, 8)
     assert (tuned.run.threads, tuned.run.seed, tuned.aug.mixup, tuned.optim.epochs) == (1, 2, 0, 1)
     probe = quality.probe_config(config_of("mme", seed=2), TINY, Path("probe"))
     assert (probe.data.val, probe.optim.epochs, probe.run.seed) == ("data/val.csv", 2, 2)
+
+
+def test_an_out_takes_another_method_list_but_not_another_budget(tmp_path):
+    quality.check_budget(tmp_path, quality.budget_record("custom", TINY))
+    quality.check_budget(tmp_path, quality.budget_record("custom", dataclasses.replace(TINY, methods=("mme",))))
+    with pytest.raises(QualityError, match="another budget"):
+        quality.check_budget(tmp_path, quality.budget_record("custom", dataclasses.replace(TINY, finetuned=None)))
 
 
 def test_each_budget_runs_methods_that_exist_in_whole_epochs():
