@@ -407,7 +407,7 @@ def percent(stats: dict | None) -> str:
 
 def check_claims(summary: dict) -> list[dict]:
     """The papers' claims as goals at our scale (linear-probe top-1 means; fine-tune top-1 for the
-    fine-tuning claim), then effects measured without a goal:
+    fine-tuning claim), then effects measured without a goal (repeated sampling: those run):
     [{"claim", "measured", "met": True | False | None (a method it needs has no result), "goal": bool}]."""
 
     def stats(name: str, key: str = "probe_top1") -> dict | None:
@@ -488,6 +488,7 @@ def check_claims(summary: dict) -> list[dict]:
                 goal=False,
             )
             for n in (2, 4)
+            if f"mme-repeats-{n}" in summary
         ),
     ]
 

@@ -124,9 +124,7 @@ def test_claims_are_judged_from_the_means():
     assert tuned["met"] is False and tuned["measured"] == "from MME 55.0 ± 7.1 vs from scratch 46.0: +9.0 points"
     repeats = claims["2 clips per decoded span (data.repeats=2) at the same optimizer steps"]
     assert repeats["met"] is None and not repeats["goal"] and repeats["measured"].endswith("-3.0 points")
-    assert claims["4 clips per decoded span (data.repeats=4) at the same optimizer steps"]["measured"] == (
-        "no result for mme-repeats-4"
-    )
+    assert "4 clips per decoded span (data.repeats=4) at the same optimizer steps" not in claims  # not run
 
     claims = {c["claim"]: c for c in check_claims({"mme-mgm": stats(0.3), "scratch": stats(0.1)})}
     assert claims["MME+MGM beats MME and MGM alone"]["met"] is None
