@@ -7,6 +7,7 @@ import pytest
 
 from motionmae.config import TASKS, ConfigError, load_config, parse_override, preset_names
 from motionmae.config.schema import MASK_OPTIONS, MASK_RATIO, TARGET_OPTIONS, TrajOptions
+from motionmae.motion.targets import build_target
 
 
 def test_overrides_are_parsed_as_yaml():
@@ -125,3 +126,18 @@ def test_linear_probe_and_evaluate_configs(tmp_path):
     assert (config.data.clips, config.data.crops, config.data.workers) == (2, 3, 2)
     with pytest.raises(ConfigError, match="data.crops: expected a whole number from 1 to 3, got 4"):
         load_config(None, ["data.crops=4"], task="evaluate")
+
+
+def test_every_option_with_fixed_values_builds_with_each_and_refuses_others_at_load():
+    checked = 0
+    for name, kind in TARGET_OPTIONS.items():
+        for option in dataclasses.fields(kind):
+            choices = option.metadata.get("choices")
+            if not choices:
+                continue
+            for value in choices:
+                build_target(name, **{option.name: value})
+            with pytest.raises(ConfigError, match=rf"target.options.{option.name}: expected one of .*got 'nonsense'"):
+                load_config(None, [f"target.name={name}", f"target.options.{option.name}=nonsense"])
+            checked += 1
+    assert checked == 12  # traj: 7, hog: 2, flow, hof, mbh

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
 import torch
 
 from motionmae.config import load_config
@@ -82,3 +83,21 @@ def test_resume_continues_exactly_and_falls_back_to_the_previous_checkpoint(tiny
     assert rng["python"] == reference_rng["python"]
     assert all(torch.equal(v, reference["model"][k]) for k, v in end["model"].items())
     assert resumed.videos.to_dict() == uninterrupted.videos.to_dict()
+
+
+def test_the_logged_loss_is_the_mean_over_the_steps_micro_batches(tiny_synthetic, tmp_path):
+    """A first step of 2 micro-batches of 4 clips logs the loss of one batch of the same 8 clips:
+    the same model, clips and masks, so the mean over micro-batches, not the last one's."""
+    torch.set_num_threads(1)
+    exact = ("model.drop_path=0", "run.amp=false")
+    accumulated, whole = tmp_path / "accumulated", tmp_path / "whole"
+    pretrain(config(tiny_synthetic, accumulated, 1, *exact))
+    pretrain(config(tiny_synthetic, whole, 1, *exact, "optim.batch_size=8", "optim.accum_steps=1"))
+    videos = [
+        [v for line in read_lines(out / "samples-rank0.jsonl") for v in line["videos"]] for out in (accumulated, whole)
+    ]
+    assert videos[0] == videos[1] and len(videos[0]) == 8
+    [step], [reference] = steps_logged(accumulated), steps_logged(whole)
+    assert step["loss"] == pytest.approx(reference["loss"], rel=1e-5) and step["position"] == pytest.approx(
+        reference["position"], rel=1e-5
+    )

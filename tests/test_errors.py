@@ -45,6 +45,12 @@ CASES = [  # (argv with {root} and {bikes} filled in, exit code, part of the mes
     ("pretrain --config demo --set target.options.traj_len=four", 2, "traj_len: expected int, got 'four'"),
     ("pretrain --config demo --set model.head=conv", 2, "model.head: expected one of linear, mlp, got 'conv'"),
     (
+        "pretrain --config demo --set target.options.traj_norm=tokn",
+        2,
+        "target.options.traj_norm: expected one of scale, token, across_k, none, got 'tokn'",
+    ),
+    ("pretrain --config maskfeat --set target.options.norm=L2", 2, "target.options.norm: expected one of none, token"),
+    (
         "finetune none --train {root}/one.csv --val {root}/one.csv --set data.sampling=tsn",
         2,
         "data.sampling: expected one of dense, segment",

@@ -83,7 +83,13 @@ class MaskConfig:
 
 # ---------------------------------------------------------------- method options, typed per kind
 # Every default of a target builder (motionmae.motion.targets) and mask generator
-# (motionmae.motion.masking) is here, once; their docstrings say what each option does.
+# (motionmae.motion.masking) is here, once, with the values an option may take;
+# their docstrings say what each option does.
+
+
+def one_of(*values):
+    """An option that takes one of `values`, the first its default; checked when a config is loaded."""
+    return field(default=values[0], metadata={"choices": values})
 
 
 @dataclass
@@ -91,16 +97,16 @@ class TrajOptions:  # TrajectoryTarget: the MME motion trajectory
     traj_len: int = 6  # L steps (paper 6, release 4)
     interpolate: bool = True
     shape: bool = True
-    merge: str | None = None  # None | mean | max
-    traj_norm: str = "scale"  # scale | token | across_k | none
+    merge: str | None = one_of(None, "mean", "max")
+    traj_norm: str = one_of("scale", "token", "across_k", "none")
     traj_scale: float = 1.0  # px per step that "scale" maps to 1
     dead_zone: float = 0.3  # px per step
-    shape_norm: str = "token"  # token | across_k | none
-    hog_channels: str = "max"  # max | each
+    shape_norm: str = one_of("token", "across_k", "none")
+    hog_channels: str = one_of("max", "each")
     shape_step_weight: float = 1.0
-    validity: str = "trajectory"  # trajectory | token
-    lookup: str = "bilinear"  # bilinear | nearest | cell
-    tracker: str = "paper"  # paper | release
+    validity: str = one_of("trajectory", "token")
+    lookup: str = one_of("bilinear", "nearest", "cell")
+    tracker: str = one_of("paper", "release")
     median: bool = True
     max_flow: float = 20.0  # px
     position_weight: float = 1.0
@@ -117,20 +123,20 @@ class PixelOptions:  # PixelTarget (VideoMAE)
 
 @dataclass
 class HOGOptions:  # HOGTarget (MaskFeat)
-    norm: str = "none"  # none | token | l2
-    style: str = "maskfeat"  # maskfeat | release
+    norm: str = one_of("none", "token", "l2")
+    style: str = one_of("maskfeat", "release")
     bins: int = 9
     cell: int = 8
 
 
 @dataclass
 class FlowOptions:  # FlowTarget
-    norm: str = "token"
+    norm: str = one_of("token", "l2", "none")
 
 
 @dataclass
 class HOFOptions:  # HOFTarget
-    norm: str = "none"
+    norm: str = one_of("none", "token", "l2")
     bins: int = 9
     cell: int = 8
 
@@ -185,7 +191,8 @@ MASK_RATIO = {"tube": 0.9, "random": 0.9, "cube": 0.4, "smm": 0.75, "mgm": 0.75}
 
 
 def _typed(kind_class, options: dict, where: str):
-    """`kind_class(**options)`, or a ConfigError naming an unknown key (with the valid ones) or a mistyped value."""
+    """`kind_class(**options)`, or a ConfigError naming an unknown key (with the valid ones), a mistyped
+    value or one an option does not take."""
     fields = {f.name: f for f in dataclasses.fields(kind_class)}
     unknown = sorted(set(options) - set(fields))
     if unknown:
@@ -196,6 +203,9 @@ def _typed(kind_class, options: dict, where: str):
         value = _coerce(value, default, f"{where}.{key}")
         if default is not None and value is not None and not isinstance(value, type(default)):
             raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{where}.{key}: expected one of {', '.join(map(str, choices))}, got {value!r}")
         values[key] = value
     return kind_class(**values)
 

@@ -241,17 +241,6 @@ class TrajectoryTarget(Target):
         patch=16,
     ):
         super().__init__(tubelet, patch)
-        for option, value, choices in (
-            ("merge", merge, (None, "mean", "max")),
-            ("traj_norm", traj_norm, ("scale", "token", "across_k", "none")),
-            ("shape_norm", shape_norm, ("token", "across_k", "none")),
-            ("validity", validity, ("trajectory", "token")),
-            ("lookup", lookup, ("bilinear", "nearest", "cell")),
-            ("tracker", tracker, ("paper", "release")),
-            ("hog_channels", hog_channels, ("max", "each")),
-        ):
-            if value not in choices:
-                raise UsageError(f"{option} must be one of {choices}, got {value!r}")
         if traj_scale <= 0 or dead_zone < 0:
             raise UsageError(f"traj_scale must be > 0 and dead_zone >= 0 (px per step), got {traj_scale}, {dead_zone}")
         if tracker == "release" and not interpolate:
@@ -447,8 +436,6 @@ class HOGTarget(Target):
 
     def __init__(self, *, norm, style, bins, cell, tubelet=2, patch=16):
         super().__init__(tubelet, patch)
-        if style not in ("maskfeat", "release"):
-            raise UsageError(f"style must be 'maskfeat' or 'release', got {style!r}")
         self.norm, self.style, self.bins, self.cell = norm, style, bins, cell
         self.dim = (patch // cell) ** 2 * 3 * bins
         self.parts, self.loss_weights = {"hog": slice(0, self.dim)}, {"hog": 1.0}

@@ -18,8 +18,9 @@ A task supplies what differs: the model and its optimizer, the data, the loss of
   `run.amp_dtype: float16` in fp16 on any device, the loss scaled by a GradScaler.
 - A NaN or infinite loss stops the run (`TrainingDiverged`), the last good checkpoint kept.
 - Logging (rank 0). OUT/config.yaml; OUT/metrics.jsonl: every `run.log_every` steps and at the
-  last, the loss (mean over processes) and its parts, lr, clips/s, the mean seconds per step
-  spent waiting for data and in all ("data_wait_s", "step_s"), and with MGM masks the samples
+  last, the loss and its parts (means over the step's micro-batches and the processes), lr,
+  clips/s, the mean seconds per step spent waiting for data and in all ("data_wait_s",
+  "step_s"), and with MGM masks the samples
   per guidance source ("mask_sources"); at an epoch's end when the counts changed and at the
   last step, the videos read and skipped ("videos", `tally.VideoTally.to_dict()`); each
   validation's record. With `run.log_samples`, every process writes the videos of each of its
@@ -223,6 +224,7 @@ class Engine:
             with generators_kept():  # the loader draws its seeds apart from the training's generators
                 batches = iter(loader)
             started, clips, micro = time.perf_counter(), 0, 0
+            summed = None  # the loss and its parts, summed over this step's micro-batches
             for batch in wait.timed(batches):
                 micro += 1
                 sync = micro % o.accum_steps == 0
@@ -235,15 +237,18 @@ class Engine:
                     loss, parts = loss_of_batch(ddp, batch)
                     check_finite(loss, step, epoch, self.checkpoint)
                     self.scaler.scale(loss / o.accum_steps).backward()
+                values = torch.stack([loss, *parts.values()]).detach()
+                summed = values if summed is None else summed + values
                 clips += batch["frames"].shape[0] * env.world
                 if not sync:
                     continue
                 apply_gradients(model, optimizer, scheduler, o.clip_grad, self.scaler)
+                step_values, summed = summed / o.accum_steps, None
                 step += 1
                 bar.update(1)
                 epoch_end = step % steps_per_epoch == 0
                 if step % run.log_every == 0 or step == last_step:
-                    values = mean_over_ranks(torch.stack([loss, *parts.values()]), env)
+                    values = mean_over_ranks(step_values, env)
                     rate = clips / (time.perf_counter() - started)
                     record = {
                         "step": step,
