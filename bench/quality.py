@@ -203,7 +203,7 @@ def finetune_config(config: Config, budget: Budget, out: Path) -> FinetuneConfig
     """`finetune-demo` (FINETUNE_SETTINGS) on the pretraining run's data, clips, model and threads, for the
     budget's epochs."""
     d, m = config.data, config.model
-    return load_config(
+    tuned = load_config(
         "finetune-demo",
         [
             f"data.train={d.train}",
@@ -220,12 +220,13 @@ def finetune_config(config: Config, budget: Budget, out: Path) -> FinetuneConfig
             f"optim.epochs={budget.finetune_epochs}",
             f"optim.warmup_epochs={budget.finetune_warmup}",
             f"optim.batch_size={budget.batch}",
-            f"run.threads={'null' if config.run.threads is None else config.run.threads}",
             f"run.seed={config.run.seed}",
             f"run.out={out}",
         ],
         task="finetune",
     )
+    tuned.run.threads = config.run.threads
+    return tuned
 
 
 def probe_config(config: Config, budget: Budget, out: Path):

@@ -20,11 +20,11 @@ A task supplies what differs: the model and its optimizer, the data, the loss of
 - Logging (rank 0). OUT/config.yaml; OUT/metrics.jsonl: every `run.log_every` steps and at the
   last, the loss and its parts (means over the step's micro-batches and the processes), lr,
   clips/s, the mean seconds per step spent waiting for data and in all ("data_wait_s",
-  "step_s"), and with MGM masks the samples
-  per guidance source ("mask_sources"); at an epoch's end when the counts changed and at the
-  last step, the videos read and skipped ("videos", `tally.VideoTally.to_dict()`); each
-  validation's record. With `run.log_samples`, every process writes the videos of each of its
-  batches (`SampleLog`). A progress bar shows loss, lr, clips/s, ETA and the data-wait share.
+  "step_s"), and with MGM masks the samples per guidance source ("mask_sources"); at an
+  epoch's end when the counts changed and at the last step, the videos read and skipped
+  ("videos", `tally.VideoTally.to_dict()`); each validation's record. With `run.log_samples`,
+  every process writes the videos of each of its batches (`SampleLog`). A progress bar shows
+  loss, lr, clips/s, ETA and the data-wait share.
 - Checkpoints. Rank 0 writes OUT/checkpoint.pt every `run.checkpoint_every` steps, at every
   epoch's end and at the last step, atomically (temp file, then rename); the checkpoint it
   replaces is kept as OUT/checkpoint.prev.pt. A checkpoint holds "model", "optimizer",
